@@ -1,0 +1,90 @@
+"""Prompts for one 2D slice.
+
+Coordinates are slice pixels: ``x`` is the column and ``y`` the row of the 2D
+slice array (see :func:`volume.take_slice` for which volume axes those are).
+A box is ``(x0, y0, x1, y1)`` with (x1, y1) the last column and row it covers,
+as the tight box of a mask is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import PromptError
+
+INCLUDE = 1
+EXCLUDE = 0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Include/exclude points, at most one box, and optionally a previous low-res mask.
+
+    points: (N, 2) float array of (x, y); labels: (N,) int array, 1 include, 0 exclude;
+    box: (4,) float array (x0, y0, x1, y1) or None; mask_input: (256, 256) float32
+    low-resolution logits from an earlier prediction of the same model, or None.
+    """
+
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
+    box: Optional[np.ndarray] = None
+    mask_input: Optional[np.ndarray] = None
+
+    def __init__(self, points: Sequence[Sequence[float]] | np.ndarray = (),
+                 labels: Sequence[int] | np.ndarray | None = None,
+                 box: Sequence[float] | np.ndarray | None = None,
+                 mask_input: np.ndarray | None = None):
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
+        if len(lab) != len(pts):
+            raise PromptError(f"{len(pts)} points but {len(lab)} labels")
+        if np.any((lab != INCLUDE) & (lab != EXCLUDE)):
+            raise PromptError("point labels must be 1 (include) or 0 (exclude)")
+        bx = None if box is None else np.asarray(box, dtype=np.float64).reshape(-1)
+        if bx is not None and bx.shape != (4,):
+            raise PromptError(f"a box needs 4 numbers (x0 y0 x1 y1), got {bx.size}")
+        if mask_input is not None:
+            mask_input = np.asarray(mask_input, dtype=np.float32)
+            if mask_input.shape != (256, 256):
+                raise PromptError(f"mask_input must be (256, 256) low-resolution logits, got {mask_input.shape}")
+        object.__setattr__(self, "points", pts)
+        object.__setattr__(self, "labels", lab)
+        object.__setattr__(self, "box", bx)
+        object.__setattr__(self, "mask_input", mask_input)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when there is nothing to segment from (no point, no box, no mask)."""
+        return len(self.points) == 0 and self.box is None and self.mask_input is None
+
+    def validate(self, shape: tuple[int, int]) -> None:
+        """Raise PromptError unless the prompt is usable on a slice of ``shape`` = (rows, columns)."""
+        rows, cols = shape
+        if self.is_empty:
+            raise PromptError("empty prompt: give at least one include point or a box")
+        if len(self.points) and not np.any(self.labels == INCLUDE) and self.box is None and self.mask_input is None:
+            raise PromptError("only exclude points: add an include point or a box")
+        for (x, y) in self.points:
+            if not (0 <= x <= cols - 1 and 0 <= y <= rows - 1):
+                raise PromptError(f"point ({x:g}, {y:g}) lies outside the {cols} x {rows} slice (x=column, y=row)")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if not np.all(np.isfinite(self.box)):
+                raise PromptError("box coordinates must be finite numbers")
+            if x1 < x0 or y1 < y0:
+                raise PromptError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is inverted: need x0 <= x1 and y0 <= y1")
+            if x0 < 0 or y0 < 0 or x1 > cols - 1 or y1 > rows - 1:
+                raise PromptError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) extends outside the {cols} x {rows} slice "
+                                  f"(x in 0..{cols - 1}, y in 0..{rows - 1})")
+
+
+def box_from_mask(mask: np.ndarray) -> np.ndarray:
+    """Tight box (x0, y0, x1, y1) of a non-empty 2D boolean mask (rows, columns)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise PromptError("cannot take the box of an empty mask")
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
