@@ -1,0 +1,1 @@
+"""Qt-free Slicer layer of SAMSegmenter: MRML geometry, prompts, segment writing and the scripting logic."""

@@ -1,0 +1,188 @@
+"""Writing masks into segments through Slicer's segment editor logic: replace/add/remove, masking, overwrite, undo, files.
+
+Masks here are the brain mask and hand-made shapes, so these tests need no model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import slicer
+from mrml_scene import load_segmentation, oblique, save_segmentation  # noqa: F401  (fixture)
+
+from SAMSegmenterLib.errors import InputError
+from SAMSegmenterMRML.editor import SegmentEditorSession
+from SAMSegmenterMRML.labelmaps import Slab, labelmap_edits, volume_ijk_to_segmentation
+from SAMSegmenterMRML.logic import SAMSegmenterLogic, slab_mask
+
+read = slicer.util.arrayFromSegmentBinaryLabelmap
+
+
+def shape_of(volume) -> tuple[int, int, int]:
+    return tuple(int(n) for n in reversed(volume.GetImageData().GetDimensions()))
+
+
+@pytest.fixture
+def segmentation(oblique):
+    """A segmentation on the volume's grid with "Target" (a block on every slice) and "Other" (left half of slice 2)."""
+    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
+    shape = shape_of(oblique.volume)
+    target = np.zeros(shape, np.uint8)
+    target[:, 30:50, 30:50] = 1
+    other = np.zeros(shape, np.uint8)
+    other[2, :, :40] = 1
+    for name, array in (("Target", target), ("Other", other)):
+        node.GetSegmentation().AddEmptySegment(name)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(array, node, name, oblique.volume)
+    yield node
+    oblique.scene.RemoveNode(node)
+
+
+def write(oblique, segmentation, session, mask_2d, index, mode="replace"):
+    shape = shape_of(oblique.volume)
+    slab = Slab(0, index, index)
+    current = session.segment_labelmap("Target") if mode == "replace" else None
+    edits = labelmap_edits(
+        slab_mask(mask_2d, slab, shape), slab, shape, volume_ijk_to_segmentation(oblique.volume, segmentation),
+        session.reference_geometry(), current, mode,
+    )
+    session.apply("Target", edits)
+
+
+def arrays(oblique, segmentation):
+    return read(segmentation, "Target", oblique.volume) > 0, read(segmentation, "Other", oblique.volume) > 0
+
+
+def test_replace_changes_only_the_slab_and_overwrites_other_segments(oblique, segmentation):
+    before_target, before_other = arrays(oblique, segmentation)
+    session = SegmentEditorSession(segmentation, oblique.volume)
+    brain = oblique.brain[2]
+    write(oblique, segmentation, session, brain, 2)
+    target, other = arrays(oblique, segmentation)
+    expected = before_target.copy()
+    expected[2] = brain
+    np.testing.assert_array_equal(target, expected)
+    np.testing.assert_array_equal(other, before_other & ~expected)  # default: modify all other segments
+    session.undo()
+    target, other = arrays(oblique, segmentation)
+    np.testing.assert_array_equal(target, before_target)
+    np.testing.assert_array_equal(other, before_other)
+    session.redo()
+    np.testing.assert_array_equal(arrays(oblique, segmentation)[0], expected)
+    session.close()
+
+
+def test_add_and_remove(oblique, segmentation):
+    before_target, before_other = arrays(oblique, segmentation)
+    session = SegmentEditorSession(segmentation, oblique.volume)
+    square = np.zeros(before_target.shape[1:], bool)
+    square[40:60, 40:60] = True
+    write(oblique, segmentation, session, square, 4, "add")
+    expected = before_target.copy()
+    expected[4] |= square
+    np.testing.assert_array_equal(arrays(oblique, segmentation)[0], expected)
+    write(oblique, segmentation, session, square, 1, "remove")
+    expected[1] &= ~square
+    np.testing.assert_array_equal(arrays(oblique, segmentation)[0], expected)
+    np.testing.assert_array_equal(arrays(oblique, segmentation)[1], before_other)
+    session.close()
+
+
+def test_editable_area_inside_another_segment_and_no_overwrite(oblique, segmentation):
+    before_target, before_other = arrays(oblique, segmentation)
+    session = SegmentEditorSession(segmentation, oblique.volume)
+    session.editor_node.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
+    session.editor_node.SetMaskSegmentID("Other")
+    session.editor_node.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+    brain = oblique.brain[2]
+    write(oblique, segmentation, session, brain, 2)
+    target, other = arrays(oblique, segmentation)
+    editable = before_other[2]
+    expected = before_target.copy()
+    expected[2] = (brain & editable) | (before_target[2] & ~editable)
+    np.testing.assert_array_equal(target, expected)
+    np.testing.assert_array_equal(other, before_other)  # not overwritten, nothing handed back to it
+    assert (target[2] & ~editable).sum() == (before_target[2] & ~editable).sum() > 0
+    session.close()
+
+
+def test_editable_intensity_range(oblique, segmentation):
+    before_target, _ = arrays(oblique, segmentation)
+    session = SegmentEditorSession(segmentation, oblique.volume)
+    threshold = float(np.percentile(oblique.array[3], 75))
+    session.editor_node.SetSourceVolumeIntensityMask(True)
+    session.editor_node.SetSourceVolumeIntensityMaskRange(threshold, float(oblique.array.max()))
+    full = np.ones(before_target.shape[1:], bool)
+    write(oblique, segmentation, session, full, 3, "add")
+    target = arrays(oblique, segmentation)[0]
+    bright = oblique.array[3] >= threshold
+    np.testing.assert_array_equal(target[3], before_target[3] | bright)
+    assert 0 < bright.sum() < bright.size
+    session.close()
+
+
+def test_segmentation_on_another_grid_is_resampled(oblique):
+    """A segmentation whose grid has half the volume's in-plane resolution receives the mask resampled onto it."""
+    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Coarse")
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
+    geometry = slicer.vtkOrientedImageData()
+    converter = slicer.vtkSegmentationConverter
+    parameter = converter.GetReferenceImageGeometryParameterName()
+    converter.DeserializeImageGeometry(node.GetSegmentation().GetConversionParameter(parameter), geometry, False)
+    extent = geometry.GetExtent()
+    spacing = geometry.GetSpacing()
+    geometry.SetSpacing(2 * spacing[0], 2 * spacing[1], spacing[2])
+    geometry.SetExtent(extent[0], extent[1] // 2, extent[2], extent[3] // 2, extent[4], extent[5])
+    node.GetSegmentation().SetConversionParameter(parameter, converter.SerializeImageGeometry(geometry))
+    node.GetSegmentation().AddEmptySegment("Target")
+    session = SegmentEditorSession(node, oblique.volume)
+    shape = shape_of(oblique.volume)
+    square = np.zeros(shape[1:], bool)
+    square[20:60, 10:50] = True
+    slab = Slab(0, 2, 2)
+    edits = labelmap_edits(
+        slab_mask(square, slab, shape), slab, shape, volume_ijk_to_segmentation(oblique.volume, node),
+        session.reference_geometry(), session.segment_labelmap("Target"), "replace",
+    )
+    assert tuple(edits[0].labelmap.GetSpacing()) == pytest.approx(tuple(geometry.GetSpacing()))
+    session.apply("Target", edits)
+    on_volume_grid = read(node, "Target", oblique.volume) > 0
+    # even voxels are voxel centres of the coarse grid, so they come back exactly
+    np.testing.assert_array_equal(on_volume_grid[2, 20:60:2, 10:50:2], True)
+    assert on_volume_grid[[0, 1, 3, 4, 5]].sum() == 0 and on_volume_grid[2, :, 52:].sum() == 0
+    session.close()
+    oblique.scene.RemoveNode(node)
+
+
+def test_seg_nrrd_saved_and_reloaded_identically(oblique, segmentation, tmp_path):
+    logic = SAMSegmenterLogic(model=None)
+    brain = oblique.brain[1:4]
+    logic.write(oblique.volume, segmentation, "Target", brain, Slab(0, 1, 3))
+    target, other = arrays(oblique, segmentation)
+    path = tmp_path / "written.seg.nrrd"
+    save_segmentation(segmentation, path)
+    loaded = load_segmentation(oblique.scene, path, "Reloaded")
+    assert list(loaded.GetSegmentation().GetSegmentIDs()) == ["Target", "Other"]
+    np.testing.assert_array_equal(read(loaded, "Target", oblique.volume) > 0, target)
+    np.testing.assert_array_equal(read(loaded, "Other", oblique.volume) > 0, other)
+    np.testing.assert_array_equal(target[1:4], brain)
+    logic.undo(segmentation)
+    assert not (arrays(oblique, segmentation)[0][1:4] == brain).all()
+    with pytest.raises(InputError, match="nothing to undo"):
+        logic.undo(segmentation)
+    logic.close()
+    oblique.scene.RemoveNode(loaded)
+
+
+def test_bad_writes_are_refused(oblique, segmentation):
+    logic = SAMSegmenterLogic(model=None)
+    with pytest.raises(InputError, match="not found"):
+        logic.write(oblique.volume, segmentation, "Missing", oblique.brain[2:3], Slab(0, 2, 2))
+    with pytest.raises(InputError, match="does not match the slab"):
+        logic.write(oblique.volume, segmentation, "Target", oblique.brain[2:4], Slab(0, 2, 2))
+    with pytest.raises(InputError, match="write mode"):
+        logic.write(oblique.volume, segmentation, "Target", oblique.brain[2:3], Slab(0, 2, 2), mode="merge")
+    logic.close()
