@@ -7,7 +7,8 @@ covered (inclusive). Random protocols draw from the ``numpy.random.Generator`` t
 :func:`protocol_rng` derives one from a seed and the slice's identity, so a run gives the same
 prompts whatever the order or the machine the slices are processed on.
 
-Protocols (``PROTOCOL_HELP`` holds the one-line versions):
+Protocols (``PROTOCOL_HELP`` holds the one-line versions; those in ``POINT_PROTOCOLS`` need a
+model that takes point prompts, which box-only LiteMedSAM and MedSAM do not):
 
 * ``box``: the tight bounding box of the mask.
 * ``box_jitter``: the tight box with each side moved outwards by its own random whole number
@@ -37,7 +38,7 @@ Point = tuple[int, int]
 
 PROTOCOL_HELP: dict[str, str] = {
     "box": "tight bounding box of the reference mask",
-    "box_jitter": "tight box, each side moved outwards by a random 0 to 20 px (fixed seed)",
+    "box_jitter": "tight box, each side moved outwards by a random 0 to 20 px (--jitter; fixed --seed)",
     "center": "one positive point at the centroid (nearest mask pixel if the centroid is outside)",
     "points1": "1 positive point sampled inside the mask",
     "points3": "2 positive points inside the mask + 1 negative in the box enlarged twice",
@@ -51,6 +52,7 @@ SLICE_PROTOCOLS: tuple[str, ...] = ("box", "box_jitter", "center", "points1", "p
 VOLUME_PROTOCOLS: tuple[str, ...] = ("propagate3d",)
 PROTOCOLS: tuple[str, ...] = SLICE_PROTOCOLS + VOLUME_PROTOCOLS
 POINT_COUNTS: dict[str, int] = {"points1": 1, "points3": 3, "points5": 5, "points10": 10}
+POINT_PROTOCOLS: tuple[str, ...] = ("center", *POINT_COUNTS, "box_points")  # need a model taking points
 
 
 def protocol_rng(seed: int, *keys: object) -> np.random.Generator:
