@@ -114,21 +114,25 @@ class SAMSegmenterLogic:
         precision: Optional[str] = None,
         checkpoint: Optional[str | Path] = None,
         cache_bytes: Optional[int] = None,
+        load: bool = True,
     ) -> None:
-        """Change model, device, precision or cache size; the next use loads the model again.
+        """Change model, device, precision or embedding cache size (None keeps the current value).
 
-        Raises the engine's ModelError/DeviceError/CheckpointError at once if the new
-        configuration cannot be loaded, and then keeps the previous one.
+        load=True loads the new model at once, raising the engine's ModelError, DeviceError
+        or CheckpointError (and keeping the previous configuration) if it cannot be used;
+        load=False only records the choice and the model is loaded on next use.
         """
         name = model_name or self.model_name
         new_device = device or self.device
         new_precision = precision or self.precision
         new_checkpoint = checkpoint if checkpoint is not None else (self.checkpoint if name == self.model_name else None)
         if (name, new_device, new_precision, new_checkpoint) != (self.model_name, self.device, self.precision, self.checkpoint):
-            model = load_model(name, new_device, new_precision, new_checkpoint)
+            model = load_model(name, new_device, new_precision, new_checkpoint) if load else None
             self.model_name, self.device, self.precision, self.checkpoint = name, new_device, new_precision, new_checkpoint
             self._model = model
             self.release_predictors()
+        elif load and self._model is None:
+            self._model = load_model(self.model_name, self.device, self.precision, self.checkpoint)
         if cache_bytes is not None and cache_bytes != self.cache.max_bytes:
             self.cache = EmbeddingCache(cache_bytes)
             self.release_predictors()
@@ -368,3 +372,14 @@ def visited_slab(seed: SliceRef, scores: dict[int, float]) -> Slab:
     """The slab from the lowest to the highest slice a propagation visited (the seed included)."""
     indices = [seed.index, *scores.keys()]
     return Slab(seed.axis, int(min(indices)), int(max(indices)))
+
+
+_SHARED: Optional[SAMSegmenterLogic] = None
+
+
+def shared_logic() -> SAMSegmenterLogic:
+    """The process-wide logic shared by the SAMSegmenter module panel and the Segment Editor effect."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = SAMSegmenterLogic()
+    return _SHARED

@@ -78,3 +78,21 @@ def test_cached_weights_states_checksum_and_delete(tmp_path, monkeypatch):
     assert not path.exists() and not path.with_name(path.name + ".part").exists()
     with pytest.raises(InputError, match="no downloaded weights"):
         model_store.delete_model(name)
+
+
+def test_configure_records_or_loads_and_refuses_bad_choices(litemedsam):
+    from SAMSegmenterLib.errors import DeviceError, ModelError
+    from SAMSegmenterMRML.logic import SAMSegmenterLogic, shared_logic
+
+    logic = SAMSegmenterLogic(model=litemedsam)
+    logic.configure(device="cpu", precision="bf16", cache_bytes=1 << 20, load=False)
+    assert (logic.device, logic.precision, logic.cache.max_bytes) == ("cpu", "bf16", 1 << 20)
+    with pytest.raises(DeviceError):
+        logic.configure(precision="fp16")  # fp16 needs a GPU
+    assert logic.precision == "bf16"
+    with pytest.raises(ModelError):
+        logic.configure(model_name="no_such_model")
+    assert logic.model_name == "litemedsam"
+    logic.configure(precision="fp32")
+    assert logic.model is litemedsam  # the engine keeps one loaded model per configuration
+    assert shared_logic() is shared_logic()

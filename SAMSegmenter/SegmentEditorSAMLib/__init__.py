@@ -1,0 +1,3 @@
+"""Segment Editor effect "SAM" (registered by the SAMSegmenter module)."""
+
+from .SegmentEditorEffect import SegmentEditorEffect
