@@ -10,12 +10,13 @@ editor edits that Apply performs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import slicer
 
 from SAMSegmenterLib.errors import PromptError
+from SAMSegmenterLib.models import get_spec
 from SAMSegmenterLib.predictor import SlicePrediction, SlicePredictor
 
 from .geometry import SliceRef, choose_slice, view_slice, volume_ijk_to_world, world_to_ijk
@@ -30,15 +31,18 @@ DIRECTIONS = ("up", "down", "both")
 
 @dataclass
 class PredictionJob:
-    """One slice prediction; `run` touches no MRML, so a worker thread may call it."""
+    """One slice prediction; `run` touches no MRML, so a worker thread may call it.
+
+    predictor: returns the volume's predictor (see SAMSegmenterLogic.predictor_source).
+    """
 
     generation: int
-    predictor: SlicePredictor
+    predictor: Callable[[], SlicePredictor]
     prompt: SlicePrompt
     multimask: bool = False
 
     def run(self) -> SlicePrediction:
-        return self.predictor.predict(self.prompt.ref.axis, self.prompt.ref.index, self.prompt.engine_prompt(), self.multimask)
+        return self.predictor().predict(self.prompt.ref.axis, self.prompt.ref.index, self.prompt.engine_prompt(), self.multimask)
 
 
 @dataclass
@@ -46,7 +50,7 @@ class PropagationJob:
     """Propagation from the previewed slice; `run` touches no MRML."""
 
     generation: int
-    predictor: SlicePredictor
+    predictor: Callable[[], SlicePredictor]
     seed: SliceRef
     seed_mask: np.ndarray
     direction: str
@@ -56,7 +60,7 @@ class PropagationJob:
         from SAMSegmenterLib.propagation import propagate
 
         return propagate(
-            self.predictor, self.seed.axis, self.seed.index, seed_mask=self.seed_mask, direction=self.direction,
+            self.predictor(), self.seed.axis, self.seed.index, seed_mask=self.seed_mask, direction=self.direction,
             slice_range=self.slice_range, progress=progress, cancel=cancel,
         )
 
@@ -96,10 +100,11 @@ class InteractiveSession:
         """The volume slice a slice view shows; PromptError when the view is not aligned to the volume."""
         return view_slice(slice_to_ras, volume_ijk_to_world(self.volume_node), self.shape)
 
-    def prefetch(self, slice_to_ras: np.ndarray) -> None:
-        """Start embedding the slice a view shows, so the first prompt there is fast."""
+    def prefetch(self, slice_to_ras: np.ndarray) -> Callable[[], None]:
+        """Work (for a worker thread) that starts embedding the slice a view shows; PromptError if none."""
         ref = self.view_slice(slice_to_ras)
-        self.logic.predictor(self.volume_node, self.window).prefetch(ref.axis, ref.index)
+        source = self.logic.predictor_source(self.volume_node, self.window)
+        return lambda: source().prefetch(ref.axis, ref.index)
 
     def _slice_of(self, points_ras: np.ndarray, axis: int) -> SliceRef:
         return choose_slice(world_to_ijk(points_ras, volume_ijk_to_world(self.volume_node)), self.shape, axis)
@@ -112,9 +117,10 @@ class InteractiveSession:
 
     def add_point(self, ras: np.ndarray, include: bool, slice_to_ras: np.ndarray) -> PredictionJob:
         """Add an include/exclude point clicked at world ``ras`` (3,) in a view with ``slice_to_ras``."""
-        if not self.logic.model.spec.point_prompts:
+        spec = get_spec(self.logic.model_name)
+        if not spec.point_prompts:
             raise PromptError(
-                f"{self.logic.model.spec.title} was trained with box prompts only: drag a box "
+                f"{spec.title} was trained with box prompts only: drag a box "
                 "(for include/exclude points choose a SAM ViT model)"
             )
         axis = self.view_slice(slice_to_ras).axis
@@ -135,7 +141,7 @@ class InteractiveSession:
             self.shape, volume_ijk_to_world(self.volume_node), points, labels, self.markups.box_corners(), "RAS", self.ref.axis
         )
         self.generation += 1
-        return PredictionJob(self.generation, self.logic.predictor(self.volume_node, self.window), prompt)
+        return PredictionJob(self.generation, self.logic.predictor_source(self.volume_node, self.window), prompt)
 
     def accept(self, job: PredictionJob, prediction: SlicePrediction) -> bool:
         """Take a finished prediction (main thread); False (ignored) if prompts changed since."""
@@ -159,7 +165,7 @@ class InteractiveSession:
             raise PromptError("the previewed slice is empty: nothing to propagate")
         self.generation += 1
         return PropagationJob(
-            self.generation, self.logic.predictor(self.volume_node, self.window), self.ref, seed_mask, direction, slice_range
+            self.generation, self.logic.predictor_source(self.volume_node, self.window), self.ref, seed_mask, direction, slice_range
         )
 
     def accept_propagation(self, job: PropagationJob, result) -> bool:

@@ -16,6 +16,7 @@ Console use (in Slicer's Python console, or on slicer-core)::
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,16 +97,18 @@ class SAMSegmenterLogic:
         self.window = window
         self.cache = EmbeddingCache(cache_bytes)
         self._predictors: OrderedDict[Hashable, SlicePredictor] = OrderedDict()
+        self._lock = threading.RLock()
         self._editors: dict[str, SegmentEditorSession] = {}
 
     # model and predictors -------------------------------------------------------------------
 
     @property
     def model(self) -> SamModel:
-        """The model, loaded on first use."""
-        if self._model is None:
-            self._model = load_model(self.model_name, self.device, self.precision, self.checkpoint)
-        return self._model
+        """The model, loaded on first use (from any thread)."""
+        with self._lock:
+            if self._model is None:
+                self._model = load_model(self.model_name, self.device, self.precision, self.checkpoint)
+            return self._model
 
     def configure(
         self,
@@ -137,24 +140,50 @@ class SAMSegmenterLogic:
             self.cache = EmbeddingCache(cache_bytes)
             self.release_predictors()
 
-    def predictor(self, volume_node: slicer.vtkMRMLScalarVolumeNode, window: Optional[str] = None) -> SlicePredictor:
-        """The predictor of a volume's current voxels (cached; at most MAX_CACHED_VOLUMES kept). Main thread only."""
+    def predictor_source(
+        self, volume_node: slicer.vtkMRMLScalarVolumeNode, window: Optional[str] = None
+    ) -> Callable[[], SlicePredictor]:
+        """A function returning the predictor of the volume's current voxels.
+
+        Call this on the main thread (it reads the node); the returned function may run in a
+        worker thread, where the slow parts happen: loading the model, computing the window,
+        building the predictor. Predictors are cached (at most MAX_CACHED_VOLUMES).
+        """
         spec = window or self.window
-        key = (volume_state(volume_node), self.model.key, spec)
-        predictor = self._predictors.get(key)
-        if predictor is None:
-            predictor = SlicePredictor(self.model, volume_array(volume_node), spec, cache=self.cache, volume_id=key[0])
-            self._predictors[key] = predictor
-            while len(self._predictors) > MAX_CACHED_VOLUMES:
-                self._predictors.popitem(last=False)[1].close()
-        self._predictors.move_to_end(key)
-        return predictor
+        key = (volume_state(volume_node), self.model_name, self.device, self.precision, str(self.checkpoint), spec)
+        with self._lock:
+            cached = self._predictors.get(key)
+            if cached is not None:
+                self._predictors.move_to_end(key)
+                return lambda: cached
+        voxels = volume_array(volume_node)
+
+        def build() -> SlicePredictor:
+            with self._lock:
+                existing = self._predictors.get(key)
+            if existing is not None:
+                return existing
+            predictor = SlicePredictor(self.model, voxels, spec, cache=self.cache, volume_id=key[0])
+            with self._lock:
+                predictor = self._predictors.setdefault(key, predictor)
+                self._predictors.move_to_end(key)
+                while len(self._predictors) > MAX_CACHED_VOLUMES:
+                    self._predictors.popitem(last=False)[1].close()
+            return predictor
+
+        return build
+
+    def predictor(self, volume_node: slicer.vtkMRMLScalarVolumeNode, window: Optional[str] = None) -> SlicePredictor:
+        """The (cached) predictor of the volume's current voxels, built now if needed."""
+        return self.predictor_source(volume_node, window)()
 
     def release_predictors(self) -> None:
         """Forget all predictors and cached embeddings."""
-        for predictor in self._predictors.values():
+        with self._lock:
+            predictors = list(self._predictors.values())
+            self._predictors.clear()
+        for predictor in predictors:
             predictor.close()
-        self._predictors.clear()
         self.cache.clear()
 
     # prompts and prediction ---------------------------------------------------------------------

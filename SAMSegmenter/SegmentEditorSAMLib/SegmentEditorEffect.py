@@ -43,6 +43,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         self.session = None
         self.runner = None
+        self.prefetchRunner = None
         self.jobs = {}
         self.drag = None
         self.prefetchView = None
@@ -245,6 +246,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.session = InteractiveSession(SAMSegmenter.sharedLogic(), volumeNode, segmentationNode, self.windowSelector.currentText)
             if self.runner is None:
                 self.runner = BackgroundRunner()
+                self.prefetchRunner = BackgroundRunner()
         segmentId = parameterNode.GetSelectedSegmentID()
         segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentId else None
         if segment is not None:
@@ -338,8 +340,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.setStatus(str(error))
             return
         self._submit(("predict", job.generation), job, job.run)
-        cached = job.predictor.is_cached(job.prompt.ref.axis, job.prompt.ref.index)
-        self.setStatus("Segmenting..." if cached else "Computing the slice embedding, then segmenting...")
+        self.setStatus(f"Segmenting slice {job.prompt.ref.axis_name}={job.prompt.ref.index}...")
 
     def _submit(self, tag, job, work):
         self.jobs[tag] = job
@@ -447,6 +448,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.session is None or self.prefetchView is None:
             return
         try:
-            self.session.prefetch(self._sliceToRas(self.prefetchView))
+            work = self.session.prefetch(self._sliceToRas(self.prefetchView))
         except SAMSegmenterError:
-            pass  # the view does not show a volume slice (oblique or outside): nothing to prefetch
+            return  # the view does not show a volume slice (oblique or outside): nothing to prefetch
+        self.prefetchRunner.submit("prefetch", work)

@@ -167,6 +167,22 @@ def test_box_only_model_refuses_point_clicks(logic, oblique, segmentation):
     session.close()
 
 
+def test_prefetch_embeds_the_slice_a_view_shows(logic, oblique, segmentation):
+    session = InteractiveSession(logic, oblique.volume, segmentation)
+    predictor = logic.predictor(oblique.volume)
+    assert not predictor.is_cached(0, SLICE + 1)
+    work = session.prefetch(axial_view(oblique, SLICE + 1))
+    calls = predictor.encoder_calls
+    work()
+    predictor.embedding(0, SLICE + 1)  # waits for the running prefetch instead of encoding again
+    assert predictor.is_cached(0, SLICE + 1) and predictor.encoder_calls == calls + 1
+    outside = axial_view(oblique, SLICE)
+    outside[:3, 3] += 1000.0
+    with pytest.raises(PromptError, match="outside the volume"):
+        session.prefetch(outside)
+    session.close()
+
+
 def test_propagate_writes_the_visited_slices(logic, oblique, segmentation):
     logic.segment(oblique.volume, segmentation, "Brain", box=box_corners_ras(oblique))
     before = read(segmentation, "Brain", oblique.volume) > 0
