@@ -36,9 +36,21 @@ def registerEffect():
     instance.self().register()
 
 
+_dependenciesFound = False
+UNSUPPORTED_SLICER = "SAMSegmenter needs 3D Slicer 5.10 or later (it uses vtkSlicerSegmentEditorLogic)."
+
+
+def slicerSupported():
+    """True on Slicer versions that have the Qt-free segment editor logic (5.10 and later)."""
+    return hasattr(slicer, "vtkSlicerSegmentEditorLogic")
+
+
 def dependenciesReady():
-    """True when every Python package SAMSegmenter needs is importable and recent enough."""
-    return all(status.ok for status in dependencies.package_statuses())
+    """True when Slicer is recent enough and every Python package is importable and recent enough (checked until true)."""
+    global _dependenciesFound
+    if not _dependenciesFound:
+        _dependenciesFound = slicerSupported() and all(status.ok for status in dependencies.package_statuses())
+    return _dependenciesFound
 
 
 def sharedLogic():
@@ -180,10 +192,12 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
         statuses = dependencies.package_statuses()
         plan = self._plan()
         lines = [status.describe() for status in statuses] + plan.notes
+        if not slicerSupported():
+            lines.insert(0, f"<b>{UNSUPPORTED_SLICER}</b>")
         self.dependenciesLabel.text = "<br>".join(lines)
         self.installButton.enabled = plan.needed
         self.upgradeTorchButton.visible = plan.torch == "keep_old"
-        ready = all(status.ok for status in statuses)
+        ready = slicerSupported() and all(status.ok for status in statuses)
         for widget in (self.modelSelector, self.downloadButton, self.verifyButton, self.deleteButton, self.applySettingsButton):
             widget.enabled = ready
         if ready:

@@ -198,11 +198,18 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         import SAMSegmenter
 
         if not SAMSegmenter.dependenciesReady():
-            self.setStatus("Python packages are missing: install them in the <b>SAM Segmenter</b> module.")
+            self.setStatus(self.notReadyMessage())
             return
         logic = SAMSegmenter.sharedLogic()
         self.setStatus(f"{logic.model_name} on {logic.device}: drag a box or click in a slice view.")
         self.updateButtons()
+
+    def notReadyMessage(self):
+        import SAMSegmenter
+
+        if not SAMSegmenter.slicerSupported():
+            return SAMSegmenter.UNSUPPORTED_SLICER
+        return "Python packages are missing: install them in the <b>SAM Segmenter</b> module."
 
     def deactivate(self):
         self.closeSession()
@@ -229,7 +236,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         import SAMSegmenter
 
         if not SAMSegmenter.dependenciesReady():
-            self.setStatus("Python packages are missing: install them in the <b>SAM Segmenter</b> module.")
+            self.setStatus(self.notReadyMessage())
             return None
         parameterNode = self.scriptedEffect.parameterSetNode()
         volumeNode = parameterNode.GetSourceVolumeNode()
@@ -290,9 +297,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         if not self.scriptedEffect.confirmCurrentSegmentVisible():
             return
+        from SAMSegmenterLib.errors import SAMSegmenterError
+
         mode = self.modeSelector.currentData
         current = self.scriptedEffect.selectedSegmentLabelmap() if mode == "replace" else None
-        edits = self.session.edits(self.scriptedEffect.referenceGeometryImage(), current, mode)
+        try:
+            edits = self.session.edits(self.scriptedEffect.referenceGeometryImage(), current, mode)
+        except SAMSegmenterError as error:
+            self.setStatus(str(error))
+            return
         modes = {
             "set": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet,
             "add": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd,
