@@ -97,9 +97,6 @@ class SegmentEditorSession:
                 self.segmentation_node, segment_id, edit.labelmap, _MODIFICATION_MODES[edit.operation], edit.extent, True, False
             )
 
-    def can_undo(self) -> bool:
-        return bool(self.logic.CanUndo())
-
     def undo(self) -> None:
         """Restore the segmentation as it was before the last `apply`."""
         if not self.logic.CanUndo():

@@ -35,7 +35,6 @@ class BackgroundRunner:
         self._finished: list[Finished] = []
         self._thread: Optional[threading.Thread] = None
         self._cancel = threading.Event()
-        self.running_tag: Optional[Hashable] = None
         self.progress: Optional[tuple[int, int]] = None
 
     def submit(self, tag: Hashable, job: Callable[[], Any]) -> None:
@@ -85,11 +84,9 @@ class BackgroundRunner:
             with self._lock:
                 if self._waiting is None:
                     self._thread = None
-                    self.running_tag = None
                     return
                 tag, job = self._waiting
                 self._waiting = None
-                self.running_tag = tag
                 self.progress = None
                 self._cancel.clear()
             try:

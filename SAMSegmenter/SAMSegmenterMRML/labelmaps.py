@@ -23,9 +23,6 @@ from .geometry import SliceRef, normal_component
 WRITE_MODES = ("replace", "add", "remove")
 """replace: the slab's voxels become the mask (inside the editable area); add: union; remove: subtract."""
 
-OPERATIONS = ("set", "add", "remove")
-"""Segment editor modification modes used by LabelmapEdit."""
-
 INVALID_EXTENT = (0, -1, 0, -1, 0, -1)
 
 

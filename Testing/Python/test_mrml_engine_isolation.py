@@ -43,3 +43,18 @@ def test_mrml_layer_imports_no_qt():
     loaded = json.loads(completed.stdout.strip().splitlines()[-1])
     assert "SAMSegmenterMRML.logic" in loaded
     assert [m for m in loaded if m.split(".")[0] in ("qt", "ctk", "PythonQt")] == []
+
+
+def test_dependency_check_needs_no_torch():
+    """The module panel imports this before PyTorch may exist."""
+    script = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(MODULE_DIR)!r})\n"
+        "from SAMSegmenterMRML import dependencies\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    loaded = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert "SAMSegmenterMRML.dependencies" in loaded
+    assert [m for m in loaded if m.split(".")[0] in ("torch", "slicer", "SAMSegmenterLib")] == []

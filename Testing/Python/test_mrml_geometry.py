@@ -14,9 +14,11 @@ from SAMSegmenterMRML.geometry import (
     SliceRef,
     choose_slice,
     ijk_to_world,
+    slice_xy,
     view_slice,
     volume_ijk_to_world,
     world_to_ijk,
+    xy_to_ijk,
 )
 from SAMSegmenterMRML.slice_prompts import build_slice_prompt
 
@@ -147,3 +149,10 @@ def test_slice_view_not_aligned_to_an_oblique_volume_is_refused(oblique):
 def test_choose_slice_uses_the_given_axis_for_a_single_point():
     assert choose_slice(np.array([[3.2, 4.6, 1.4]]), (5, 10, 10), axis="J") == SliceRef(1, 5)
     assert choose_slice(np.array([[3.5, 4.5, 1.5]]), (5, 10, 10), axis=0) == SliceRef(0, 2)  # halves round up
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slice_xy_and_xy_to_ijk_are_inverse(axis):
+    ijk = np.array([[3.0, 5.0, 7.0], [11.0, 2.0, 4.0]])
+    ijk[:, 2 - axis] = 6.0  # both points on slice 6 of the axis
+    np.testing.assert_array_equal(xy_to_ijk(slice_xy(ijk, axis), SliceRef(axis, 6)), ijk)
