@@ -186,3 +186,18 @@ def test_bad_writes_are_refused(oblique, segmentation):
     with pytest.raises(InputError, match="write mode"):
         logic.write(oblique.volume, segmentation, "Target", oblique.brain[2:3], Slab(0, 2, 2), mode="merge")
     logic.close()
+
+
+@pytest.mark.parametrize("axis, index", [(0, 3), (1, 47), (2, 21)])
+def test_replace_writes_one_slice_along_any_axis(oblique, segmentation, axis, index):
+    logic = SAMSegmenterLogic(model=None)
+    before = arrays(oblique, segmentation)[0]
+    mask = np.take(oblique.brain, index, axis=axis)
+    slab = Slab(axis, index, index)
+    logic.write(oblique.volume, segmentation, "Target", slab_mask(mask, slab, oblique.array.shape), slab)
+    after = arrays(oblique, segmentation)[0]
+    np.testing.assert_array_equal(np.take(after, index, axis=axis), mask)
+    unchanged = np.ones(after.shape[axis], bool)
+    unchanged[index] = False
+    np.testing.assert_array_equal(np.compress(unchanged, after, axis=axis), np.compress(unchanged, before, axis=axis))
+    logic.close()
