@@ -405,12 +405,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if callerInteractor.GetShiftKey() or callerInteractor.GetAltKey():
             return False  # Shift and Alt keep their slice view meanings (crosshair, window/level)
         if eventId == vtk.vtkCommand.LeftButtonPressEvent:
-            self.drag = {"start": xy, "view": viewWidget, "box": False, "include": not callerInteractor.GetControlKey()}
+            self.drag = {"start": xy, "sliceNode": sliceNode, "box": False, "include": not callerInteractor.GetControlKey()}
             return True
         if eventId == vtk.vtkCommand.RightButtonPressEvent:
-            self.drag = {"start": xy, "view": viewWidget, "box": False, "include": False}
+            self.drag = {"start": xy, "sliceNode": sliceNode, "box": False, "include": False}
             return True
-        if self.drag is None or self.drag["view"] is not viewWidget:
+        if self.drag is None or self.drag["sliceNode"] is not sliceNode:
             return False
         if eventId == vtk.vtkCommand.MouseMoveEvent:
             start = self.drag["start"]
