@@ -299,10 +299,14 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
             self.runner.cancel()
 
     def onPoll(self):
+        from SAMSegmenterLib.errors import Cancelled
+
         busy = self.runner.busy
         for finished in self.runner.poll():
-            if finished.error is not None:
-                slicer.util.errorDisplay(f"Download of {finished.tag} stopped: {finished.error}")
+            if isinstance(finished.error, Cancelled):
+                slicer.util.showStatusMessage("Download cancelled; the next download resumes where it stopped.", 5000)
+            elif finished.error is not None:
+                slicer.util.errorDisplay(f"Download of {finished.tag} failed: {finished.error}")
             else:
                 slicer.util.showStatusMessage(f"Verified weights saved at {finished.value}", 5000)
         if self.runner.progress is not None:
