@@ -131,14 +131,17 @@ def plot_boxplots(rows: Sequence[dict], path: str | Path, metrics: Sequence[str]
                 for box in parts["boxes"]:
                     box.set_facecolor(SELECTION_COLOURS[selection])
                     box.set_alpha(0.8)
-                ax.plot([], [], "s", color=SELECTION_COLOURS[selection], label=selection)
+                if ax is axes[0]:
+                    ax.plot([], [], "s", color=SELECTION_COLOURS[selection], label=selection)
         ax.set_xticks(range(len(protocols)), protocols, rotation=20)
         ax.set_xlim(-0.6, len(protocols) - 0.4)
         ax.set_ylabel(metric.upper() if metric != "dice" else "Dice")
         if metric in ("dice", "iou", "nsd"):
             ax.set_ylim(-0.02, 1.02)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(loc="lower right", fontsize="small", title="mask selection", title_fontsize="small")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=len(selections), fontsize="small",
+               title="mask selection", title_fontsize="small")
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=110)
