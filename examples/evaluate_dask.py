@@ -40,8 +40,9 @@ from SAMSegmenterLib.report import SUMMARY_COLUMNS, summarize, write_csv  # noqa
 def demo_cases(folder: Path) -> list[Case]:
     """Two cases cut from the MNI152 template (nilearn, offline) with labels from its brain mask.
 
-    ``temporal_poles``: the two temporal poles where they are separate from the rest of the brain
-    (labels 1 and 2); ``posterior_fossa``: the largest brain component in the lowest axial slices
+    ``temporal_poles``: the two temporal poles in the axial slices where they are separate from
+    the rest of the brain (labels 1 and 2, the pieces of the brain mask in the crop that do not
+    reach its posterior face); ``posterior_fossa``: the brain in the lowest axial slices
     (cerebellum and brain stem, label 1). The mask comes from a tissue probability map, so it is
     an imperfect ground truth.
     """
@@ -54,14 +55,18 @@ def demo_cases(folder: Path) -> list[Case]:
     reference = geometry.apply(sitk.GetImageFromArray(image))
     folder.mkdir(parents=True, exist_ok=True)
     cases = []
-    for name, (k0, k1, j0, j1, i0, i1), keep in (("temporal_poles", (16, 30, 100, 170, 25, 175), (2, 3)),
-                                                 ("posterior_fossa", (6, 22, 40, 125, 40, 160), (1,))):
+    for name, (k0, k1, j0, j1, i0, i1) in (("temporal_poles", (16, 30, 100, 170, 25, 175)),
+                                           ("posterior_fossa", (6, 22, 40, 125, 40, 160))):
         crop = np.s_[k0:k1, j0:j1, i0:i1]
         pieces = sitk.ConnectedComponent(sitk.GetImageFromArray(brain[crop].astype(np.uint8)))
-        components = sitk.GetArrayFromImage(sitk.RelabelComponent(pieces))
+        components = sitk.GetArrayFromImage(pieces)
+        if name == "temporal_poles":
+            keep = [c for c in np.unique(components) if c and not (components[:, 0, :] == c).any()]
+        else:
+            keep = [int(np.argmax(np.bincount(components[components > 0])))]  # the largest piece
         labels = np.zeros(components.shape, np.uint8)
-        for value, component in enumerate(keep, 1):  # components numbered by size, largest first
-            labels[components == component] = value
+        for value, component in enumerate(sorted(keep, key=lambda c: np.argwhere(components == c)[:, 2].mean()), 1):
+            labels[components == component] = value  # numbered along i
         crop_geometry = Geometry(geometry.spacing, reference.TransformIndexToPhysicalPoint((i0, j0, k0)),
                                  geometry.direction)
         image_path, label_path = folder / f"{name}_image.nii.gz", folder / f"{name}_label.nii.gz"
