@@ -252,3 +252,32 @@ def test_dask_example_on_a_local_cluster(tmp_path):
     rows = _read_csv(tmp_path / "cases.csv")
     assert {r["case"] for r in rows} == {"temporal_poles", "posterior_fossa"}
     assert len(rows) == summary["rows"] == (2 + 1) * 2 * 3  # 3 labels, largest slice, 2 protocols, 3 selections
+
+
+@pytest.mark.slow
+def test_every_2d_protocol_runs_on_a_point_capable_model(poles, tmp_path):
+    """SAM ViT-B with its initial weights (the official ones cannot be downloaded here), saved as a
+    user's checkpoint: the point protocols go through the real engine; mask quality is not tested."""
+    import torch
+
+    from SAMSegmenterLib import _segment_anything
+    from SAMSegmenterLib.models import loaded_models, unload_model
+    from SAMSegmenterLib.protocols import SLICE_PROTOCOLS
+
+    case, _ = poles
+    torch.manual_seed(0)
+    network = _segment_anything.build_sam().sam_model_registry["vit_b"](checkpoint=None)
+    checkpoint = tmp_path / "sam_vit_b_initial.pth"
+    torch.save(network.state_dict(), checkpoint)
+    del network
+    config = EvalConfig(model="sam_vit_b", checkpoint=str(checkpoint), device="cpu", labels=(2,), slices="largest")
+    assert config.protocols == SLICE_PROTOCOLS
+    try:
+        rows = evaluate_case(case, config)
+    finally:
+        for model in [m for m in loaded_models() if m.name == "sam_vit_b"]:
+            unload_model(model)
+    assert [(r["protocol"], r["selection"]) for r in rows] == [(p, s) for p in SLICE_PROTOCOLS for s in SELECTIONS]
+    assert len({r["slice"] for r in rows}) == 1
+    for r in rows:
+        assert 0 <= r["dice"] <= 1 and 0 <= r["nsd"] <= 1 and r["hd95"] >= 0
