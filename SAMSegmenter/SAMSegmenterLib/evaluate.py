@@ -35,6 +35,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .cache import EmbeddingCache
 from .errors import InputError, PromptError
 from .io import VOLUME_SUFFIXES, Geometry, read_volume
 from .metrics import Metrics, compute_metrics, dice, slice_spacing
@@ -211,13 +212,18 @@ def load_case(case: Case) -> tuple[np.ndarray, np.ndarray, Geometry]:
     return image, label, image_geo
 
 
+# One embedding cache per process (bounded in bytes), so the overlays drawn after an in-process
+# run reuse the slices the evaluation encoded; keys hold the model, volume content and window.
+_EMBEDDINGS = EmbeddingCache()
+
+
 def make_predictor(image: np.ndarray, config: EvalConfig) -> SlicePredictor:
     """A predictor on ``image`` with the configured model (loaded once per process) and window."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     model = load_model(config.model, device=config.device, precision=config.precision,
                        checkpoint=config.checkpoint)
-    return SlicePredictor(model, image, window=config.window)
+    return SlicePredictor(model, image, window=config.window, cache=_EMBEDDINGS)
 
 
 def _propagate_object(predictor: SlicePredictor, axis: int, seed: int, reference: np.ndarray,
