@@ -21,7 +21,7 @@ import pytest
 import SimpleITK as sitk
 
 from SAMSegmenterLib import cli
-from SAMSegmenterLib.errors import InputError
+from SAMSegmenterLib.errors import InputError, SAMSegmenterError
 from SAMSegmenterLib.evaluate import (COLUMNS, SELECTIONS, Case, EvalConfig, evaluate_case, find_cases,
                                       local_executor, run_evaluation, seed_slice)
 from SAMSegmenterLib.evaluate_cmd import ProgressBar
@@ -30,6 +30,7 @@ from SAMSegmenterLib.metrics import dice
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.protocols import tight_box
 from SAMSegmenterLib.prompts import Prompt
+from SAMSegmenterLib.report import plot_boxplots, summarize, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 CROP = np.s_[16:30, 100:170, 25:175]  # [k, j, i] of the 197 x 233 x 189 template
@@ -157,6 +158,32 @@ def test_progress_bar_draws_in_place():
     silent = io.StringIO()
     ProgressBar(silent, enabled=False)(1, 2, "x")
     assert silent.getvalue() == ""
+
+
+def test_summary_statistics_by_hand_with_an_empty_prediction(tmp_path):
+    def row(label, dice_value, hd):
+        return {"case": "c", "label": label, "axis": "K", "slice": 0, "scope": "slice", "protocol": "box",
+                "selection": "single", "dice": dice_value, "iou": dice_value / (2 - dice_value), "hd95": hd,
+                "nsd": dice_value, "score": 0.5, "ref_voxels": 10, "pred_voxels": 10}
+
+    rows = [row(1, 0.2, 4.0), row(1, 0.6, 2.0), row(1, 1.0, 0.0), row(2, 0.0, math.inf), row(2, 0.8, 1.0)]
+    summary = {(s["label"], s["protocol"]): s for s in summarize(rows)}
+    one = summary[(1, "box")]
+    assert one["n"] == 3 and one["dice_median"] == pytest.approx(0.6) and one["dice_mean"] == pytest.approx(0.6)
+    assert (one["dice_q1"], one["dice_q3"]) == (pytest.approx(0.4), pytest.approx(0.8))
+    two = summary[(2, "box")]
+    assert two["hd95_inf"] == 1 and two["hd95_mean"] == pytest.approx(1.0)  # HD95 stats over finite values
+    pooled = summary[("all", "box")]
+    assert pooled["n"] == 5 and pooled["hd95_inf"] == 1 and pooled["dice_median"] == pytest.approx(0.6)
+    write_csv(rows, tmp_path / "cases.csv", COLUMNS)
+    assert [r["hd95"] for r in _read_csv(tmp_path / "cases.csv")] == ["4", "2", "0", "inf", "1"]
+
+
+def test_figures_without_matplotlib_are_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` raise ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(SAMSegmenterError, match="pip install matplotlib"):
+        plot_boxplots([], tmp_path / "b.png")
 
 
 # --- real model, real data ------------------------------------------------------------------
