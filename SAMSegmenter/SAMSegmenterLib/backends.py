@@ -1,0 +1,422 @@
+"""Image-encoder backends: the reference PyTorch network or a faster equivalent, chosen per machine.
+
+Backends (``BACKENDS``):
+
+- ``torch``: the model's own image encoder, under the model's autocast. The
+  reference, and the fallback for everything else.
+- ``fused``: LiteMedSAM's encoder rebuilt for inference (:mod:`fused_tiny_vit`:
+  batch norms folded into convolutions, channels-last activations, PyTorch's fused
+  attention kernel, on CPUs oneDNN convolution/linear + GELU fusion and a banded
+  first stage). float32, equal to the reference up to rounding.
+- ``fused-bf16``: the same in bfloat16 (CPUs with native bf16 such as AVX512-BF16
+  or AMX, and CUDA). Its accuracy is checked by mask parity, never assumed.
+- ``onnxruntime``: the fused float32 encoder exported to ONNX once (into the
+  per-user cache, keyed by checkpoint SHA-256 and PyTorch version) and run by ONNX
+  Runtime on the CPU. ``onnxruntime`` is imported only when this backend is tried.
+
+``auto`` (:func:`choose_backend`): ``torch`` on CUDA and MPS (where the model's
+autocast precision applies; the fused backends may still be requested by name
+there) and for the SAM ViT models; on a CPU, each
+available LiteMedSAM backend is built, warmed up, checked against the reference on
+a probe image (every probe box's mask must reach Dice >= ``PARITY_DICE`` with the
+reference mask) and timed against it; the fastest one that passes wins, ``torch``
+if none is faster. A backend that cannot be imported, fails at warm-up or misses
+parity is skipped with its reason. The decision is kept for the process and in the
+per-user cache (``backends/choices.json``), keyed by model, checkpoint digest,
+precision, PyTorch and ONNX Runtime versions, CPU and thread count; a cached choice
+that later fails to build or warm up is measured again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
+
+import numpy as np
+import torch
+
+from .download import default_cache_dir, sha256_file
+from .errors import ModelError
+from .fused_tiny_vit import FusedTinyViT, fuse_tiny_vit, onednn_available
+from .prompts import Prompt
+
+if TYPE_CHECKING:
+    from .models import SamModel
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "fused", "fused-bf16", "onnxruntime")
+PARITY_DICE = 0.99  # every probe mask of a candidate must reach this Dice with the reference mask
+TILE_ROWS = 32  # band height of the fused encoder's first stage on CPUs
+ONNX_OPSET = 17
+FUSED_FORMAT = 1  # bump when fused_tiny_vit changes what an exported ONNX file computes
+_TIMING_ROUNDS = 2
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+class BackendError(ModelError):
+    """A requested encoder backend cannot run here (missing package, wrong device or model)."""
+
+
+@dataclass
+class Trial:
+    """What measuring one backend gave: ms per image (best of the timed rounds), the
+    smallest probe-mask Dice with the reference, or why it was skipped."""
+
+    backend: str
+    ms: Optional[float] = None
+    parity_dice: Optional[float] = None
+    error: Optional[str] = None
+
+
+@dataclass
+class BackendChoice:
+    """The backend picked for a model, why, and the measurements behind it."""
+
+    backend: str
+    reason: str
+    trials: list[Trial] = field(default_factory=list)
+
+
+def backend_cache_dir() -> Path:
+    """Per-user folder for backend decisions and exported models: beside the checkpoints folder."""
+    return default_cache_dir().parent / "backends"
+
+
+def bf16_native() -> bool:
+    """Whether this CPU runs bfloat16 arithmetic natively in oneDNN (AVX512-BF16, AMX)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(torch.backends.mkldnn.is_available() and check is not None and check())
+    except RuntimeError:
+        return False
+
+
+def _onnxruntime():
+    """The onnxruntime module; BackendError when it is not installed (imported only here)."""
+    try:
+        return importlib.import_module("onnxruntime")
+    except ImportError as exc:
+        raise BackendError(f"onnxruntime is not installed ({exc})") from None
+
+
+def candidates(model: SamModel) -> list[str]:
+    """Backends worth measuring for ``model`` on its device, fastest expected first (``torch`` excluded)."""
+    if model.spec.architecture != "tiny_vit" or model.device.type != "cpu":
+        return []
+    return (["fused-bf16"] if bf16_native() else []) + ["fused", "onnxruntime"]
+
+
+def _fused(model: SamModel, dtype: torch.dtype) -> FusedTinyViT:
+    if model.spec.architecture != "tiny_vit":
+        raise BackendError(f"the fused backends rebuild LiteMedSAM's TinyViT encoder; {model.name} has a ViT")
+    if dtype == torch.bfloat16 and model.device.type == "mps":
+        raise BackendError("bf16 is not supported on MPS")
+    cpu = model.device.type == "cpu"
+    return fuse_tiny_vit(model.network.image_encoder, dtype, onednn=cpu and onednn_available(),
+                         tile_rows=TILE_ROWS if cpu else None)
+
+
+class OnnxEncoder:
+    """An ONNX Runtime session behind the encoder interface: (1, 3, S, S) float tensor -> embedding tensor."""
+
+    def __init__(self, path: Path, threads: int):
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        image = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: image})[0])
+
+
+def onnx_path(model: SamModel) -> Path:
+    """Where the exported ONNX encoder of ``model``'s checkpoint lives in the per-user cache."""
+    digest = _checkpoint_digest(model)
+    return (backend_cache_dir() / "onnx"
+            / f"{model.name}-{digest[:16]}-torch{torch.__version__.split('+')[0]}-fused{FUSED_FORMAT}.onnx")
+
+
+def export_onnx(model: SamModel) -> Path:
+    """Export the fused float32 encoder of a CPU ``model`` to ONNX (once per checkpoint and PyTorch version)."""
+    if model.device.type != "cpu":
+        raise BackendError("the ONNX Runtime backend runs on the CPU only")
+    if model.spec.architecture != "tiny_vit":
+        raise BackendError(f"the ONNX backend exports LiteMedSAM's encoder; {model.name} has a ViT")
+    path = onnx_path(model)
+    if path.is_file():
+        return path
+    net = fuse_tiny_vit(model.network.image_encoder)  # standard operators only (no oneDNN fusion, no bands)
+    size = model.spec.preprocessing.size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and constant-folding notes
+            torch.onnx.export(net, (torch.zeros(1, 3, size, size),), tmp, dynamo=False, opset_version=ONNX_OPSET,
+                              input_names=["image"], output_names=["embedding"])
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def build_encoder(model: SamModel, backend: str) -> Encoder:
+    """A callable computing ``model``'s image embedding with ``backend``; BackendError if it cannot run here."""
+    if backend == "torch":
+        return model.network.image_encoder
+    if backend == "fused":
+        return _fused(model, torch.float32)
+    if backend == "fused-bf16":
+        if model.device.type == "cpu" and not bf16_native():
+            raise BackendError("this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX)")
+        return _fused(model, torch.bfloat16)
+    if backend == "onnxruntime":
+        if model.device.type != "cpu":
+            raise BackendError("the ONNX Runtime backend runs on the CPU only")
+        _onnxruntime()
+        return OnnxEncoder(export_onnx(model), torch.get_num_threads())
+    raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+def probe() -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A fixed 224 x 256 test slice in [0, 1] (smooth background, four ellipses of different
+    contrast, noise) and box prompts: each ellipse's tight box and one box around two of them."""
+    rows, cols = 224, 256
+    rr, cc = np.mgrid[:rows, :cols]
+    image = 0.25 + 0.15 * (cc / cols) + 0.05 * np.sin(rr / 17.0)
+    shapes = [((60, 70), (30, 42), 0.45), ((150, 80), (40, 28), -0.2), ((70, 185), (22, 35), 0.25),
+              ((165, 190), (35, 45), 0.35)]
+    boxes = []
+    for (y, x), (ry, rx), contrast in shapes:
+        inside = ((rr - y) / ry) ** 2 + ((cc - x) / rx) ** 2 <= 1.0
+        image = image + contrast * inside
+        boxes.append((x - rx, y - ry, x + rx, y + ry))
+    image = image + np.random.default_rng(0).normal(0.0, 0.03, image.shape)
+    boxes.append((boxes[2][0], boxes[2][1], boxes[3][2], boxes[3][3]))
+    return np.clip(image, 0.0, 1.0).astype(np.float32), boxes
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+class _Probe:
+    """Runs encoders on the probe slice through ``model``'s preprocessing, autocast and decoder."""
+
+    def __init__(self, model: SamModel):
+        from .models import ImageEmbedding
+
+        self.model = model
+        self.image, self.boxes = probe()
+        self.x, self.input_size = model.spec.preprocessing.image_tensor(self.image, model.device)
+        self._embedding = ImageEmbedding
+
+    @torch.inference_mode()
+    def run(self, encoder: Encoder) -> torch.Tensor:
+        with self.model._autocast():
+            features = encoder(self.x)
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize(self.model.device)
+        return features.float()
+
+    @torch.inference_mode()
+    def masks(self, features: torch.Tensor) -> list[np.ndarray]:
+        embedding = self._embedding(features.to(self.model.device), self.image.shape, self.input_size)
+        return [self.model.decode(embedding, Prompt(box=box)).masks[0] for box in self.boxes]
+
+    def time_ms(self, encoder: Encoder) -> float:
+        start = time.perf_counter()
+        self.run(encoder)
+        return 1000.0 * (time.perf_counter() - start)
+
+
+def measure(model: SamModel, names: list[str], rounds: int = _TIMING_ROUNDS) -> list[Trial]:
+    """Build, warm up, parity-check and time each of ``names`` against ``torch`` on the probe slice.
+
+    The first trial is the reference (``torch``). Timing rounds interleave the
+    backends so that load from other processes hits them alike; each gets the best
+    of its rounds.
+    """
+    probe_run = _Probe(model)
+    reference = build_encoder(model, "torch")
+    ref_masks = probe_run.masks(probe_run.run(reference))
+    trials = [Trial("torch", parity_dice=1.0)]
+    encoders: dict[str, Encoder] = {"torch": reference}
+    for name in names:
+        trial = Trial(name)
+        trials.append(trial)
+        try:
+            encoder = build_encoder(model, name)
+            masks = probe_run.masks(probe_run.run(encoder))  # first run doubles as warm-up
+        except Exception as exc:  # missing package, unsupported operator, export failure: skip it
+            trial.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            continue
+        trial.parity_dice = min(_dice(a, b) for a, b in zip(ref_masks, masks))
+        if trial.parity_dice < PARITY_DICE:
+            trial.error = f"masks differ from the reference (Dice {trial.parity_dice:.4f} < {PARITY_DICE})"
+            continue
+        encoders[name] = encoder
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encoder in encoders.items():
+            times[name].append(probe_run.time_ms(encoder))
+    for trial in trials:
+        if trial.backend in times:
+            trial.ms = min(times[trial.backend])
+    return trials
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _checkpoint_digest(model: SamModel) -> str:
+    """SHA-256 of the model's weights file (hashed once per file version and process)."""
+    path = Path(model.checkpoint)
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def _onnxruntime_version() -> str:
+    try:
+        return _onnxruntime().__version__
+    except BackendError:
+        return "absent"
+
+
+def decision_key(model: SamModel) -> str:
+    """What a cached decision depends on: model, weights, precision, device, software and CPU."""
+    return " | ".join([model.name, _checkpoint_digest(model)[:16], model.precision, model.device.type,
+                       f"torch {torch.__version__}", f"onnxruntime {_onnxruntime_version()}", _cpu_name(),
+                       f"{torch.get_num_threads()} threads"])
+
+
+_DECISIONS: dict[str, BackendChoice] = {}
+_DECISIONS_LOCK = threading.Lock()
+
+
+def _choices_file() -> Path:
+    return backend_cache_dir() / "choices.json"
+
+
+def _read_choices() -> dict:
+    try:
+        return json.loads(_choices_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_choice(key: str, choice: BackendChoice) -> None:
+    path = _choices_file()
+    try:
+        choices = _read_choices()
+        choices[key] = asdict(choice)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".part", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(choices, fh, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home must not stop segmentation
+        log.warning("could not store the backend decision in %s: %s", path, exc)
+
+
+def _from_dict(data: dict) -> BackendChoice:
+    return BackendChoice(data["backend"], data["reason"], [Trial(**t) for t in data.get("trials", [])])
+
+
+def choose_backend(model: SamModel, refresh: bool = False) -> BackendChoice:
+    """The ``auto`` decision for ``model`` (see the module docstring); measured at most once per machine."""
+    names = candidates(model)
+    if not names:
+        where = model.device.type if model.spec.architecture == "tiny_vit" else model.name
+        return BackendChoice("torch", f"reference encoder: no faster backend applies to {where}")
+    key = decision_key(model)
+    with _DECISIONS_LOCK:
+        if not refresh:
+            if key in _DECISIONS:
+                return _DECISIONS[key]
+            stored = _read_choices().get(key)
+            if stored is not None:
+                _DECISIONS[key] = _from_dict(stored)
+                return _DECISIONS[key]
+        trials = measure(model, names)
+        reference_ms = trials[0].ms
+        passing = [t for t in trials[1:] if t.error is None and t.ms is not None]
+        best = min(passing, key=lambda t: t.ms, default=None)
+        if best is not None and reference_ms is not None and best.ms < reference_ms:
+            choice = BackendChoice(best.backend, f"fastest with parity: {best.ms:.0f} ms vs reference "
+                                                 f"{reference_ms:.0f} ms, probe Dice >= {best.parity_dice:.4f}",
+                                   trials)
+        else:
+            choice = BackendChoice("torch", "no candidate was faster than the reference with parity", trials)
+        if choice.backend != "onnxruntime":
+            onnx_path(model).unlink(missing_ok=True)  # do not keep an export nobody uses
+        _DECISIONS[key] = choice
+        _write_choice(key, choice)
+        return choice
+
+
+def install_backend(model: SamModel, backend: str = "auto") -> BackendChoice:
+    """Put ``backend``'s encoder in ``model.encoder`` (``auto``: see :func:`choose_backend`).
+
+    An explicit backend that cannot run raises BackendError. With ``auto``, a cached
+    choice that fails to build or warm up is measured again, and whatever fails
+    leaves the reference encoder in place.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        choice = BackendChoice(backend, "requested")
+        model.encoder, model.backend = build_encoder(model, backend), backend
+        return choice
+    choice = choose_backend(model)
+    try:
+        encoder = _warmed_up(model, choice.backend)
+    except Exception as exc:  # e.g. a package removed since the choice was cached
+        log.warning("encoder backend %s failed (%s); measuring again", choice.backend, exc)
+        choice = choose_backend(model, refresh=True)
+        try:
+            encoder = _warmed_up(model, choice.backend)
+        except Exception as again:
+            choice = BackendChoice("torch", f"fallback: {choice.backend} failed ({again})", choice.trials)
+            encoder = model.network.image_encoder
+    model.encoder, model.backend = encoder, choice.backend
+    return choice
+
+
+def _warmed_up(model: SamModel, backend: str) -> Encoder:
+    encoder = build_encoder(model, backend)
+    _Probe(model).run(encoder)
+    return encoder

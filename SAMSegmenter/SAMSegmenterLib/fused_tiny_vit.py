@@ -1,0 +1,263 @@
+"""Inference-only TinyViT: the LiteMedSAM encoder rebuilt for speed, same function.
+
+:func:`fuse_tiny_vit` turns a loaded :class:`tiny_vit.TinyViT` into a
+:class:`FusedTinyViT` that computes the same embedding with less work:
+
+- every convolution + batch norm pair is folded into one convolution with bias
+  (``w' = w * g / sqrt(var + eps)``, ``b' = beta - mean * g / sqrt(var + eps)``);
+- the attention biases are gathered once from their table instead of per call,
+  and shaped so that PyTorch's fused CPU attention kernel takes them (a 3-D mask
+  sends ``scaled_dot_product_attention`` to its slow reference path);
+- activations stay channels-last (tokens ``(B, H*W, C)`` *are* NHWC), so the
+  layout changes around the depth-wise convolutions are views, not copies;
+- the neck's channel layer norms run as ``F.layer_norm`` on NHWC;
+- optionally (``onednn=True``, CPU only) a convolution or linear layer and the
+  GELU or residual addition after it run as one oneDNN call (the kernels that
+  ``torch.compile`` uses on CPU): PyTorch's stand-alone GELU costs as much as the
+  convolution before it on the 256 x 256 x 256 activations of the first stage.
+  These are private PyTorch operators, so :mod:`backends` warms them up and checks
+  parity before use and falls back to plain operators when they fail.
+
+The weights may then be cast to bfloat16 (``.to(torch.bfloat16)``); whether that
+is accurate enough is decided by mask parity (see :mod:`backends`), not assumed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tiny_vit import Attention, Conv2dBN, LayerNorm2d, MBConv, PatchMerging, TinyViT, TinyViTBlock
+
+
+def fold_conv_bn(pair: Conv2dBN) -> nn.Conv2d:
+    """One convolution with bias equal to ``pair`` (a bias-free conv followed by batch norm in eval mode)."""
+    conv, bn = pair.c, pair.bn
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      groups=conv.groups, bias=True)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale[:, None, None, None])
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+    return fused
+
+
+def onednn_available() -> bool:
+    """Whether this PyTorch has the oneDNN fused convolution/linear operators used with ``onednn=True``."""
+    ops = getattr(torch.ops, "mkldnn", None)
+    return bool(torch.backends.mkldnn.is_available() and ops is not None
+                and hasattr(ops, "_convolution_pointwise") and hasattr(ops, "_linear_pointwise"))
+
+
+def conv2d(x: torch.Tensor, conv: nn.Conv2d, onednn: bool, gelu: bool = False,
+           residual: torch.Tensor | None = None, padding: tuple[int, int] | None = None) -> torch.Tensor:
+    """``conv(x)`` (with ``padding`` instead of the layer's if given), plus ``residual``, then GELU.
+
+    With ``onednn`` the convolution and its activation or addition are one oneDNN call.
+    """
+    pad = list(conv.padding if padding is None else padding)
+    if onednn:
+        args = (conv.weight, conv.bias, pad, list(conv.stride), list(conv.dilation), conv.groups)
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, *args, "gelu" if gelu else "none", [], "none")
+        y = torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, None, [], None)
+        return F.gelu(y) if gelu else y  # oneDNN has no add-then-GELU fusion
+    y = F.conv2d(x, conv.weight, conv.bias, conv.stride, pad, conv.dilation, conv.groups)
+    if residual is not None:
+        y = y + residual
+    return F.gelu(y) if gelu else y
+
+
+def linear(x: torch.Tensor, layer: nn.Linear, onednn: bool, gelu: bool = False,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer(x)`` then GELU (``gelu``) or plus ``residual``; one oneDNN call when ``onednn``."""
+    if onednn:
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, layer.weight, layer.bias, "add")
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "gelu" if gelu else "none", [], "none")
+    y = layer(x)
+    if residual is not None:
+        return y + residual
+    return F.gelu(y) if gelu else y
+
+
+def _channels_last_nchw(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, H*W, C) tokens as an (B, C, H, W) channels-last view (no copy)."""
+    return tokens.view(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) channels-last tensor as (B, H*W, C) tokens (a view when already channels-last)."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
+class FusedMBConv(nn.Module):
+    """:class:`tiny_vit.MBConv` with folded batch norms, computed in bands of ``tile_rows`` rows.
+
+    The expanded activations (4x the channels, at full resolution in the first stage)
+    are the largest tensors of the encoder; computing a band at a time, with one halo
+    row on each side for the 3x3 depth-wise convolution, keeps them in cache and
+    avoids allocating (and page-faulting) tens of megabytes per call. Bands give the
+    same values as the whole image: the halo rows are real neighbours, and the image
+    border gets the zero row the depth-wise convolution pads with.
+    """
+
+    def __init__(self, block: MBConv, onednn: bool, tile_rows: int | None):
+        super().__init__()
+        self.onednn, self.tile_rows = onednn, tile_rows
+        self.conv1, self.conv2, self.conv3 = (fold_conv_bn(block.conv1), fold_conv_bn(block.conv2),
+                                              fold_conv_bn(block.conv3))
+
+    def _band(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
+        h = x.shape[2]
+        a0, a1 = max(0, r0 - 1), min(h, r1 + 1)
+        y = conv2d(x[:, :, a0:a1], self.conv1, self.onednn, gelu=True)
+        y = F.pad(y, (0, 0, 1 - (r0 - a0), 1 - (a1 - r1)))
+        y = conv2d(y, self.conv2, self.onednn, gelu=True, padding=(0, self.conv2.padding[1]))
+        return conv2d(y, self.conv3, self.onednn, gelu=True, residual=x[:, :, r0:r1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.shape[2]
+        rows = self.tile_rows or h
+        if rows >= h:
+            y = conv2d(conv2d(x, self.conv1, self.onednn, gelu=True), self.conv2, self.onednn, gelu=True)
+            return conv2d(y, self.conv3, self.onednn, gelu=True, residual=x)
+        out = torch.empty_like(x)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            out[:, :, r0:r1] = self._band(x, r0, r1)
+        return out
+
+
+class FusedPatchMerging(nn.Module):
+    """:class:`tiny_vit.PatchMerging` with folded batch norms: NCHW (channels-last) or tokens -> tokens."""
+
+    def __init__(self, merge: PatchMerging, onednn: bool):
+        super().__init__()
+        self.onednn = onednn
+        self.resolution = merge.resolution
+        self.conv1, self.conv2, self.conv3 = (fold_conv_bn(merge.conv1), fold_conv_bn(merge.conv2),
+                                              fold_conv_bn(merge.conv3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            x = _channels_last_nchw(x, *self.resolution)
+        x = conv2d(conv2d(x, self.conv1, self.onednn, gelu=True), self.conv2, self.onednn, gelu=True)
+        return _tokens(conv2d(x, self.conv3, self.onednn))
+
+
+class FusedAttention(nn.Module):
+    """:class:`tiny_vit.Attention` with its relative-position bias gathered once (a buffer)."""
+
+    def __init__(self, attn: Attention):
+        super().__init__()
+        self.num_heads, self.key_dim, self.scale = attn.num_heads, attn.key_dim, attn.scale
+        self.norm, self.qkv, self.proj = attn.norm, attn.qkv, attn.proj
+        # (1, heads, N, N): a 4-D mask lets PyTorch use its fused (flash) CPU attention kernel.
+        self.register_buffer("bias", attn.attention_biases.detach()[None, :, attn.attention_bias_idxs].clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim).transpose(1, 2)
+        q, k, v = qkv.split(self.key_dim, dim=3)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias, scale=self.scale)
+        return self.proj(x.transpose(1, 2).reshape(b, n, -1))
+
+
+class FusedTinyViTBlock(nn.Module):
+    """:class:`tiny_vit.TinyViTBlock`: window attention, depth-wise conv (on an NHWC view), MLP."""
+
+    def __init__(self, block: TinyViTBlock, onednn: bool):
+        super().__init__()
+        self.onednn = onednn
+        self.resolution, self.window_size = block.resolution, block.window_size
+        self.attn = FusedAttention(block.attn)
+        self.norm, self.fc1, self.fc2 = block.mlp.norm, block.mlp.fc1, block.mlp.fc2
+        self.local_conv = fold_conv_bn(block.local_conv)
+
+    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.resolution
+        ws = self.window_size
+        b, _, c = x.shape
+        if h == ws and w == ws:
+            return self.attn(x)
+        x = x.view(b, h, w, c)
+        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+        if pad_b or pad_r:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        ph, pw = h + pad_b, w + pad_r
+        nh, nw = ph // ws, pw // ws
+        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+        x = self.attn(x)
+        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
+        return x[:, :h, :w].reshape(b, h * w, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.resolution
+        x = x + self._window_attention(x)
+        x = _tokens(conv2d(_channels_last_nchw(x, h, w), self.local_conv, self.onednn))
+        hidden = linear(self.norm(x), self.fc1, self.onednn, gelu=True)
+        return linear(hidden, self.fc2, self.onednn, residual=x)
+
+
+class FusedTinyViT(nn.Module):
+    """The LiteMedSAM encoder, inference only: (B, 3, S, S) -> (B, 256, S/4, S/4) float32 NCHW.
+
+    Runs in the dtype of its weights (float32, or bfloat16 after ``.to(torch.bfloat16)``);
+    the input is cast to that dtype and the embedding returned as float32. ``onednn``
+    fuses layers with their activations through oneDNN (CPU only); ``tile_rows``
+    computes the first stage in bands of that many rows (None: whole images).
+    """
+
+    def __init__(self, encoder: TinyViT, onednn: bool = False, tile_rows: int | None = None):
+        super().__init__()
+        self.onednn = onednn
+        embed = encoder.patch_embed.seq
+        self.embed1, self.embed2 = fold_conv_bn(embed[0]), fold_conv_bn(embed[2])
+        stages = []
+        for stage in encoder.layers:
+            blocks = [FusedMBConv(b, onednn, tile_rows) if isinstance(b, MBConv) else FusedTinyViTBlock(b, onednn)
+                      for b in stage.blocks]
+            if stage.downsample is not None:
+                blocks.append(FusedPatchMerging(stage.downsample, onednn))
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.embedding_size = encoder.embedding_size
+        neck = encoder.neck
+        self.neck_conv1, self.neck_conv2 = neck[0], neck[2]
+        self.neck_norm1, self.neck_norm2 = self._layer_norm(neck[1]), self._layer_norm(neck[3])
+
+    @staticmethod
+    def _layer_norm(norm: LayerNorm2d) -> nn.LayerNorm:
+        layer = nn.LayerNorm(norm.weight.shape[0], eps=norm.eps)
+        with torch.no_grad():
+            layer.weight.copy_(norm.weight)
+            layer.bias.copy_(norm.bias)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(dtype=self.embed1.weight.dtype, memory_format=torch.channels_last)
+        x = conv2d(conv2d(x, self.embed1, self.onednn, gelu=True), self.embed2, self.onednn)
+        x = self.stages(x)
+        s = self.embedding_size
+        x = _channels_last_nchw(x, s, s)
+        x = self.neck_norm1(self.neck_conv1(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = self.neck_norm2(self.neck_conv2(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x.float().contiguous()
+
+
+def fuse_tiny_vit(encoder: TinyViT, dtype: torch.dtype = torch.float32, onednn: bool = False,
+                  tile_rows: int | None = None) -> FusedTinyViT:
+    """A :class:`FusedTinyViT` equal in function to ``encoder``, with weights in ``dtype``, same device.
+
+    Shares no parameters with ``encoder``, so casting it leaves the reference intact.
+    ``onednn`` needs a CPU encoder and :func:`onednn_available`; ``tile_rows`` (e.g. 32)
+    pays off on CPUs, whose caches the first stage's whole-image activations overflow.
+    """
+    device = next(encoder.parameters()).device
+    if onednn and (device.type != "cpu" or not onednn_available()):
+        raise RuntimeError("oneDNN fused operators need a CPU model and a PyTorch built with oneDNN")
+    return FusedTinyViT(copy.deepcopy(encoder).eval(), onednn, tile_rows).to(device=device, dtype=dtype).eval()
