@@ -1,0 +1,126 @@
+"""Clean-up of binary masks: connected components, hole filling, inside distances.
+
+Every function takes a boolean numpy array, 2D (rows, columns) for one slice or 3D
+``[k, j, i]`` for a volume, and returns a new boolean array of the same shape
+(or, for :func:`inside_distance`, float32 distances). Connectivity is by faces
+(4 neighbours in 2D, 6 in 3D) unless ``full_connectivity`` is set (8 / 26).
+Implemented with SimpleITK so that it runs inside 3D Slicer (which has no scipy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .volume import parse_axis
+
+
+def _check(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim not in (2, 3):
+        raise InputError(f"expected a 2D or 3D mask, got shape {mask.shape}")
+    return mask.astype(bool, copy=False)
+
+
+def _image(mask: np.ndarray) -> sitk.Image:
+    return sitk.GetImageFromArray(mask.astype(np.uint8))
+
+
+def label_components(mask: np.ndarray, full_connectivity: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components: (labels, sizes).
+
+    labels: uint32 array of ``mask``'s shape, 0 outside, 1..n inside, numbered by
+    decreasing size; sizes: (n,) int64 voxel counts, ``sizes[c - 1]`` for label c.
+    """
+    mask = _check(mask)
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.uint32), np.zeros(0, dtype=np.int64)
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(_image(mask), full_connectivity), sortByObjectSize=True)
+    array = sitk.GetArrayFromImage(labels).astype(np.uint32)
+    return array, np.bincount(array.ravel())[1:].astype(np.int64)
+
+
+def largest_component(mask: np.ndarray, full_connectivity: bool = False) -> np.ndarray:
+    """The largest connected component of a 2D or 3D mask (empty stays empty)."""
+    labels, sizes = label_components(mask, full_connectivity)
+    return labels == 1 if sizes.size else labels.astype(bool)
+
+
+def components_touching(mask: np.ndarray, reference: np.ndarray, full_connectivity: bool = False) -> np.ndarray:
+    """The components of ``mask`` that overlap ``reference`` (same shape).
+
+    When none overlaps, the largest component is kept, so a shifted structure is
+    not lost. Used to drop islands that appear away from the neighbouring slice's mask.
+    """
+    reference = _check(reference)
+    labels, sizes = label_components(mask, full_connectivity)
+    if labels.shape != reference.shape:
+        raise InputError(f"mask shape {labels.shape} differs from reference shape {reference.shape}")
+    if not sizes.size:
+        return labels.astype(bool)
+    touching = np.unique(labels[reference & (labels > 0)])
+    if touching.size == 0:
+        return labels == 1
+    return np.isin(labels, touching)
+
+
+def fill_holes(mask: np.ndarray, full_connectivity: bool = False) -> np.ndarray:
+    """Fill background regions that do not reach the array border (in 2D, or 3D cavities in 3D)."""
+    mask = _check(mask)
+    if not mask.any():
+        return mask.copy()
+    filled = sitk.BinaryFillhole(_image(mask), full_connectivity, 1)
+    return sitk.GetArrayFromImage(filled).astype(bool)
+
+
+def fill_holes_per_slice(volume_mask: np.ndarray, axis: int | str) -> np.ndarray:
+    """:func:`fill_holes` on each 2D slice of a 3D mask ``[k, j, i]`` along ``axis``."""
+    volume_mask = _check(volume_mask)
+    if volume_mask.ndim != 3:
+        raise InputError(f"expected a 3D mask [k, j, i], got shape {volume_mask.shape}")
+    axis = parse_axis(axis)
+    out = np.moveaxis(volume_mask.copy(), axis, 0)
+    for index in np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1)):
+        out[index] = fill_holes(out[index])
+    return np.moveaxis(out, 0, axis)
+
+
+def largest_component_per_slice(volume_mask: np.ndarray, axis: int | str) -> np.ndarray:
+    """:func:`largest_component` on each 2D slice of a 3D mask ``[k, j, i]`` along ``axis``."""
+    volume_mask = _check(volume_mask)
+    if volume_mask.ndim != 3:
+        raise InputError(f"expected a 3D mask [k, j, i], got shape {volume_mask.shape}")
+    axis = parse_axis(axis)
+    out = np.moveaxis(volume_mask.copy(), axis, 0)
+    for index in np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1)):
+        out[index] = largest_component(out[index])
+    return np.moveaxis(out, 0, axis)
+
+
+def outside_distance(mask: np.ndarray) -> np.ndarray:
+    """Float32 distance in pixels from each pixel outside a non-empty mask to the nearest mask pixel (0 inside)."""
+    mask = _check(mask)
+    if not mask.any():
+        raise InputError("the distance to an empty mask is undefined")
+    distance = sitk.SignedMaurerDistanceMap(_image(mask), insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=False)
+    # Outside, the map is the distance to the nearest mask pixel (1 next to it).
+    return np.maximum(sitk.GetArrayFromImage(distance), 0.0).astype(np.float32)
+
+
+def inside_distance(mask: np.ndarray) -> np.ndarray:
+    """Float32 distance in pixels from each mask pixel to the nearest pixel outside it (0 outside).
+
+    Pixels beyond the array border count as outside.
+    """
+    mask = _check(mask)
+    if not mask.any():
+        return np.zeros(mask.shape, dtype=np.float32)
+    padded = np.pad(mask, 1)
+    distance = sitk.SignedMaurerDistanceMap(_image(padded), insideIsPositive=True, squaredDistance=False,
+                                            useImageSpacing=False)
+    inner = tuple(slice(1, -1) for _ in range(mask.ndim))
+    # Inside, the map is the distance to the mask's own border pixels (0 on them); +1
+    # makes it the distance to the nearest outside pixel.
+    return np.where(mask, sitk.GetArrayFromImage(distance)[inner] + 1.0, 0.0).astype(np.float32)

@@ -1,0 +1,106 @@
+"""Mask clean-up (SimpleITK): components, hole filling, inside distances, on synthetic and real masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from SAMSegmenterLib.errors import InputError
+from SAMSegmenterLib.postprocess import (components_touching, fill_holes, fill_holes_per_slice, inside_distance,
+                                         label_components, largest_component, largest_component_per_slice,
+                                         outside_distance)
+
+
+def _two_blobs() -> np.ndarray:
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[2:8, 2:8] = True  # 36 px
+    mask[10:18, 15:25] = True  # 80 px
+    return mask
+
+
+def test_label_components_sorted_by_size():
+    labels, sizes = label_components(_two_blobs())
+    assert sizes.tolist() == [80, 36]
+    assert labels[12, 20] == 1 and labels[4, 4] == 2 and labels[0, 0] == 0
+
+
+def test_connectivity_faces_or_full():
+    diagonal = np.eye(4, dtype=bool)
+    assert label_components(diagonal)[1].tolist() == [1, 1, 1, 1]
+    assert label_components(diagonal, full_connectivity=True)[1].tolist() == [4]
+
+
+def test_largest_component_2d_and_3d():
+    mask = _two_blobs()
+    assert largest_component(mask).sum() == 80
+    volume = np.zeros((5, 20, 30), dtype=bool)
+    volume[1:4] = mask  # two 3D components: 3 x 80 and 3 x 36 voxels
+    volume[0, 2:8, 2:8] = True  # the small one grows to 4 x 36 = 144 < 240
+    assert largest_component(volume).sum() == 240
+    assert not largest_component(np.zeros((4, 4), bool)).any()
+
+
+def test_components_touching_keeps_overlapping_ones():
+    mask = _two_blobs()
+    reference = np.zeros_like(mask)
+    reference[5, 5] = True  # inside the small blob only
+    kept = components_touching(mask, reference)
+    assert kept.sum() == 36 and kept[4, 4]
+    # no overlap: the largest component stays, so a moving structure is not lost
+    assert components_touching(mask, np.zeros_like(mask)).sum() == 80
+    with pytest.raises(InputError):
+        components_touching(mask, reference[:5])
+
+
+def test_fill_holes_2d_and_per_slice():
+    ring = np.zeros((9, 9), dtype=bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False
+    assert fill_holes(ring).sum() == 25
+    open_ring = ring.copy()
+    open_ring[2, 4] = open_ring[3, 4] = False  # hole now reaches the background
+    assert fill_holes(open_ring).sum() == open_ring.sum()
+    volume = np.stack([ring, ring, ring])  # the 2D holes form a tube open at both ends
+    assert fill_holes(volume).sum() == volume.sum()
+    assert fill_holes_per_slice(volume, 0).sum() == 75
+    assert fill_holes_per_slice(volume, "J").sum() == volume.sum()  # along J the hole is not enclosed
+
+
+def test_largest_component_per_slice_along_axis():
+    volume = np.zeros((3, 20, 30), dtype=bool)
+    volume[1] = _two_blobs()
+    assert largest_component_per_slice(volume, 0).sum() == 80
+    # along I each slice cuts the blobs into separate segments of rows
+    assert largest_component_per_slice(volume, 2).sum() == volume.sum()
+
+
+def test_inside_distance():
+    mask = np.zeros((9, 9), dtype=bool)
+    mask[2:7, 2:7] = True
+    depth = inside_distance(mask)
+    assert depth[4, 4] == 3 and depth[2, 2] == 1 and depth[0, 0] == 0
+    assert inside_distance(np.ones((3, 3), bool))[1, 1] == 2  # the array border counts as outside
+
+
+def test_outside_distance():
+    mask = np.zeros((9, 9), dtype=bool)
+    mask[4, 4] = True
+    distance = outside_distance(mask)
+    assert distance[4, 4] == 0 and distance[4, 6] == 2 and distance[0, 0] == pytest.approx(np.hypot(4, 4))
+    with pytest.raises(InputError):
+        outside_distance(np.zeros((3, 3), bool))
+
+
+def test_real_mask_cleanup(mni152_masks):
+    """On nilearn's real brain mask: one axial slice splits into several components; cleanup keeps the biggest."""
+    brain = mni152_masks["brain"]
+    axial = brain[30]  # low axial slice: cerebellum and the two temporal poles
+    labels, sizes = label_components(axial)
+    assert sizes.size >= 3
+    assert largest_component(axial).sum() == sizes[0]
+    assert fill_holes(axial).sum() >= axial.sum()
+
+
+def test_rejects_1d():
+    with pytest.raises(InputError):
+        largest_component(np.ones(5, bool))
