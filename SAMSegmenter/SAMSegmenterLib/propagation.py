@@ -1,0 +1,482 @@
+"""Volume propagation: from one or more segmented slices to a 3D mask.
+
+A volume is indexed ``[k, j, i]``; slices along ``axis`` are cut as in
+:func:`volume.take_slice` (2D arrays of rows x columns, prompt ``x`` = column,
+``y`` = row). "up" means increasing slice index, "down" decreasing.
+
+Each next slice is prompted from its neighbour's result (:func:`next_prompt`):
+the neighbour's box grown by a margin, and optionally include/exclude points
+(SAM ViT models only: box-only models such as LiteMedSAM refuse points) and the
+neighbour's low-resolution logits as mask input. A walk stops at the first slice
+that fails a stop criterion (that slice is left empty) and says why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+from .errors import InputError, PromptError
+from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
+from .predictor import SlicePredictor
+from .prompts import EXCLUDE, INCLUDE, Prompt, box_from_mask
+from .volume import parse_axis, put_slice
+
+PROMPT_PARTS = ("box", "points", "mask")
+CLEANUPS = ("none", "largest", "connected")
+DIRECTIONS = ("up", "down", "both")
+
+Progress = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class PropagationOptions:
+    """How each next slice is prompted, cleaned and accepted.
+
+    prompt: ``+``-joined parts of the per-slice prompt: ``box`` (the neighbour's box
+    grown on each side by ``box_margin`` slice pixels plus ``box_fraction`` of its width
+    or height), ``points`` (``include_points``
+    interior points at distance-transform maxima of the neighbour's mask and
+    ``exclude_points`` background points inside the box, farthest from it; point-capable
+    models only) and ``mask`` (the neighbour's low-resolution logits as mask input).
+    cleanup: per-slice clean-up before the mask is accepted and used for the next
+    prompt: ``none``, ``largest`` (largest component) or ``connected`` (the components
+    overlapping the neighbour's mask). fill_holes: fill holes in each slice.
+    Stop criteria (``None`` disables one): the mask has fewer than ``min_area`` pixels
+    ("empty"); the model's score is below ``min_score`` ("low_score"); its IoU with the
+    neighbour's mask is below ``min_iou`` ("low_iou"); its area differs from the
+    neighbour's by more than a factor ``max_area_ratio`` either way ("area_jump").
+    prefetch: compute the next slice's embedding in a background thread while the
+    current slice is decoded.
+    """
+
+    prompt: str = "box"
+    box_margin: float = 2.0
+    box_fraction: float = 0.15
+    include_points: int = 1
+    exclude_points: int = 1
+    cleanup: str = "connected"
+    fill_holes: bool = False
+    min_area: int = 1
+    min_score: Optional[float] = None
+    min_iou: Optional[float] = 0.25
+    max_area_ratio: Optional[float] = None
+    prefetch: bool = False
+
+    def parts(self) -> frozenset[str]:
+        """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
+        parts = frozenset(p.strip() for p in self.prompt.split("+"))
+        unknown = parts - set(PROMPT_PARTS)
+        if unknown:
+            raise InputError(f"unknown prompt part(s) {', '.join(sorted(unknown))}; use {'+'.join(PROMPT_PARTS)}")
+        if not parts & {"box", "points"}:
+            raise InputError(f"prompt {self.prompt!r} needs a box or points")
+        return parts
+
+    def check(self, point_prompts: bool) -> frozenset[str]:
+        """Validate every option for a model that does (not) take point prompts; returns the prompt parts."""
+        parts = self.parts()
+        if "points" in parts and not point_prompts:
+            raise PromptError(f"prompt {self.prompt!r} uses points, but this model was trained with box prompts "
+                              "only: use 'box' or 'box+mask', or a SAM ViT model")
+        if "points" in parts and self.include_points < 1:
+            raise InputError("include_points must be >= 1 with a points prompt")
+        if self.exclude_points < 0:
+            raise InputError("exclude_points must be >= 0")
+        if self.cleanup not in CLEANUPS:
+            raise InputError(f"cleanup must be one of {', '.join(CLEANUPS)}, got {self.cleanup!r}")
+        if not self.box_margin >= 0:
+            raise InputError(f"box_margin must be >= 0 pixels, got {self.box_margin}")
+        if not self.box_fraction >= 0:
+            raise InputError(f"box_fraction must be >= 0, got {self.box_fraction}")
+        if self.min_area < 1:
+            raise InputError(f"min_area must be >= 1 pixel, got {self.min_area}")
+        if self.max_area_ratio is not None and not self.max_area_ratio > 1:
+            raise InputError(f"max_area_ratio must be > 1, got {self.max_area_ratio}")
+        return parts
+
+
+@dataclass
+class PropagationResult:
+    """Outcome of a propagation.
+
+    mask: (k, j, i) bool, the accepted slices (everything else False); axis: 0, 1 or 2;
+    scores: model score per accepted slice index (slices given as masks have none);
+    stop_reasons / stop_details: per walk ("up"/"down" for :func:`propagate`,
+    "<index> up"/"<index> down" for :func:`propagate_between`), a reason code (``empty``,
+    ``low_score``, ``low_iou``, ``area_jump``, ``range_end``, ``volume_end``, ``met``: reached
+    a slice already segmented, ``cancelled``, ``not_requested``) and a sentence;
+    last: per walk, the last slice it accepted; cancelled: the caller cancelled (the mask
+    holds every slice finished before); encoder_calls: embeddings computed during the
+    call (cached ones are free); slices_visited: slices decoded (accepted or rejected);
+    range: (first, last) inclusive slice range the result covers; seconds: wall time.
+    """
+
+    mask: np.ndarray
+    axis: int
+    scores: dict[int, float] = field(default_factory=dict)
+    stop_reasons: dict[str, str] = field(default_factory=dict)
+    stop_details: dict[str, str] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+    cancelled: bool = False
+    encoder_calls: int = 0
+    slices_visited: int = 0
+    range: tuple[int, int] = (0, 0)
+    seconds: float = 0.0
+
+    @property
+    def slices(self) -> list[int]:
+        """Indices along ``axis`` of the non-empty slices of ``mask``."""
+        other = tuple(a for a in range(3) if a != self.axis)
+        return [int(i) for i in np.flatnonzero(self.mask.any(axis=other))]
+
+
+def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
+    """Tight box (x0, y0, x1, y1) of a non-empty (rows, columns) mask, grown and clipped to the slice.
+
+    Each side moves out by ``margin`` pixels plus ``fraction`` of the box's width (left,
+    right) or height (top, bottom).
+    """
+    rows, cols = mask.shape
+    x0, y0, x1, y1 = box_from_mask(mask)
+    mx = margin + fraction * (x1 - x0 + 1)
+    my = margin + fraction * (y1 - y0 + 1)
+    return np.array([max(0.0, x0 - mx), max(0.0, y0 - my), min(cols - 1.0, x1 + mx), min(rows - 1.0, y1 + my)])
+
+
+def _spread_maxima(depth: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` (x, y) maxima of a non-negative (rows, columns) map, each outside the others' reach.
+
+    The highest pixel first; each next one is the highest pixel farther from the chosen
+    ones than their own value, so points spread over separate lobes.
+    """
+    rows, cols = np.indices(depth.shape)
+    points: list[tuple[float, float]] = []
+    for _ in range(count):
+        best = int(np.argmax(depth))
+        if depth.flat[best] <= 0:
+            break
+        y, x = divmod(best, depth.shape[1])
+        points.append((float(x), float(y)))
+        depth = np.where((rows - y) ** 2 + (cols - x) ** 2 <= depth.flat[best] ** 2, 0.0, depth)
+    return np.array(points, dtype=np.float64).reshape(-1, 2)
+
+
+def interior_points(mask: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` (x, y) points deep inside a (rows, columns) mask: spread distance-transform maxima."""
+    return _spread_maxima(inside_distance(mask), count)
+
+
+def exterior_points(mask: np.ndarray, box: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` (x, y) background points inside ``box`` (x0, y0, x1, y1), farthest from a non-empty ``mask``."""
+    x0, y0 = (int(np.ceil(v)) for v in box[:2])
+    x1, y1 = (int(np.floor(v)) for v in box[2:])
+    in_box = np.zeros(mask.shape, dtype=bool)
+    in_box[y0:y1 + 1, x0:x1 + 1] = True
+    return _spread_maxima(np.where(in_box, outside_distance(mask), 0.0), count)
+
+
+def next_prompt(mask: np.ndarray, low_res_logits: Optional[np.ndarray], parts: frozenset[str],
+                options: PropagationOptions) -> Prompt:
+    """The prompt for a slice from its neighbour's non-empty (rows, columns) mask and (256, 256) logits.
+
+    ``mask`` in ``parts`` adds the logits as mask input when they are known (a slice
+    given as a mask has none).
+    """
+    box = grown_box(mask, options.box_margin, options.box_fraction)
+    points = np.zeros((0, 2))
+    labels = np.zeros(0, dtype=np.int64)
+    if "points" in parts:
+        inc = interior_points(mask, options.include_points)
+        exc = exterior_points(mask, box, options.exclude_points)
+        points = np.concatenate([inc, exc])
+        labels = np.array([INCLUDE] * len(inc) + [EXCLUDE] * len(exc), dtype=np.int64)
+    return Prompt(points, labels, box=box if "box" in parts else None,
+                  mask_input=low_res_logits if "mask" in parts else None)
+
+
+def clean_slice(mask: np.ndarray, previous: Optional[np.ndarray], options: PropagationOptions) -> np.ndarray:
+    """Apply ``options.cleanup`` (relative to the neighbour's mask ``previous``) and hole filling."""
+    if options.cleanup == "largest":
+        mask = largest_component(mask)
+    elif options.cleanup == "connected" and previous is not None:
+        mask = components_touching(mask, previous)
+    return fill_holes(mask) if options.fill_holes else mask
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def stop_reason(mask: np.ndarray, score: float, previous: np.ndarray,
+                options: PropagationOptions) -> Optional[tuple[str, str]]:
+    """(code, explanation) of the first stop criterion a new slice mask fails, or None to accept it."""
+    area, prev_area = int(mask.sum()), int(previous.sum())
+    if area < options.min_area:
+        return "empty", f"mask has {area} pixel(s), fewer than {options.min_area}"
+    if options.min_score is not None and score < options.min_score:
+        return "low_score", f"score {score:.3f} < {options.min_score:g}"
+    if options.min_iou is not None:
+        overlap = _iou(mask, previous)
+        if overlap < options.min_iou:
+            return "low_iou", f"IoU with the neighbouring slice {overlap:.3f} < {options.min_iou:g}"
+    if options.max_area_ratio is not None:
+        ratio = max(area, prev_area) / max(1, min(area, prev_area))
+        if ratio > options.max_area_ratio:
+            return "area_jump", f"area {prev_area} -> {area} px changes by x{ratio:.2f} > {options.max_area_ratio:g}"
+    return None
+
+
+@dataclass
+class _Walk:
+    """One chain of slices from a start slice towards ``limit`` (inclusive) in steps of ``step``."""
+
+    name: str
+    step: int
+    index: int  # last accepted slice
+    limit: int
+    limit_reason: str
+    mask: np.ndarray
+    logits: Optional[np.ndarray]
+    active: bool = True
+
+    @property
+    def next(self) -> int:
+        return self.index + self.step
+
+    def remaining(self) -> range:
+        return range(self.next, self.limit + self.step, self.step) if self.active else range(0)
+
+
+class _Run:
+    """Shared state of one propagation: output mask, claimed slices, walks, counters, callbacks."""
+
+    def __init__(self, predictor: SlicePredictor, axis: int, options: PropagationOptions,
+                 slice_range: tuple[int, int], progress: Optional[Progress], cancel: Optional[CancelCheck]):
+        self.predictor = predictor
+        self.axis = axis
+        self.options = options
+        self.parts = options.check(predictor.model.spec.point_prompts)
+        self.progress = progress
+        self.cancel = cancel
+        self.start = time.perf_counter()
+        self.calls_before = predictor.encoder_calls
+        self.result = PropagationResult(mask=np.zeros(predictor.volume.shape, dtype=bool), axis=axis,
+                                        range=slice_range)
+        self.claimed: set[int] = set()
+        self.walks: list[_Walk] = []
+        self.done = 0
+
+    def accept(self, index: int, mask: np.ndarray, score: Optional[float]) -> None:
+        put_slice(self.result.mask, self.axis, index, mask)
+        self.claimed.add(index)
+        if score is not None:
+            self.result.scores[index] = score
+
+    def stop(self, walk: _Walk, reason: str, detail: str) -> None:
+        walk.active = False
+        self.result.stop_reasons[walk.name] = reason
+        self.result.stop_details[walk.name] = detail
+        self.result.last[walk.name] = walk.index
+
+    def total(self) -> int:
+        pending = set()
+        for walk in self.walks:
+            pending.update(i for i in walk.remaining() if i not in self.claimed)
+        return self.done + len(pending)
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total())
+
+    def _advance(self, walk: _Walk) -> None:
+        """Segment the slice after ``walk``'s last one, or stop the walk."""
+        index = walk.next
+        if index in self.claimed:
+            self.stop(walk, "met", f"slice {index} is already segmented")
+            return
+        prompt = next_prompt(walk.mask, walk.logits, self.parts, self.options)
+        prediction = self.predictor.predict(self.axis, index, prompt)
+        self.result.slices_visited += 1
+        mask = clean_slice(prediction.mask, walk.mask, self.options)
+        failed = stop_reason(mask, prediction.score, walk.mask, self.options)
+        if failed is not None:
+            self.stop(walk, failed[0], f"slice {index}: {failed[1]}")
+        else:
+            self.accept(index, mask, prediction.score)
+            walk.index, walk.mask, walk.logits = index, mask, prediction.low_res_logits
+            if index == walk.limit:
+                self.stop(walk, walk.limit_reason, f"reached slice {index}")
+        self.done += 1
+
+    def _prefetch(self, current: _Walk, following: _Walk) -> None:
+        """Start embedding the slice ``following`` will need after ``current`` has advanced."""
+        index = following.next + (following.step if following is current else 0)
+        if (following.limit - index) * following.step >= 0 and index not in self.claimed:
+            self.predictor.prefetch(self.axis, index)
+
+    def run(self) -> PropagationResult:
+        """Advance the active walks in turn (round robin) until all have stopped or the caller cancels."""
+        for walk in self.walks:
+            if (walk.limit - walk.next) * walk.step < 0:
+                self.stop(walk, walk.limit_reason, f"slice {walk.index} is the last of the range")
+        self._report()
+        turn = 0
+        while any(w.active for w in self.walks):
+            if self.cancel is not None and self.cancel():
+                self.result.cancelled = True
+                for walk in self.walks:
+                    if walk.active:
+                        self.stop(walk, "cancelled", f"cancelled before slice {walk.next}")
+                break
+            active = [w for w in self.walks if w.active]
+            walk = active[turn % len(active)]
+            if self.options.prefetch:
+                self._prefetch(walk, active[(turn + 1) % len(active)])
+            self._advance(walk)
+            turn += 1
+            self._report()
+        self.result.encoder_calls = self.predictor.encoder_calls - self.calls_before
+        self.result.seconds = time.perf_counter() - self.start
+        return self.result
+
+
+def check_range(count: int, axis: int, slice_range: Optional[tuple[int, int]],
+                seed_index: Optional[int] = None) -> tuple[int, int]:
+    """(first, last) of an inclusive ``slice_range`` (None: all ``count`` slices), checked to lie in the volume
+    and to contain ``seed_index`` when given; InputError otherwise."""
+    if slice_range is None:
+        first, last = 0, count - 1
+    else:
+        first, last = (int(v) for v in slice_range)
+        if first > last:
+            raise InputError(f"slice range {first}..{last} is inverted: give FIRST <= LAST")
+        if first < 0 or last >= count:
+            raise InputError(f"slice range {first}..{last} lies outside the volume: axis {'KJI'[axis]} "
+                             f"has slices 0..{count - 1}")
+    if seed_index is not None and not first <= seed_index <= last:
+        raise InputError(f"seed slice {seed_index} lies outside the slice range {first}..{last} "
+                         f"(axis {'KJI'[axis]} has slices 0..{count - 1})")
+    return first, last
+
+
+def _check_mask(predictor: SlicePredictor, axis: int, index: int, mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    shape = predictor.slice_shape(axis)
+    if mask.shape != shape:
+        raise InputError(f"mask for slice {index} has shape {mask.shape}; slices along axis {'KJI'[axis]} "
+                         f"are {shape} (rows, columns)")
+    return mask.astype(bool)
+
+
+def _limits(first: int, last: int, count: int) -> tuple[str, str]:
+    return ("volume_end" if first == 0 else "range_end"), ("volume_end" if last == count - 1 else "range_end")
+
+
+def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_mask: Optional[np.ndarray] = None,
+              seed_prompt: Optional[Prompt] = None, direction: str = "both",
+              slice_range: Optional[tuple[int, int]] = None, options: PropagationOptions = PropagationOptions(),
+              progress: Optional[Progress] = None, cancel: Optional[CancelCheck] = None) -> PropagationResult:
+    """Segment a structure through the volume from one seed slice.
+
+    seed_mask: the seed slice's (rows, columns) bool mask, or seed_prompt: a
+    :class:`Prompt` segmented on the seed slice first (exactly one of the two).
+    direction: ``up`` (increasing index), ``down`` or ``both``; slice_range:
+    (first, last) inclusive, containing ``seed_index`` (default: the whole axis).
+    progress(done, total) is called after each slice; cancel() is polled before
+    each slice: when it returns True the walks stop, the result holds the slices
+    finished so far and ``cancelled`` is True.
+    """
+    axis = parse_axis(axis)
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+    first, last = check_range(predictor.num_slices(axis), axis, slice_range, seed_index)
+    if (seed_mask is None) == (seed_prompt is None):
+        raise PromptError("give exactly one seed: a mask or a prompt for the seed slice")
+    run = _Run(predictor, axis, options, (first, last), progress, cancel)
+    logits = None
+    if seed_prompt is not None:
+        prediction = predictor.predict(axis, seed_index, seed_prompt)
+        run.result.slices_visited += 1
+        mask, score, logits = clean_slice(prediction.mask, None, options), prediction.score, prediction.low_res_logits
+    else:
+        mask, score = _check_mask(predictor, axis, seed_index, seed_mask), None
+    if not mask.any():
+        raise PromptError(f"the seed slice {seed_index} is empty: "
+                          + ("the prompt gives no mask there" if seed_prompt is not None else "its mask has no pixel"))
+    run.accept(seed_index, mask, score)
+    low_reason, high_reason = _limits(first, last, predictor.num_slices(axis))
+    for name, step, limit, reason in (("up", 1, last, high_reason), ("down", -1, first, low_reason)):
+        if direction in (name, "both"):
+            run.walks.append(_Walk(name, step, seed_index, limit, reason, mask, logits))
+        else:
+            run.result.stop_reasons[name] = "not_requested"
+            run.result.stop_details[name] = f"direction {direction!r}"
+    return run.run()
+
+
+def propagate_between(predictor: SlicePredictor, axis: int | str, key_masks: Mapping[int, np.ndarray],
+                      slice_range: Optional[tuple[int, int]] = None, extend: bool = True,
+                      options: PropagationOptions = PropagationOptions(), progress: Optional[Progress] = None,
+                      cancel: Optional[CancelCheck] = None) -> PropagationResult:
+    """Segment a structure from several key slices given as (rows, columns) masks.
+
+    Key slices are kept as given (an empty key mask marks a slice where the structure
+    is absent). Between two neighbouring keys, walks start from both ends and meet;
+    next to an empty key only the non-empty side walks. With ``extend``, walks also
+    leave the outermost non-empty keys outwards until a stop criterion or the end of
+    ``slice_range`` (inclusive; default the whole axis), which must contain every key.
+    progress and cancel as in :func:`propagate`.
+    """
+    axis = parse_axis(axis)
+    first, last = check_range(predictor.num_slices(axis), axis, slice_range)
+    if not key_masks:
+        raise PromptError("no key slices given")
+    keys = sorted(int(k) for k in key_masks)
+    outside = [k for k in keys if not first <= k <= last]
+    if outside:
+        raise InputError(f"key slice(s) {', '.join(map(str, outside))} lie outside the slice range {first}..{last}")
+    masks = {k: _check_mask(predictor, axis, k, key_masks[k]) for k in keys}
+    if not any(m.any() for m in masks.values()):
+        raise PromptError("every key slice is empty: segment the structure on at least one")
+    run = _Run(predictor, axis, options, (first, last), progress, cancel)
+    for k in keys:
+        run.accept(k, masks[k], None)
+    low_reason, high_reason = _limits(first, last, predictor.num_slices(axis))
+    for n, k in enumerate(keys):
+        if not masks[k].any():
+            continue
+        below = keys[n - 1] if n > 0 else None
+        above = keys[n + 1] if n + 1 < len(keys) else None
+        if above is not None:
+            run.walks.append(_Walk(f"{k} up", 1, k, above - 1, "met", masks[k], None))
+        elif extend:
+            run.walks.append(_Walk(f"{k} up", 1, k, last, high_reason, masks[k], None))
+        if below is not None:
+            run.walks.append(_Walk(f"{k} down", -1, k, below + 1, "met", masks[k], None))
+        elif extend:
+            run.walks.append(_Walk(f"{k} down", -1, k, first, low_reason, masks[k], None))
+    return run.run()
+
+
+def affected_range(key_indices: list[int] | set[int], edited_index: int,
+                   slice_range: tuple[int, int]) -> tuple[int, int]:
+    """The inclusive slice range to propagate again after the key slice ``edited_index`` changed.
+
+    It reaches from the nearest other key slice below to the nearest above (those keys
+    included, as anchors for :func:`propagate_between`), or to the ends of
+    ``slice_range`` (inclusive) where there is none. Slices outside it keep their result.
+    """
+    first, last = (int(v) for v in slice_range)
+    if not first <= edited_index <= last:
+        raise InputError(f"edited slice {edited_index} lies outside the slice range {first}..{last}")
+    others = [int(k) for k in key_indices if int(k) != edited_index]
+    below = [k for k in others if first <= k < edited_index]
+    above = [k for k in others if edited_index < k <= last]
+    return (max(below) if below else first), (min(above) if above else last)
+
