@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .errors import SAMSegmenterError
 
-COMMAND_MODULES = ("segment_cmd", "models_cmd", "sample_cmd")
+COMMAND_MODULES = ("segment_cmd", "evaluate_cmd", "models_cmd", "sample_cmd", "demo_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
