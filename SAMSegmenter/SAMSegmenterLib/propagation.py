@@ -50,8 +50,8 @@ class PropagationOptions:
     ("empty"); the model's score is below ``min_score`` ("low_score"); its IoU with the
     neighbour's mask is below ``min_iou`` ("low_iou"); its area differs from the
     neighbour's by more than a factor ``max_area_ratio`` either way ("area_jump").
-    prefetch: compute the next slice's embedding in a background thread while the
-    current slice is decoded.
+    prefetch: while one walk segments its slice, compute the next slice of the other
+    walk (direction ``both``, or between key slices) in a background thread.
     """
 
     prompt: str = "box"
@@ -65,7 +65,7 @@ class PropagationOptions:
     min_score: Optional[float] = None
     min_iou: Optional[float] = 0.25
     max_area_ratio: Optional[float] = None
-    prefetch: bool = False
+    prefetch: bool = True
 
     def parts(self) -> frozenset[str]:
         """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
@@ -314,11 +314,15 @@ class _Run:
                 self.stop(walk, walk.limit_reason, f"reached slice {index}")
         self.done += 1
 
-    def _prefetch(self, current: _Walk, following: _Walk) -> None:
-        """Start embedding the slice ``following`` will need after ``current`` has advanced."""
-        index = following.next + (following.step if following is current else 0)
-        if (following.limit - index) * following.step >= 0 and index not in self.claimed:
-            self.predictor.prefetch(self.axis, index)
+    def _prefetch(self, following: _Walk) -> None:
+        """Start embedding the slice another walk ``following`` will segment next.
+
+        Only another walk's next slice is prefetched: it is certain to be needed unless
+        the run is cancelled, whereas the slice after the current one may never be
+        (the current slice can stop the walk).
+        """
+        if following.next not in self.claimed:
+            self.predictor.prefetch(self.axis, following.next)
 
     def run(self) -> PropagationResult:
         """Advance the active walks in turn (round robin) until all have stopped or the caller cancels."""
@@ -336,8 +340,8 @@ class _Run:
                 break
             active = [w for w in self.walks if w.active]
             walk = active[turn % len(active)]
-            if self.options.prefetch:
-                self._prefetch(walk, active[(turn + 1) % len(active)])
+            if self.options.prefetch and len(active) > 1:
+                self._prefetch(active[(turn + 1) % len(active)])
             self._advance(walk)
             turn += 1
             self._report()
