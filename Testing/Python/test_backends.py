@@ -1,0 +1,275 @@
+"""Encoder backends and the fast mask decoder: parity with the reference on real slices, clean fallbacks.
+
+No timing is asserted here (see benchmarks/speed.py); these tests check that the
+fast paths give the reference's masks and that the automatic choice falls back
+when a backend is missing or broken.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from conftest import MODULE_DIR, dice
+
+from SAMSegmenterLib import backends
+from SAMSegmenterLib.backends import BackendChoice, BackendError, Trial
+from SAMSegmenterLib.fast_decoder import FastMaskDecoder
+from SAMSegmenterLib.fused_tiny_vit import fuse_tiny_vit, onednn_available
+from SAMSegmenterLib.models import ImageEmbedding, load_model
+from SAMSegmenterLib.predictor import SlicePredictor
+from SAMSegmenterLib.prompts import Prompt, box_from_mask
+from SAMSegmenterLib.volume import take_slice
+
+# (axis, index, mask): MNI152 slices along each axis with box prompts from nilearn's masks
+MNI_CASES = [(0, 60, "wm"), (0, 90, "brain"), (1, 120, "gm"), (2, 70, "wm")]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """LiteMedSAM on the CPU with the reference PyTorch encoder."""
+    return load_model("litemedsam", device="cpu", backend="torch")
+
+
+@pytest.fixture(scope="module")
+def cases(mni152, mni152_masks, ct_small):
+    """(slice image in [0, 1], box prompt) pairs: four MNI152 slices and pydicom's CT (vertebra box)."""
+    volume, _ = mni152
+    predictor = SlicePredictor(load_model("litemedsam", device="cpu", backend="torch"), volume)
+    out = [(predictor.slice_image(axis, index), box_from_mask(take_slice(mni152_masks[name], axis, index)))
+           for axis, index, name in MNI_CASES]
+    ct, _ = ct_small
+    bone = ct[0] > 200
+    bone[: ct.shape[1] // 2] = False  # the vertebral body lies in the lower half
+    out.append((SlicePredictor(predictor.model, ct, window="bone").slice_image(0, 0), box_from_mask(bone)))
+    return out
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """Per-user cache in a temporary folder, and no decision remembered by this process."""
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path / "checkpoints"))
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    return tmp_path / "backends"
+
+
+def _masks(model, encoder, cases) -> list[np.ndarray]:
+    """Single-output masks of every case, with ``encoder`` computing the embeddings."""
+    out = []
+    for image, box in cases:
+        x, input_size = model.spec.preprocessing.image_tensor(image, model.device)
+        with torch.inference_mode():
+            features = encoder(x).float().contiguous(memory_format=torch.channels_last)
+        out.append(model.decode(ImageEmbedding(features, image.shape, input_size), Prompt(box=box)).masks[0])
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_masks(reference, cases):
+    return _masks(reference, reference.network.image_encoder, cases)
+
+
+@pytest.mark.parametrize("name", ["fused", "onnxruntime"])
+def test_backend_masks_match_reference_on_real_slices(name, reference, cases, reference_masks, tmp_path,
+                                                      monkeypatch):
+    """The float32 backends ``auto`` may pick give the reference's masks, also on ambiguous boxes
+    (whole-brain and white-matter boxes, where a one-pixel box shift changes the mask by 1-2%)."""
+    if name == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path / "checkpoints"))
+    encoder = backends.build_encoder(reference, name)
+    for (image, box), ref, fast in zip(cases, reference_masks, _masks(reference, encoder, cases)):
+        assert ref.sum() > 100, "the reference mask should not be trivial"
+        assert dice(fast, ref) >= 0.99, (name, box, dice(fast, ref))
+    if name == "onnxruntime":  # exported into the per-user cache, keyed by checkpoint digest, not into the repo
+        exported = list((tmp_path / "backends" / "onnx").glob("*.onnx"))
+        assert [p.name for p in exported] == [backends.onnx_path(reference).name]
+        assert backends._checkpoint_digest(reference)[:16] in exported[0].name
+
+
+def test_fast_decoder_masks_match_reference_decoder(reference, cases, reference_masks, monkeypatch):
+    assert reference.fast_decoder is not None
+    monkeypatch.setattr(reference, "fast_decoder", None)
+    slow = _masks(reference, reference.network.image_encoder, cases)
+    for ref, fast in zip(slow, reference_masks):
+        assert dice(fast, ref) >= 0.999
+
+
+def test_fused_fp32_embedding_equals_reference(reference):
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    fused = fuse_tiny_vit(reference.network.image_encoder, onednn=onednn_available(), tile_rows=32)
+    plain = fuse_tiny_vit(reference.network.image_encoder)
+    with torch.inference_mode():
+        ref = reference.network.image_encoder(x)
+        for net in (fused, plain):
+            assert (net(x) - ref).abs().max().item() < 1e-4
+        assert reference.network.image_encoder.layers[1].blocks[0].mlp.fc1.weight.dtype == torch.float32
+
+
+def test_banded_first_stage_equals_whole_image(reference):
+    """Bands with halo rows give the whole-image result, also when the height is not a multiple of the band."""
+    block = fuse_tiny_vit(reference.network.image_encoder, tile_rows=13).stages[0][0]
+    x = torch.randn(2, 64, 40, 36).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        banded = block(x)
+        block.tile_rows = None
+        whole = block(x)
+    assert torch.allclose(banded, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_fast_decoder_logits_match_reference(reference, multimask):
+    """Points, box and mask input together; more prompt tokens than the folded attention pays for, too."""
+    net = reference.network
+    decoder = FastMaskDecoder(net.prompt_encoder, net.mask_decoder)
+    generator = torch.Generator().manual_seed(2)
+    image = torch.randn(1, 256, 64, 64, generator=generator)
+    mask_input = torch.randn(1, 1, 256, 256, generator=generator)
+    for count in (2, 20):
+        points = (torch.rand(1, count, 2, generator=generator) * 255, torch.randint(0, 2, (1, count)))
+        with torch.inference_mode():
+            sparse, dense = net.prompt_encoder(points=points, boxes=torch.tensor([[30.0, 40.0, 200.0, 180.0]]),
+                                               masks=mask_input)
+            ref = net.mask_decoder(image_embeddings=image, image_pe=net.prompt_encoder.get_dense_pe(),
+                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                   multimask_output=multimask)
+            fast = decoder(image.contiguous(memory_format=torch.channels_last), sparse, dense, multimask)
+        assert fast[0].shape == ref[0].shape and fast[1].shape == ref[1].shape
+        assert torch.allclose(fast[0], ref[0], atol=1e-3, rtol=1e-4)
+        assert torch.allclose(fast[1], ref[1], atol=1e-4)
+
+
+def test_onnxruntime_absent_is_skipped_with_its_reason(reference, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    with pytest.raises(BackendError, match="onnxruntime is not installed"):
+        backends.build_encoder(reference, "onnxruntime")
+    monkeypatch.setattr(backends, "_Probe", _FakeProbe)
+    trials = {t.backend: t for t in backends.measure(reference, ["onnxruntime", "fused"])}
+    assert "not installed" in trials["onnxruntime"].error and trials["onnxruntime"].ms is None
+    assert trials["fused"].error is None and trials["fused"].ms is not None
+
+
+def test_engine_imports_without_onnxruntime():
+    code = ("import sys; sys.modules['onnxruntime'] = None; sys.path.insert(0, sys.argv[1]);"
+            "import SAMSegmenterLib, SAMSegmenterLib.backends, SAMSegmenterLib.models; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+class _FakeProbe:
+    """Stands in for backends._Probe: runs nothing heavy, every encoder gives the same masks in 1 ms."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def run(self, encoder):
+        return encoder(torch.zeros(1, 3, 8, 8)) if isinstance(encoder, _Broken) else torch.zeros(1)
+
+    def masks(self, features):
+        return [np.ones((4, 4), bool)]
+
+    def time_ms(self, encoder):
+        return {"torch": 10.0, "fused": 5.0}.get(getattr(encoder, "name", ""), 7.0)
+
+
+class _Broken:
+    """An encoder that raises at warm-up, as a backend with a missing operator would."""
+
+    name = "broken"
+
+    def __call__(self, x):
+        raise RuntimeError("operator mkldnn::_convolution_pointwise is not available")
+
+
+def _fake_builder(broken: set[str]):
+    def build(model, name):
+        if name in broken:
+            return _Broken()
+        encoder = lambda x: x  # noqa: E731
+        encoder.name = name
+        return encoder
+    return build
+
+
+def test_backend_failing_at_warm_up_is_not_chosen(reference, cache_dir, monkeypatch):
+    monkeypatch.setattr(backends, "_Probe", _FakeProbe)
+    monkeypatch.setattr(backends, "candidates", lambda model: ["onnxruntime", "fused"])
+    monkeypatch.setattr(backends, "build_encoder", _fake_builder({"onnxruntime"}))
+    choice = backends.choose_backend(reference)
+    assert choice.backend == "fused"
+    trials = {t.backend: t for t in choice.trials}
+    assert "not available" in trials["onnxruntime"].error
+    assert trials["torch"].ms == 10.0 and trials["fused"].ms == 5.0
+
+
+def test_no_faster_candidate_keeps_reference(reference, cache_dir, monkeypatch):
+    monkeypatch.setattr(backends, "_Probe", _FakeProbe)
+    monkeypatch.setattr(backends, "build_encoder", _fake_builder({"fused"}))
+    monkeypatch.setattr(backends, "candidates", lambda model: ["fused"])
+    choice = backends.choose_backend(reference)
+    assert choice.backend == "torch" and "no candidate" in choice.reason
+
+
+def test_decision_is_remembered_per_user(reference, cache_dir, monkeypatch):
+    calls = []
+
+    def fake_measure(model, names):
+        calls.append(names)
+        return [Trial("torch", 10.0, 1.0), Trial("fused", 4.0, 0.999)]
+
+    monkeypatch.setattr(backends, "measure", fake_measure)
+    monkeypatch.setattr(backends, "candidates", lambda model: ["fused"])
+    assert backends.choose_backend(reference).backend == "fused"
+    assert (cache_dir / "choices.json").is_file()
+    monkeypatch.setattr(backends, "_DECISIONS", {})  # a new process
+    again = backends.choose_backend(reference)
+    assert again.backend == "fused" and again.trials[1].ms == 4.0
+    assert len(calls) == 1
+
+
+def test_cached_choice_that_fails_is_measured_again(reference, cache_dir, monkeypatch):
+    """A remembered backend that no longer warms up (say onnxruntime was uninstalled) is replaced."""
+    monkeypatch.setitem(backends._DECISIONS, backends.decision_key(reference),
+                        BackendChoice("onnxruntime", "cached"))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setattr(backends, "_Probe", _FakeProbe)
+    monkeypatch.setattr(backends, "candidates", lambda model: ["onnxruntime", "fused"])
+    real_build = backends.build_encoder
+    monkeypatch.setattr(backends, "build_encoder",
+                        lambda model, name: _fake_builder(set())(model, name) if name == "fused"
+                        else real_build(model, name))
+    model = types.SimpleNamespace(**{k: getattr(reference, k) for k in
+                                     ("spec", "device", "precision", "checkpoint", "network", "name")},
+                                  encoder=None, backend="torch")
+    choice = backends.install_backend(model, "auto")
+    assert choice.backend == model.backend == "fused"
+    assert "not installed" in {t.backend: t for t in choice.trials}["onnxruntime"].error
+
+
+def test_bf16_is_only_a_candidate_for_bf16_models(reference):
+    """bf16 masks differ from the float32 reference on ambiguous boxes (see backends): opt-in only."""
+    assert "fused-bf16" not in backends.candidates(reference)
+    bf16_model = types.SimpleNamespace(spec=reference.spec, device=torch.device("cpu"), precision="bf16")
+    assert backends.candidates(bf16_model) == (["fused-bf16"] if backends.bf16_native() else [])
+
+
+def test_explicit_backends_and_devices(reference):
+    with pytest.raises(BackendError, match="unknown backend"):
+        backends.install_backend(reference, "tensorrt")
+    gpu = types.SimpleNamespace(spec=reference.spec, device=torch.device("cuda"))
+    assert backends.candidates(gpu) == []  # CUDA/MPS: auto keeps torch with the model's autocast
+    vit = types.SimpleNamespace(spec=types.SimpleNamespace(architecture="vit_b"), device=torch.device("cpu"))
+    assert backends.candidates(vit) == []
+    assert backends.choose_backend(gpu).backend == "torch"
+    with pytest.raises(BackendError, match="CPU only"):
+        backends.build_encoder(gpu, "onnxruntime")
+
+
+def test_auto_model_is_a_distinct_cached_model(litemedsam, reference):
+    assert load_model("litemedsam", device="cpu", backend="torch") is reference
+    assert reference.backend == "torch" and reference.key[-1] == "torch"
+    assert litemedsam.backend in backends.BACKENDS and litemedsam is not reference
