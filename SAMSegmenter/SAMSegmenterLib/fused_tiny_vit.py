@@ -11,12 +11,16 @@
 - activations stay channels-last (tokens ``(B, H*W, C)`` *are* NHWC), so the
   layout changes around the depth-wise convolutions are views, not copies;
 - the neck's channel layer norms run as ``F.layer_norm`` on NHWC;
+- with ``tile_rows``, the wide intermediates (the 4x expanded convolutions of the
+  first stage and the patch merges, the MLP hidden layers) are computed in bands of
+  rows: they then fit in cache, and no block of tens of megabytes is allocated, and
+  page-faulted in again, per call (glibc maps such blocks fresh each time);
 - optionally (``onednn=True``, CPU only) a convolution or linear layer and the
   GELU or residual addition after it run as one oneDNN call (the kernels that
   ``torch.compile`` uses on CPU): PyTorch's stand-alone GELU costs as much as the
   convolution before it on the 256 x 256 x 256 activations of the first stage.
-  These are private PyTorch operators, so :mod:`backends` warms them up and checks
-  parity before use and falls back to plain operators when they fail.
+  These are private PyTorch operators: :mod:`backends` warms the model up and checks
+  its masks before use, and uses another backend where they fail.
 
 The weights may then be cast to bfloat16 (``.to(torch.bfloat16)``); whether that
 is accurate enough is decided by mask parity (see :mod:`backends`), not assumed.
@@ -94,15 +98,34 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
+def _bands(rows: int, band: int | None) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering ``rows`` rows in bands of ``band`` rows (one band when None)."""
+    band = band or rows
+    return [(r0, min(rows, r0 + band)) for r0 in range(0, rows, band)]
+
+
+def _expand_depthwise(x: torch.Tensor, r0: int, r1: int, expand: nn.Conv2d, depthwise: nn.Conv2d,
+                      onednn: bool) -> torch.Tensor:
+    """``GELU(depthwise(GELU(expand(x))))`` for output rows ``r0:r1`` only.
+
+    ``expand`` is point-wise, ``depthwise`` a 3x3 convolution with padding 1 and any
+    stride s: output row o reads input rows s*o-1 .. s*o+1, so only those are expanded,
+    and the rows the padding adds at the image border are zero rows, as in the whole image.
+    """
+    stride, h = depthwise.stride[0], x.shape[2]
+    a0, a1 = stride * r0 - 1, stride * (r1 - 1) + 2
+    y = conv2d(x[:, :, max(0, a0):min(h, a1)], expand, onednn, gelu=True)
+    y = F.pad(y, (0, 0, max(0, -a0), max(0, a1 - h)))
+    return conv2d(y, depthwise, onednn, gelu=True, padding=(0, depthwise.padding[1]))
+
+
 class FusedMBConv(nn.Module):
     """:class:`tiny_vit.MBConv` with folded batch norms, computed in bands of ``tile_rows`` rows.
 
     The expanded activations (4x the channels, at full resolution in the first stage)
-    are the largest tensors of the encoder; computing a band at a time, with one halo
-    row on each side for the 3x3 depth-wise convolution, keeps them in cache and
-    avoids allocating (and page-faulting) tens of megabytes per call. Bands give the
-    same values as the whole image: the halo rows are real neighbours, and the image
-    border gets the zero row the depth-wise convolution pads with.
+    are the largest tensors of the encoder; a band at a time (see
+    :func:`_expand_depthwise`) they stay in cache, and no block of tens of megabytes
+    is allocated (and page-faulted in) per call. Bands give the whole image's values.
     """
 
     def __init__(self, block: MBConv, onednn: bool, tile_rows: int | None):
@@ -111,33 +134,25 @@ class FusedMBConv(nn.Module):
         self.conv1, self.conv2, self.conv3 = (fold_conv_bn(block.conv1), fold_conv_bn(block.conv2),
                                               fold_conv_bn(block.conv3))
 
-    def _band(self, x: torch.Tensor, r0: int, r1: int) -> torch.Tensor:
-        h = x.shape[2]
-        a0, a1 = max(0, r0 - 1), min(h, r1 + 1)
-        y = conv2d(x[:, :, a0:a1], self.conv1, self.onednn, gelu=True)
-        y = F.pad(y, (0, 0, 1 - (r0 - a0), 1 - (a1 - r1)))
-        y = conv2d(y, self.conv2, self.onednn, gelu=True, padding=(0, self.conv2.padding[1]))
-        return conv2d(y, self.conv3, self.onednn, gelu=True, residual=x[:, :, r0:r1])
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.shape[2]
-        rows = self.tile_rows or h
-        if rows >= h:
-            y = conv2d(conv2d(x, self.conv1, self.onednn, gelu=True), self.conv2, self.onednn, gelu=True)
-            return conv2d(y, self.conv3, self.onednn, gelu=True, residual=x)
-        out = torch.empty_like(x)
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            out[:, :, r0:r1] = self._band(x, r0, r1)
+        bands = _bands(x.shape[2], self.tile_rows)
+        out = torch.empty_like(x) if len(bands) > 1 else None
+        for r0, r1 in bands:
+            y = _expand_depthwise(x, r0, r1, self.conv1, self.conv2, self.onednn)
+            y = conv2d(y, self.conv3, self.onednn, gelu=True, residual=x[:, :, r0:r1])
+            if out is None:
+                return y
+            out[:, :, r0:r1] = y
         return out
 
 
 class FusedPatchMerging(nn.Module):
-    """:class:`tiny_vit.PatchMerging` with folded batch norms: NCHW (channels-last) or tokens -> tokens."""
+    """:class:`tiny_vit.PatchMerging` with folded batch norms, in bands of ``tile_rows`` output rows:
+    NCHW (channels-last) or tokens -> tokens."""
 
-    def __init__(self, merge: PatchMerging, onednn: bool):
+    def __init__(self, merge: PatchMerging, onednn: bool, tile_rows: int | None):
         super().__init__()
-        self.onednn = onednn
+        self.onednn, self.tile_rows = onednn, tile_rows
         self.resolution = merge.resolution
         self.conv1, self.conv2, self.conv3 = (fold_conv_bn(merge.conv1), fold_conv_bn(merge.conv2),
                                               fold_conv_bn(merge.conv3))
@@ -145,8 +160,10 @@ class FusedPatchMerging(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:
             x = _channels_last_nchw(x, *self.resolution)
-        x = conv2d(conv2d(x, self.conv1, self.onednn, gelu=True), self.conv2, self.onednn, gelu=True)
-        return _tokens(conv2d(x, self.conv3, self.onednn))
+        out_rows = (x.shape[2] - 1) // self.conv2.stride[0] + 1
+        tokens = [_tokens(conv2d(_expand_depthwise(x, r0, r1, self.conv1, self.conv2, self.onednn), self.conv3,
+                                 self.onednn)) for r0, r1 in _bands(out_rows, self.tile_rows)]
+        return tokens[0] if len(tokens) == 1 else torch.cat(tokens, dim=1)
 
 
 class FusedAttention(nn.Module):
@@ -170,9 +187,9 @@ class FusedAttention(nn.Module):
 class FusedTinyViTBlock(nn.Module):
     """:class:`tiny_vit.TinyViTBlock`: window attention, depth-wise conv (on an NHWC view), MLP."""
 
-    def __init__(self, block: TinyViTBlock, onednn: bool):
+    def __init__(self, block: TinyViTBlock, onednn: bool, tile_rows: int | None):
         super().__init__()
-        self.onednn = onednn
+        self.onednn, self.tile_rows = onednn, tile_rows
         self.resolution, self.window_size = block.resolution, block.window_size
         self.attn = FusedAttention(block.attn)
         self.norm, self.fc1, self.fc2 = block.mlp.norm, block.mlp.fc1, block.mlp.fc2
@@ -195,12 +212,24 @@ class FusedTinyViTBlock(nn.Module):
         x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
         return x[:, :h, :w].reshape(b, h * w, c)
 
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + MLP(x)``, in bands of ``tile_rows`` rows of tokens (the hidden layer is 4x wider)."""
+        w = self.resolution[1]
+        bands = _bands(self.resolution[0], self.tile_rows)
+        out = torch.empty_like(x) if len(bands) > 1 else None
+        for r0, r1 in bands:
+            part = x[:, r0 * w:r1 * w]
+            hidden = linear(self.norm(part), self.fc1, self.onednn, gelu=True)
+            y = linear(hidden, self.fc2, self.onednn, residual=part)
+            if out is None:
+                return y
+            out[:, r0 * w:r1 * w] = y
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.resolution
         x = x + self._window_attention(x)
-        x = _tokens(conv2d(_channels_last_nchw(x, h, w), self.local_conv, self.onednn))
-        hidden = linear(self.norm(x), self.fc1, self.onednn, gelu=True)
-        return linear(hidden, self.fc2, self.onednn, residual=x)
+        return self._mlp(_tokens(conv2d(_channels_last_nchw(x, h, w), self.local_conv, self.onednn)))
 
 
 class FusedTinyViT(nn.Module):
@@ -209,7 +238,8 @@ class FusedTinyViT(nn.Module):
     Runs in the dtype of its weights (float32, or bfloat16 after ``.to(torch.bfloat16)``);
     the input is cast to that dtype and the embedding returned as float32. ``onednn``
     fuses layers with their activations through oneDNN (CPU only); ``tile_rows``
-    computes the first stage in bands of that many rows (None: whole images).
+    computes the wide intermediates (expanded convolutions, MLP hidden layers) in
+    bands of that many rows (None: whole images).
     """
 
     def __init__(self, encoder: TinyViT, onednn: bool = False, tile_rows: int | None = None):
@@ -219,10 +249,10 @@ class FusedTinyViT(nn.Module):
         self.embed1, self.embed2 = fold_conv_bn(embed[0]), fold_conv_bn(embed[2])
         stages = []
         for stage in encoder.layers:
-            blocks = [FusedMBConv(b, onednn, tile_rows) if isinstance(b, MBConv) else FusedTinyViTBlock(b, onednn)
-                      for b in stage.blocks]
+            blocks = [FusedMBConv(b, onednn, tile_rows) if isinstance(b, MBConv)
+                      else FusedTinyViTBlock(b, onednn, tile_rows) for b in stage.blocks]
             if stage.downsample is not None:
-                blocks.append(FusedPatchMerging(stage.downsample, onednn))
+                blocks.append(FusedPatchMerging(stage.downsample, onednn, tile_rows))
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.embedding_size = encoder.embedding_size
@@ -255,7 +285,7 @@ def fuse_tiny_vit(encoder: TinyViT, dtype: torch.dtype = torch.float32, onednn: 
 
     Shares no parameters with ``encoder``, so casting it leaves the reference intact.
     ``onednn`` needs a CPU encoder and :func:`onednn_available`; ``tile_rows`` (e.g. 32)
-    pays off on CPUs, whose caches the first stage's whole-image activations overflow.
+    pays off on CPUs, whose caches the whole-image intermediates overflow.
     """
     device = next(encoder.parameters()).device
     if onednn and (device.type != "cpu" or not onednn_available()):

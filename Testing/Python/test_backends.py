@@ -110,15 +110,20 @@ def test_fused_fp32_embedding_equals_reference(reference):
         assert reference.network.image_encoder.layers[1].blocks[0].mlp.fc1.weight.dtype == torch.float32
 
 
-def test_banded_first_stage_equals_whole_image(reference):
-    """Bands with halo rows give the whole-image result, also when the height is not a multiple of the band."""
-    block = fuse_tiny_vit(reference.network.image_encoder, tile_rows=13).stages[0][0]
+def test_bands_equal_whole_images(reference):
+    """Bands with halo rows give the whole-image result (expansions, strided merges, MLPs), also when
+    the height is not a multiple of the band, and for a batch."""
+    encoder = reference.network.image_encoder
+    banded, whole = fuse_tiny_vit(encoder, tile_rows=13), fuse_tiny_vit(encoder)
+    block = banded.stages[0][0]
     x = torch.randn(2, 64, 40, 36).contiguous(memory_format=torch.channels_last)
+    image = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        banded = block(x)
+        part = block(x)
         block.tile_rows = None
-        whole = block(x)
-    assert torch.allclose(banded, whole, atol=1e-5)
+        assert torch.allclose(part, block(x), atol=1e-5)
+        block.tile_rows = 13
+        assert (banded(image) - whole(image)).abs().max().item() < 1e-4
 
 
 @pytest.mark.parametrize("multimask", [False, True])
