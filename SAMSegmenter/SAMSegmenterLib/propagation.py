@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -470,7 +470,7 @@ def propagate_between(predictor: SlicePredictor, axis: int | str, key_masks: Map
     return run.run()
 
 
-def affected_range(key_indices: list[int] | set[int], edited_index: int,
+def affected_range(key_indices: Iterable[int], edited_index: int,
                    slice_range: tuple[int, int]) -> tuple[int, int]:
     """The inclusive slice range to propagate again after the key slice ``edited_index`` changed.
 
