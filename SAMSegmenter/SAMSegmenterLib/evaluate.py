@@ -78,8 +78,7 @@ class EvalConfig:
     protocol); jitter_px: ``box_jitter`` range; tolerance_mm: NSD tolerance; window: intensity
     window spec; model/checkpoint/device/precision: as :func:`models.load_model`;
     torch_threads: CPU threads per worker (None: torch's default); propagation: options of
-    ``propagate3d`` (the default: box prompts grown by 3 px, walking until a slice comes out
-    empty or the volume ends).
+    ``propagate3d`` (default: :class:`propagation.PropagationOptions`).
     """
 
     protocols: Optional[tuple[str, ...]] = None
