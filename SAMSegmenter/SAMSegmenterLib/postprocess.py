@@ -9,6 +9,8 @@ Implemented with SimpleITK so that it runs inside 3D Slicer (which has no scipy)
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import SimpleITK as sitk
 
@@ -74,28 +76,27 @@ def fill_holes(mask: np.ndarray, full_connectivity: bool = False) -> np.ndarray:
     return sitk.GetArrayFromImage(filled).astype(bool)
 
 
-def fill_holes_per_slice(volume_mask: np.ndarray, axis: int | str) -> np.ndarray:
-    """:func:`fill_holes` on each 2D slice of a 3D mask ``[k, j, i]`` along ``axis``."""
+def _per_slice(operation: Callable[[np.ndarray], np.ndarray], volume_mask: np.ndarray,
+               axis: int | str) -> np.ndarray:
+    """``operation`` on each non-empty 2D slice of a 3D mask ``[k, j, i]`` along ``axis``."""
     volume_mask = _check(volume_mask)
     if volume_mask.ndim != 3:
         raise InputError(f"expected a 3D mask [k, j, i], got shape {volume_mask.shape}")
     axis = parse_axis(axis)
     out = np.moveaxis(volume_mask.copy(), axis, 0)
     for index in np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1)):
-        out[index] = fill_holes(out[index])
+        out[index] = operation(out[index])
     return np.moveaxis(out, 0, axis)
+
+
+def fill_holes_per_slice(volume_mask: np.ndarray, axis: int | str) -> np.ndarray:
+    """:func:`fill_holes` on each 2D slice of a 3D mask ``[k, j, i]`` along ``axis``."""
+    return _per_slice(fill_holes, volume_mask, axis)
 
 
 def largest_component_per_slice(volume_mask: np.ndarray, axis: int | str) -> np.ndarray:
     """:func:`largest_component` on each 2D slice of a 3D mask ``[k, j, i]`` along ``axis``."""
-    volume_mask = _check(volume_mask)
-    if volume_mask.ndim != 3:
-        raise InputError(f"expected a 3D mask [k, j, i], got shape {volume_mask.shape}")
-    axis = parse_axis(axis)
-    out = np.moveaxis(volume_mask.copy(), axis, 0)
-    for index in np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1)):
-        out[index] = largest_component(out[index])
-    return np.moveaxis(out, 0, axis)
+    return _per_slice(largest_component, volume_mask, axis)
 
 
 def outside_distance(mask: np.ndarray) -> np.ndarray:
