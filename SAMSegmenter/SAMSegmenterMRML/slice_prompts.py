@@ -9,6 +9,7 @@ import numpy as np
 
 from SAMSegmenterLib.errors import PromptError
 from SAMSegmenterLib.prompts import Prompt
+from SAMSegmenterLib.volume import slice_shape
 
 from .geometry import AXIS_NAMES, Axis, SliceRef, choose_slice, round_index, slice_xy, world_to_ijk
 
@@ -48,11 +49,6 @@ def _as_points(values: Optional[Sequence[Sequence[float]]], what: str) -> np.nda
     return array
 
 
-def _slice_shape(shape_kji: Sequence[int], axis: int) -> tuple[int, int]:
-    rows_cols = [n for a, n in enumerate(shape_kji) if a != axis]
-    return int(rows_cols[0]), int(rows_cols[1])
-
-
 def build_slice_prompt(
     shape_kji: Sequence[int],
     ijk_to_world: np.ndarray,
@@ -90,7 +86,7 @@ def build_slice_prompt(
         point_array = world_to_ijk(point_array, ijk_to_world) if len(point_array) else point_array
         box_array = world_to_ijk(box_array, ijk_to_world) if len(box_array) else box_array
     ref = choose_slice(np.vstack([point_array, box_array]), shape_kji, axis)
-    rows, cols = _slice_shape(shape_kji, ref.axis)
+    rows, cols = slice_shape(tuple(int(n) for n in shape_kji), ref.axis)
     where = f"slice {AXIS_NAMES[ref.axis]}={ref.index}"
 
     xy_points = round_index(slice_xy(point_array, ref.axis)) if len(point_array) else np.zeros((0, 2), int)
