@@ -26,6 +26,7 @@ the other stages the growth while the stage runs (after handing free heap back);
 on CUDA, the peak allocation.
 
     python benchmarks/speed.py [--quick] [--json] [--threads N] [--slices 100]
+                               [--stages encoder,decoder,propagation,gpu]
 """
 
 from __future__ import annotations
@@ -60,11 +61,12 @@ from SAMSegmenterLib.propagation import PropagationOptions, propagate  # noqa: E
 from SAMSegmenterLib.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.volume import take_slice  # noqa: E402
 
-OPT_IN = "fused-bf16"
+STAGES = {"encoder", "decoder", "propagation", "gpu"}
+OPT_IN = "fused-bf16"  # measured for information; auto does not pick it for fp32 models
 try:
     LIBC = ctypes.CDLL("libc.so.6")
 except OSError:  # not glibc: memory growth is measured without trimming first
-    LIBC = None  # measured for information; auto does not pick it for fp32 models
+    LIBC = None
 
 
 @dataclass
@@ -161,9 +163,9 @@ def benchmark_cases(quick: bool) -> list[Case]:
 
 
 def encoder_peak_mib(backend: str) -> Optional[float]:
-    """Peak resident-memory growth (MiB) of two encodes in a fresh process, over the process
-    with the model and its backend loaded (so first-use allocations such as ONNX Runtime's arena
-    count); None where the OS does not say (not Linux)."""
+    """Peak resident-memory growth (MiB) of two encodes in a fresh process with the model and its
+    backend loaded (so first-use allocations such as ONNX Runtime's arena count); None where the
+    OS does not say (not Linux)."""
     done = subprocess.run([sys.executable, __file__, "--encoder-memory", backend, "--threads",
                            str(torch.get_num_threads())], capture_output=True, text=True, timeout=600)
     lines = done.stdout.strip().splitlines()
@@ -174,15 +176,10 @@ def encoder_memory_child(backend: str) -> None:
     """Child side of :func:`encoder_peak_mib`: prints the peak growth in MiB (or None)."""
     model = load_model("litemedsam", device="cpu", backend=backend)
     image = np.random.default_rng(0).random((233, 197)).astype(np.float32)
-    base = PeakMemory._rss()
-    for _ in range(2):
-        model.encode(image)
-    if base is None:
-        print("None")
-        return
-    import resource
-
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20)
+    with PeakMemory(model.device) as mem:
+        for _ in range(2):
+            model.encode(image)
+    print(mem.mib)
 
 
 def with_encoder(model: SamModel, backend: str) -> SamModel:
@@ -319,52 +316,60 @@ def propagation_section(ref: SamModel, fast: SamModel, slices: int) -> dict:
     return {"propagation": out, "propagation_dice_fast_vs_reference": agree}
 
 
-def gpu_section(quick: bool) -> Optional[dict]:
-    if not torch.cuda.is_available():
-        print("\nGPU: no CUDA device: batched GPU throughput was not measured")
-        return None
+def encoder_throughput(device: torch.device, dtypes: dict[str, torch.dtype], quick: bool,
+                       vit_b: bool = True) -> list[dict]:
+    """Batched image-encoder throughput on ``device``: LiteMedSAM (PyTorch network under autocast, and
+    the fused encoder in the dtype itself) and SAM ViT-B with random weights (throughput only)."""
     from SAMSegmenterLib import _segment_anything
     from SAMSegmenterLib.fused_tiny_vit import fuse_tiny_vit
 
-    device = torch.device("cuda")
-    lite = load_model("litemedsam", device="cuda", backend="torch").network.image_encoder
-    vit_b = _segment_anything.build_sam().sam_model_registry["vit_b"](checkpoint=None).image_encoder
-    vit_b = vit_b.to(device).eval()  # random weights: throughput only
-    dtypes = {"fp32": torch.float32, "fp16": torch.float16}
-    if torch.cuda.is_bf16_supported():
-        dtypes["bf16"] = torch.bfloat16
-    setups = [("LiteMedSAM torch", lite, 256, (1, 8, 32)), ("LiteMedSAM fused", None, 256, (1, 8, 32)),
-              ("SAM ViT-B torch (random weights)", vit_b, 1024, (1, 4, 8))]
+    lite = load_model("litemedsam", device=device, backend="torch").network.image_encoder
+    setups = [("LiteMedSAM torch", lite, 256, (1, 8, 32)), ("LiteMedSAM fused", None, 256, (1, 8, 32))]
+    if vit_b:
+        net = _segment_anything.build_sam().sam_model_registry["vit_b"](checkpoint=None).image_encoder
+        setups.append(("SAM ViT-B torch (random weights)", net.to(device).eval(), 1024, (1, 4, 8)))
     results = []
-    print(f"\nGPU: {torch.cuda.get_device_name(device)}, image encoder throughput (images/s), "
-          "autocast for torch, native dtype for fused")
     print(f"  {'model':34s} {'dtype':>5s} {'batch':>5s} {'img/s':>8s} {'ms/batch':>9s} {'peak MiB':>9s}")
     for label, net, size, batches in setups:
         for dname, dtype in dtypes.items():
             run_net = net if net is not None else fuse_tiny_vit(lite, dtype)
+            autocast = net is not None and dtype != torch.float32
             for batch in batches[:2] if quick else batches:
                 x = torch.rand(batch, 3, size, size, device=device)
 
                 def step() -> None:
-                    autocast = net is not None and dtype != torch.float32
-                    with torch.inference_mode(), (torch.autocast("cuda", dtype=dtype) if autocast
+                    with torch.inference_mode(), (torch.autocast(device.type, dtype=dtype) if autocast
                                                   else contextlib.nullcontext()):
                         run_net(x)
 
-                for _ in range(3):
+                for _ in range(2 if quick else 3):
                     step()
-                torch.cuda.synchronize(device)
-                iters = 5 if size == 1024 else 20
+                iters = 2 if quick else (5 if size == 1024 else 20)
                 with PeakMemory(device) as mem:
                     start = time.perf_counter()
                     for _ in range(iters):
                         step()
-                    torch.cuda.synchronize(device)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
                 ms = 1000.0 * (time.perf_counter() - start) / iters
                 results.append({"model": label, "dtype": dname, "batch": batch, "images_per_second": batch * 1000 / ms,
                                 "ms_per_batch": ms, "peak_mib": mem.mib})
-                print(f"  {label:34s} {dname:>5s} {batch:5d} {batch * 1000 / ms:8.1f} {ms:9.2f} {mem.mib:9.0f}")
-    return {"device": torch.cuda.get_device_name(device), "results": results}
+                mib = "n/a" if mem.mib is None else f"{mem.mib:.0f}"
+                print(f"  {label:34s} {dname:>5s} {batch:5d} {batch * 1000 / ms:8.1f} {ms:9.2f} {mib:>9s}")
+    return results
+
+
+def gpu_section(quick: bool) -> Optional[dict]:
+    if not torch.cuda.is_available():
+        print("\nGPU: no CUDA device: batched GPU throughput was not measured")
+        return None
+    device = torch.device("cuda")
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16}
+    if torch.cuda.is_bf16_supported():
+        dtypes["bf16"] = torch.bfloat16
+    print(f"\nGPU: {torch.cuda.get_device_name(device)}, image encoder throughput (images/s); "
+          "autocast for the PyTorch networks, the dtype itself for the fused encoder")
+    return {"device": torch.cuda.get_device_name(device), "results": encoder_throughput(device, dtypes, quick)}
 
 
 def main() -> None:
@@ -373,6 +378,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
     parser.add_argument("--slices", type=int, default=None, help="propagation slices (default 100, quick 20)")
+    parser.add_argument("--stages", default="encoder,decoder,propagation,gpu",
+                        help="comma-separated subset of encoder,decoder,propagation,gpu (default: all)")
     parser.add_argument("--encoder-memory", metavar="BACKEND", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -381,6 +388,9 @@ def main() -> None:
         encoder_memory_child(args.encoder_memory)
         return
     slices = args.slices or (20 if args.quick else 100)
+    stages = set(args.stages.split(","))
+    if not stages <= STAGES:
+        parser.error(f"unknown stage(s) {', '.join(sorted(stages - STAGES))}; use {', '.join(sorted(STAGES))}")
     info = machine()
     print("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     start = time.perf_counter()
@@ -389,23 +399,32 @@ def main() -> None:
     print(f"auto backend: {fast.backend} ({choice.reason}); chosen in {time.perf_counter() - start:.1f} s "
           "(measured once per machine, then read from the per-user cache)")
     ref = reference_model()
-    cases = benchmark_cases(args.quick)
+    cases = benchmark_cases(args.quick) if {"encoder", "decoder"} & stages else []
     result = {"machine": info, "backend": fast.backend, "backend_reason": choice.reason,
               "fast_decoder": fast.fast_decoder is not None}
-    result.update(encoder_section(ref, fast, cases, rounds=2 if args.quick else 4))
-    result.update(decoder_section(ref, fast, cases, repeats=3 if args.quick else 10))
-    result.update(propagation_section(ref, fast, slices))
-    result["gpu"] = gpu_section(args.quick)
-    prop = result["propagation"]
-    rows = [("encoder, ms per slice", result["encoder_ms_reference"], result["encoder_ms_fast"]),
-            ("prompt -> mask, ms", result["decoder_ms_reference"], result["decoder_ms_fast"]),
-            (f"propagation {slices} slices, s", prop["reference"]["seconds"], prop["fast"]["seconds"])]
+    rows = []
+    if "encoder" in stages:
+        result.update(encoder_section(ref, fast, cases, rounds=2 if args.quick else 4))
+        rows.append(("encoder, ms per slice", result["encoder_ms_reference"], result["encoder_ms_fast"]))
+    if "decoder" in stages:
+        result.update(decoder_section(ref, fast, cases, repeats=3 if args.quick else 10))
+        rows.append(("prompt -> mask, ms", result["decoder_ms_reference"], result["decoder_ms_fast"]))
+    if "propagation" in stages:
+        result.update(propagation_section(ref, fast, slices))
+        prop = result["propagation"]
+        rows.append((f"propagation {slices} slices, s", prop["reference"]["seconds"], prop["fast"]["seconds"]))
+    if "gpu" in stages:
+        result["gpu"] = gpu_section(args.quick)
     print(f"\nSummary ({info['cpu']}, {info['threads']} threads; fast = backend {fast.backend} + fast decoder)")
     print(f"  {'stage':34s} {'reference':>10s} {'fast':>10s} {'ratio':>7s}")
     for label, a, b in rows:
         print(f"  {label:34s} {a:10.1f} {b:10.1f} {a / b:6.2f}x")
-    print(f"  slices per second: reference {prop['reference']['slices_per_second']:.2f}, "
-          f"fast {prop['fast']['slices_per_second']:.2f}; mask parity min Dice {result['parity_dice_min']:.4f}")
+    if "propagation" in stages:
+        print(f"  slices per second: reference {prop['reference']['slices_per_second']:.2f}, "
+              f"fast {prop['fast']['slices_per_second']:.2f}")
+    if "encoder" in stages:
+        print(f"  mask parity, fast vs reference: min Dice {result['parity_dice_min']:.4f} over {len(cases)} cases")
+    print(f"  load average at the end: {machine()['load_average']}")
     if args.json:
         print(json.dumps(result, default=float))
 
