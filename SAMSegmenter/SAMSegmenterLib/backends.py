@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "fused", "fused-bf16", "onnxruntime")
 PARITY_DICE = 0.99  # every probe mask of a candidate must reach this Dice with the reference mask
-TILE_ROWS = 32  # band height of the fused encoder's first stage on CPUs
+TILE_ROWS = 32  # band height of the fused encoder's wide intermediates on CPUs
 ONNX_OPSET = 17
 FUSED_FORMAT = 1  # bump when fused_tiny_vit changes what an exported ONNX file computes
 DECISION_FORMAT = 2  # bump when the candidates or the parity rule change: older decisions are then ignored

@@ -164,7 +164,7 @@ class FastMaskDecoder(nn.Module):
         dec = self.decoder
         transformer = dec.transformer
         b = sparse_prompt_embeddings.shape[0]
-        _, c, h, w = image_embeddings.shape
+        h, w = image_embeddings.shape[-2:]
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings), dim=1)
         keys = (image_embeddings.flatten(2).transpose(1, 2) + dense_prompt_embeddings.flatten(2).transpose(1, 2))

@@ -77,7 +77,9 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, onednn: bool, gelu: bool = False,
 
 def linear(x: torch.Tensor, layer: nn.Linear, onednn: bool, gelu: bool = False,
            residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``layer(x)`` then GELU (``gelu``) or plus ``residual``; one oneDNN call when ``onednn``."""
+    """``layer(x)`` then GELU (``gelu``) or plus ``residual`` (not both); one oneDNN call when ``onednn``."""
+    if gelu and residual is not None:
+        raise ValueError("linear() fuses a GELU or a residual addition, not both")
     if onednn:
         if residual is not None:
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual, layer.weight, layer.bias, "add")
