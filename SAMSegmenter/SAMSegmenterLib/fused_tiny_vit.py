@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tiny_vit import Attention, Conv2dBN, LayerNorm2d, MBConv, PatchMerging, TinyViT, TinyViTBlock
+from .tiny_vit import Attention, Conv2dBN, LayerNorm2d, MBConv, PatchMerging, TinyViT, TinyViTBlock, window_attention
 
 
 def fold_conv_bn(pair: Conv2dBN) -> nn.Conv2d:
@@ -197,23 +197,6 @@ class FusedTinyViTBlock(nn.Module):
         self.norm, self.fc1, self.fc2 = block.mlp.norm, block.mlp.fc1, block.mlp.fc2
         self.local_conv = fold_conv_bn(block.local_conv)
 
-    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = self.resolution
-        ws = self.window_size
-        b, _, c = x.shape
-        if h == ws and w == ws:
-            return self.attn(x)
-        x = x.view(b, h, w, c)
-        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        ph, pw = h + pad_b, w + pad_r
-        nh, nw = ph // ws, pw // ws
-        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-        x = self.attn(x)
-        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
-        return x[:, :h, :w].reshape(b, h * w, c)
-
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         """``x + MLP(x)``, in bands of ``tile_rows`` rows of tokens (the hidden layer is 4x wider)."""
         w = self.resolution[1]
@@ -230,7 +213,7 @@ class FusedTinyViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.resolution
-        x = x + self._window_attention(x)
+        x = x + window_attention(x, self.attn, self.resolution, self.window_size)
         return self._mlp(_tokens(conv2d(_channels_last_nchw(x, h, w), self.local_conv, self.onednn)))
 
 

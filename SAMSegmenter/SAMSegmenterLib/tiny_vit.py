@@ -126,6 +126,28 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(self.norm(x))))
 
 
+def window_attention(x: torch.Tensor, attn: nn.Module, resolution: tuple[int, int], window_size: int) -> torch.Tensor:
+    """``attn`` inside non-overlapping windows of tokens (B, H*W, C) laid out as H x W.
+
+    The grid is zero-padded at the bottom/right to whole windows and cropped back.
+    """
+    h, w = resolution
+    ws = window_size
+    b, _, c = x.shape
+    if h == ws and w == ws:
+        return attn(x)
+    x = x.view(b, h, w, c)
+    pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
+    if pad_b or pad_r:
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    ph, pw = h + pad_b, w + pad_r
+    nh, nw = ph // ws, pw // ws
+    x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+    x = attn(x)
+    x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
+    return x[:, :h, :w].reshape(b, h * w, c)
+
+
 class TinyViTBlock(nn.Module):
     """Window attention, then a depth-wise 3x3 convolution, then an MLP, on tokens (B, H*W, C)."""
 
@@ -138,27 +160,10 @@ class TinyViTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.local_conv = Conv2dBN(dim, dim, local_conv_size, 1, local_conv_size // 2, groups=dim)
 
-    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = self.resolution
-        ws = self.window_size
-        b, _, c = x.shape
-        if h == ws and w == ws:
-            return self.attn(x)
-        x = x.view(b, h, w, c)
-        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
-        if pad_b or pad_r:
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        ph, pw = h + pad_b, w + pad_r
-        nh, nw = ph // ws, pw // ws
-        x = x.view(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
-        x = self.attn(x)
-        x = x.view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, ph, pw, c)
-        return x[:, :h, :w].reshape(b, h * w, c)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = self.resolution
         b, n, c = x.shape
-        x = x + self._window_attention(x)
+        x = x + window_attention(x, self.attn, self.resolution, self.window_size)
         x = self.local_conv(x.transpose(1, 2).reshape(b, c, h, w)).view(b, c, n).transpose(1, 2)
         return x + self.mlp(x)
 
