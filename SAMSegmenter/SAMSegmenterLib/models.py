@@ -297,7 +297,7 @@ def load_model(name: str = "litemedsam", device: str | torch.device = "auto", pr
     checkpoint: a weights file to use instead of the embedded/cached one.
     backend: the image encoder's implementation: ``auto`` (the fastest one that gives
     the reference's masks on this machine, measured once and remembered), ``torch``
-    (the reference network), ``fused``, ``fused-bf16`` or ``onnxruntime`` (see :mod:`backends`).
+    (the reference network), ``fused``, ``fused-mixed``, ``fused-bf16`` or ``onnxruntime`` (see :mod:`backends`).
     """
     spec = get_spec(name)
     dev = resolve_device(device)
