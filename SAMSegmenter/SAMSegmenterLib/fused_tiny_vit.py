@@ -186,8 +186,9 @@ class FusedPatchMerging(nn.Module):
 class FusedAttention(nn.Module):
     """:class:`tiny_vit.Attention` with its relative-position bias gathered once (a buffer)."""
 
-    def __init__(self, attn: Attention):
+    def __init__(self, attn: Attention, onednn: bool):
         super().__init__()
+        self.onednn = onednn
         self.num_heads, self.key_dim, self.scale = attn.num_heads, attn.key_dim, attn.scale
         self.norm, self.qkv, self.proj = attn.norm, attn.qkv, attn.proj
         # (1, heads, N, N): a 4-D mask lets PyTorch use its fused (flash) CPU attention kernel.
@@ -196,11 +197,11 @@ class FusedAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(windows, N, C) -> (windows, N, C), in the dtype of ``proj``; attention itself in ``x``'s dtype."""
         b, n, _ = x.shape
-        qkv = linear(self.norm(x), self.qkv, onednn=False).to(x.dtype)
+        qkv = linear(self.norm(x), self.qkv, self.onednn).to(x.dtype)
         qkv = qkv.view(b, n, self.num_heads, 3 * self.key_dim).transpose(1, 2)
         q, k, v = qkv.split(self.key_dim, dim=3)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias.to(x.dtype), scale=self.scale)
-        return linear(x.transpose(1, 2).reshape(b, n, -1), self.proj, onednn=False)
+        return linear(x.transpose(1, 2).reshape(b, n, -1), self.proj, self.onednn)
 
 
 class FusedTinyViTBlock(nn.Module):
@@ -210,7 +211,7 @@ class FusedTinyViTBlock(nn.Module):
         super().__init__()
         self.onednn, self.tile_rows = onednn, tile_rows
         self.resolution, self.window_size = block.resolution, block.window_size
-        self.attn = FusedAttention(block.attn)
+        self.attn = FusedAttention(block.attn, onednn)
         self.norm, self.fc1, self.fc2 = block.mlp.norm, block.mlp.fc1, block.mlp.fc2
         self.local_conv = fold_conv_bn(block.local_conv)
 
