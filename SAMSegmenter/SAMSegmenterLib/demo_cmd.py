@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     slices = np.flatnonzero(reference.any(axis=(1, 2)))
     seed = int(slices[len(slices) // 2])
     prompt = Prompt(box=box_from_mask(take_slice(reference, axis, seed)))
-    model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint)
+    model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint,
+                       backend=args.backend)
     predictor = SlicePredictor(model, volume)
     result = propagate(predictor, axis, seed, seed_prompt=prompt, direction="both",
                        slice_range=(int(slices[0]), int(slices[-1])), progress=_progress)

@@ -76,7 +76,7 @@ class EvalConfig:
     the first of equals); every: keep every Nth of the slices containing the label, starting
     with the first; seed: seeds every random protocol (with the case, label, axis, slice and
     protocol); jitter_px: ``box_jitter`` range; tolerance_mm: NSD tolerance; window: intensity
-    window spec; model/checkpoint/device/precision: as :func:`models.load_model`;
+    window spec; model/checkpoint/device/precision/backend: as :func:`models.load_model`;
     torch_threads: CPU threads per worker (None: torch's default); propagation: options of
     ``propagate3d`` (default: :class:`propagation.PropagationOptions`).
     """
@@ -94,6 +94,7 @@ class EvalConfig:
     checkpoint: Optional[str] = None
     device: str = "auto"
     precision: str = "fp32"
+    backend: str = "auto"
     torch_threads: Optional[int] = None
     propagation: PropagationOptions = field(default_factory=PropagationOptions)
 
@@ -221,7 +222,7 @@ def make_predictor(image: np.ndarray, config: EvalConfig) -> SlicePredictor:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     model = load_model(config.model, device=config.device, precision=config.precision,
-                       checkpoint=config.checkpoint)
+                       checkpoint=config.checkpoint, backend=config.backend)
     return SlicePredictor(model, image, window=config.window, cache=_EMBEDDINGS)
 
 

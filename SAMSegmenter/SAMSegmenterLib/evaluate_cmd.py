@@ -109,6 +109,7 @@ def _config(args: argparse.Namespace) -> EvalConfig:
                       axis=AXES[args.axis], slices="largest" if args.largest else "all", every=args.every,
                       seed=args.seed, jitter_px=args.jitter, tolerance_mm=args.tolerance, window=args.window,
                       model=args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision,
+                      backend=args.backend,
                       torch_threads=threads)
 
 

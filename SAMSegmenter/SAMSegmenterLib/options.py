@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from .backends import BACKENDS
 from .models import MODEL_SPECS
 from .volume import AXES
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --checkpoint, --device, --precision."""
+    """--model, --checkpoint, --device, --precision, --backend."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="litemedsam", choices=sorted(MODEL_SPECS),
                        help="model to use (default: litemedsam, embedded)")
@@ -17,6 +18,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     group.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                        help="numeric precision (fp16: CUDA/MPS; bf16: CUDA/CPU)")
+    group.add_argument("--backend", default="auto", choices=BACKENDS,
+                       help="image encoder backend (default auto: measured once per machine; see README, Speed)")
 
 
 def add_volume_options(parser: argparse.ArgumentParser) -> None:

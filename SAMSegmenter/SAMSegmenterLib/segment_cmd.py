@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if args.propagate:
         check_range(volume.shape[axis], axis, args.range, index)
     t_read = time.perf_counter()
-    model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint)
+    model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint,
+                       backend=args.backend)
     t_load = time.perf_counter()
     options = _propagation_options(args)
     if args.propagate:
@@ -170,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
                                             prompt))
     voxels = int(labels.sum())
     summary = {
-        "output": str(args.output), "model": model.name, "device": str(model.device), "axis": args.axis,
-        "slice": index, "voxels": voxels, "score": round(result.score, 4),
+        "output": str(args.output), "model": model.name, "device": str(model.device), "backend": model.backend,
+        "axis": args.axis, "slice": index, "voxels": voxels, "score": round(result.score, 4),
         "timings": {"read_s": round(t_read - start, 3), "load_s": round(t_load - t_read, 3),
                     "encode_s": round(t_encode - t_load, 3), "decode_s": round(t_decode - t_encode, 3),
                     "total_s": round(time.perf_counter() - start, 3)},
