@@ -20,7 +20,10 @@ Benchmark cases (real slices, box prompts from masks): MNI152 slices with boxes 
 nilearn's brain/white/grey-matter masks (several are ambiguous boxes where moving
 the box by one pixel changes the reference mask by 1-2%: the strictest parity
 test) and structures the model does segment (cerebellum, temporal pole), plus
-pydicom's CT_small vertebra box. Peak memory (Linux) is, for the encoder, the
+pydicom's CT_small vertebra box. Parity is also measured on seeded random cases that
+no backend was tuned on: MNI152 slices along random axes, boxes around a brain, grey-
+or white-matter mask or around one structure of it in a random part of the slice.
+Peak memory (Linux) is, for the encoder, the
 resident-set growth of two encodes in a fresh process with the model loaded; for
 the other stages the growth while the stage runs (after handing free heap back);
 on CUDA, the peak allocation.
@@ -62,7 +65,7 @@ from SAMSegmenterLib.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.volume import take_slice  # noqa: E402
 
 STAGES = {"encoder", "decoder", "propagation", "gpu"}
-OPT_IN = "fused-bf16"  # measured for information; auto does not pick it for fp32 models
+OPT_IN = ("fused-mixed", "fused-bf16")  # measured for information; auto does not pick them for fp32 models
 try:
     LIBC = ctypes.CDLL("libc.so.6")
 except OSError:  # not glibc: memory growth is measured without trimming first
@@ -162,6 +165,31 @@ def benchmark_cases(quick: bool) -> list[Case]:
     return cases
 
 
+def random_cases(count: int, seed: int = 7) -> list[Case]:
+    """``count`` seeded random MNI152 cases (parity only): a random axis and slice in the middle
+    60% of the volume, a box around the brain, grey- or white-matter mask of that slice, or
+    (every other case) around the largest piece of it inside a random half-size window."""
+    volume, _ = load_sample("mni152")
+    masks = [load_sample(f"mni152_{name}")[0] > 0 for name in ("brain", "gm", "wm")]
+    predictor = SlicePredictor(load_model("litemedsam", device="cpu", backend="torch"), volume)
+    rng = np.random.default_rng(seed)
+    cases: list[Case] = []
+    while len(cases) < count:
+        name, axis = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+        index = int(rng.integers(int(0.2 * volume.shape[axis]), int(0.8 * volume.shape[axis])))
+        mask = take_slice(masks[name], axis, index)
+        if rng.random() < 0.5:
+            h, w = mask.shape
+            r0, c0 = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+            part = np.zeros_like(mask)
+            part[r0:r0 + h // 2, c0:c0 + w // 2] = mask[r0:r0 + h // 2, c0:c0 + w // 2]
+            mask = largest_component(part) if part.any() else part
+        if mask.sum() >= 30:
+            cases.append(Case(f"random {('brain', 'gm', 'wm')[name]} axis {'KJI'[axis]} {index}",
+                              predictor.slice_image(axis, index), box_from_mask(mask)))
+    return cases
+
+
 def encoder_peak_mib(backend: str) -> Optional[float]:
     """Peak resident-memory growth (MiB) of two encodes in a fresh process with the model and its
     backend loaded (so first-use allocations such as ONNX Runtime's arena count); None where the
@@ -211,34 +239,39 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
     return times
 
 
-def encoder_section(ref: SamModel, fast: SamModel, cases: list[Case], rounds: int) -> dict:
+def _parity(ref: SamModel, models: dict[str, SamModel], cases: list[Case]) -> dict[str, list[float]]:
+    """Per model, the Dice of its mask with the reference mask for each case."""
+    reference_masks = [ref.decode(ref.encode(c.image), Prompt(box=c.box)).masks[0] for c in cases]
+    return {label: [dice(a, model.decode(model.encode(c.image), Prompt(box=c.box)).masks[0])
+                    for a, c in zip(reference_masks, cases)] for label, model in models.items()}
+
+
+def encoder_section(ref: SamModel, fast: SamModel, cases: list[Case], extra: list[Case], rounds: int) -> dict:
     ref_label, fast_label = "reference (torch fp32)", f"fast ({fast.backend})"
     models = {ref_label: ref, fast_label: fast}
-    for name in ("fused", "onnxruntime", OPT_IN):
+    for name in ("fused", "onnxruntime", *OPT_IN):
         if name != fast.backend:
             try:
                 models[name] = with_encoder(fast, name)
             except backends.BackendError as exc:
                 print(f"  {name}: not available ({exc})")
-    reference_masks = [ref.decode(ref.encode(c.image), Prompt(box=c.box)).masks[0] for c in cases]
-    parity, peak = {}, {}
-    for label, model in models.items():
-        masks = [model.decode(model.encode(c.image), Prompt(box=c.box)).masks[0] for c in cases]
-        parity[label] = [dice(a, b) for a, b in zip(reference_masks, masks)]
-        peak[label] = encoder_peak_mib(model.backend)
+    parity, random_parity = _parity(ref, models, cases), _parity(ref, models, extra)
+    peak = {label: encoder_peak_mib(model.backend) for label, model in models.items()}
     images = [c.image for c in cases[:3]]
     times = interleaved({label: (lambda m=model: [m.encode(im) for im in images]) for label, model in models.items()},
                         rounds)
     per_slice = {label: [t / len(images) for t in ts] for label, ts in times.items()}
     print(f"\nEncoder, LiteMedSAM on the CPU, ms per slice ({len(images)} slices x {rounds} rounds; parity on "
           f"{len(cases)} cases)")
-    print(f"  {'backend':28s} {'median':>8s} {'best':>8s} {'ratio':>7s} {'peak MiB':>9s} {'min Dice':>9s}")
+    print(f"  {'backend':28s} {'median':>8s} {'best':>8s} {'ratio':>7s} {'peak MiB':>9s} {'min Dice':>9s} "
+          f"{'random: min Dice, n < 0.99':>27s}")
     for label, ts in per_slice.items():
         ratio = statistics.median(per_slice[ref_label]) / statistics.median(ts)
-        note = "  (opt-in: not picked by auto for fp32 models)" if label == OPT_IN else ""
+        note = "  (opt-in: not picked by auto for fp32 models)" if label in OPT_IN else ""
         mib = "n/a" if peak[label] is None else f"{peak[label]:.0f}"
+        low = sum(d < backends.PARITY_DICE for d in random_parity[label])
         print(f"  {label:28s} {statistics.median(ts):8.1f} {min(ts):8.1f} {ratio:6.2f}x {mib:>9s} "
-              f"{min(parity[label]):9.4f}{note}")
+              f"{min(parity[label]):9.4f} {min(random_parity[label]):12.4f} {low:4d} of {len(extra):<4d}{note}")
     print("\n  Mask parity per case (Dice with the reference mask):")
     print("  " + f"{'case':40s}" + "".join(f"{label[:16]:>18s}" for label in models if label != ref_label))
     for i, case in enumerate(cases):
@@ -249,6 +282,10 @@ def encoder_section(ref: SamModel, fast: SamModel, cases: list[Case], rounds: in
             "encoder_ms_by_backend": {k: statistics.median(v) for k, v in per_slice.items()},
             "encoder_peak_mib": peak, "parity_dice_min": min(parity[fast_label]),
             "parity_dice_by_backend": {k: min(v) for k, v in parity.items()},
+            "parity_random_cases": len(extra),
+            "parity_random_dice_min_by_backend": {k: min(v) for k, v in random_parity.items()},
+            "parity_random_below_0_99_by_backend": {k: sum(d < backends.PARITY_DICE for d in v)
+                                                    for k, v in random_parity.items()},
             "parity_dice_per_case": {k: dict(zip([c.name for c in cases], v)) for k, v in parity.items()}}
 
 
@@ -298,8 +335,14 @@ def propagation_section(ref: SamModel, fast: SamModel, slices: int) -> dict:
     first = seed - slices // 2
     options = PropagationOptions(min_iou=None)
     out = {}
+    paths = {"reference": ref, "fast": fast}
+    try:
+        paths["fused-mixed"] = with_encoder(fast, "fused-mixed")  # opt-in: how far it gets toward the target
+    except backends.BackendError as exc:
+        print(f"  fused-mixed: not available ({exc})")
     print(f"\nPropagation, MNI152 brain, axis K, slices {first}..{first + slices - 1} from seed {seed}, cold cache")
-    for label, model in (("reference", ref), ("fast", fast)):
+    masks = {}
+    for label, model in paths.items():
         predictor = SlicePredictor(model, volume)
         with PeakMemory(model.device) as mem:
             result = propagate(predictor, 0, seed, seed_mask=brain[seed], direction="both",
@@ -307,13 +350,16 @@ def propagation_section(ref: SamModel, fast: SamModel, slices: int) -> dict:
         predictor.close()
         rate = result.slices_visited / result.seconds
         out[label] = {"seconds": result.seconds, "slices_visited": result.slices_visited,
-                      "encoder_calls": result.encoder_calls, "slices_per_second": rate, "peak_mib": mem.mib,
-                      "mask": result.mask}
-        print(f"  {label:10s} {result.seconds:7.1f} s   {result.slices_visited} slices decoded, "
+                      "encoder_calls": result.encoder_calls, "slices_per_second": rate, "peak_mib": mem.mib}
+        masks[label] = result.mask
+        print(f"  {label:12s} {result.seconds:7.1f} s   {result.slices_visited} slices decoded, "
               f"{result.encoder_calls} encoded   {rate:5.2f} slices/s   stops {result.stop_reasons}")
-    agree = dice(out["reference"].pop("mask"), out["fast"].pop("mask"))
-    print(f"  ratio {out['reference']['seconds'] / out['fast']['seconds']:.2f}x   3D Dice fast vs reference {agree:.4f}")
-    return {"propagation": out, "propagation_dice_fast_vs_reference": agree}
+    agree = {label: dice(masks["reference"], mask) for label, mask in masks.items() if label != "reference"}
+    for label, value in agree.items():
+        print(f"  {label}: ratio {out['reference']['seconds'] / out[label]['seconds']:.2f}x   "
+              f"3D Dice with the reference {value:.4f}")
+    return {"propagation": out, "propagation_dice_fast_vs_reference": agree["fast"],
+            "propagation_dice_vs_reference": agree}
 
 
 def encoder_throughput(device: torch.device, dtypes: dict[str, torch.dtype], quick: bool,
@@ -400,11 +446,12 @@ def main() -> None:
           "(measured once per machine, then read from the per-user cache)")
     ref = reference_model()
     cases = benchmark_cases(args.quick) if {"encoder", "decoder"} & stages else []
+    extra = random_cases(6 if args.quick else 24) if "encoder" in stages else []
     result = {"machine": info, "backend": fast.backend, "backend_reason": choice.reason,
               "fast_decoder": fast.fast_decoder is not None}
     rows = []
     if "encoder" in stages:
-        result.update(encoder_section(ref, fast, cases, rounds=2 if args.quick else 4))
+        result.update(encoder_section(ref, fast, cases, extra, rounds=2 if args.quick else 4))
         rows.append(("encoder, ms per slice", result["encoder_ms_reference"], result["encoder_ms_fast"]))
     if "decoder" in stages:
         result.update(decoder_section(ref, fast, cases, repeats=3 if args.quick else 10))
@@ -423,7 +470,9 @@ def main() -> None:
         print(f"  slices per second: reference {prop['reference']['slices_per_second']:.2f}, "
               f"fast {prop['fast']['slices_per_second']:.2f}")
     if "encoder" in stages:
-        print(f"  mask parity, fast vs reference: min Dice {result['parity_dice_min']:.4f} over {len(cases)} cases")
+        print(f"  mask parity, fast vs reference: min Dice {result['parity_dice_min']:.4f} over {len(cases)} cases, "
+              f"{result['parity_random_dice_min_by_backend'][f'fast ({fast.backend})']:.4f} over {len(extra)} "
+              "random cases")
     print(f"  load average at the end: {machine()['load_average']}")
     if args.json:
         print(json.dumps(result, default=float))
