@@ -59,6 +59,12 @@ def normal_component(axis: int) -> int:
     return 2 - axis
 
 
+def volume_shape(volume_node: slicer.vtkMRMLVolumeNode) -> tuple[int, int, int]:
+    """Shape (k, j, i) of the volume's voxel array, as ``slicer.util.arrayFromVolume`` returns it."""
+    i, j, k = volume_node.GetImageData().GetDimensions()
+    return int(k), int(j), int(i)
+
+
 def volume_ijk_to_world(volume_node: slicer.vtkMRMLVolumeNode) -> np.ndarray:
     """(4, 4) matrix from the volume's IJK to world RAS, including linear parent transforms.
 

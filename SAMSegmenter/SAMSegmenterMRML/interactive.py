@@ -19,7 +19,7 @@ from SAMSegmenterLib.errors import PromptError
 from SAMSegmenterLib.models import get_spec
 from SAMSegmenterLib.predictor import SlicePrediction, SlicePredictor
 
-from .geometry import SliceRef, choose_slice, view_slice, volume_ijk_to_world, world_to_ijk
+from .geometry import SliceRef, choose_slice, view_slice, volume_ijk_to_world, volume_shape, world_to_ijk
 from .labelmaps import LabelmapEdit, Slab, labelmap_edits, volume_ijk_to_segmentation
 from .logic import SAMSegmenterLogic, slab_mask, visited_slab
 from .markups import PromptMarkups
@@ -94,7 +94,7 @@ class InteractiveSession:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(int(n) for n in reversed(self.volume_node.GetImageData().GetDimensions()))
+        return volume_shape(self.volume_node)
 
     def view_slice(self, slice_to_ras: np.ndarray) -> SliceRef:
         """The volume slice a slice view shows; PromptError when the view is not aligned to the volume."""

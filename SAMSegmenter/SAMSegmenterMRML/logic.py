@@ -32,7 +32,7 @@ from SAMSegmenterLib.predictor import SlicePrediction, SlicePredictor
 from SAMSegmenterLib.volume import take_slice
 
 from .editor import SegmentEditorSession
-from .geometry import AXIS_NAMES, Axis, SliceRef, axis_number, volume_ijk_to_world
+from .geometry import AXIS_NAMES, Axis, SliceRef, axis_number, volume_ijk_to_world, volume_shape
 from .labelmaps import LabelmapEdit, Slab, labelmap_edits, volume_ijk_to_segmentation
 from .slice_prompts import SlicePrompt, build_slice_prompt
 
@@ -198,7 +198,7 @@ class SAMSegmenterLogic:
         axis: Optional[Axis] = None,
     ) -> SlicePrompt:
         """Prompts on ``volume_node`` as a SlicePrompt (see slice_prompts.build_slice_prompt for the arguments)."""
-        shape = tuple(int(n) for n in reversed(volume_node.GetImageData().GetDimensions()))
+        shape = volume_shape(volume_node)
         return build_slice_prompt(shape, volume_ijk_to_world(volume_node), points, labels, box, coordinates, axis)
 
     def predict(
@@ -263,7 +263,7 @@ class SAMSegmenterLogic:
         mode: str,
         session: SegmentEditorSession,
     ) -> list[LabelmapEdit]:
-        shape = tuple(int(n) for n in reversed(volume_node.GetImageData().GetDimensions()))
+        shape = volume_shape(volume_node)
         if tuple(slab_mask.shape) != slab.shape(shape):
             raise InputError(f"mask shape {slab_mask.shape} does not match the slab {slab.shape(shape)}")
         current = session.segment_labelmap(segment_id) if mode == "replace" else None
@@ -314,7 +314,7 @@ class SAMSegmenterLogic:
         """
         prompt = self.slice_prompt(volume_node, points, labels, box, coordinates, axis)
         prediction = self.predict(volume_node, prompt, window, multimask)
-        shape = tuple(int(n) for n in reversed(volume_node.GetImageData().GetDimensions()))
+        shape = volume_shape(volume_node)
         slab = Slab.of(prompt.ref)
         self.write(volume_node, segmentation_node, segment_id, slab_mask(prediction.mask, slab, shape), slab, mode, editor_node)
         return SegmentResult(prompt.ref, prediction.mask, prediction.score)

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import slicer
 
+from .geometry import volume_shape
 from .labelmaps import Slab, oriented_labelmap, volume_ijk_to_segmentation
 
 PREVIEW_SEGMENT_ID = "SAMPreview"
@@ -48,7 +49,7 @@ class PreviewSegmentation:
     ) -> None:
         """Display ``slab_mask`` (bool [k, j, i] of the slab of ``volume_node``) in ``color``."""
         node = self._ensure_node(segmentation_node)
-        shape = tuple(int(n) for n in reversed(volume_node.GetImageData().GetDimensions()))
+        shape = volume_shape(volume_node)
         labelmap = oriented_labelmap(
             np.asarray(slab_mask, dtype=bool), slab.extent(shape), volume_ijk_to_segmentation(volume_node, segmentation_node)
         )
