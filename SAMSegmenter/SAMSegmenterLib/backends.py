@@ -9,19 +9,19 @@ Backends (``BACKENDS``):
   attention kernel, on CPUs oneDNN convolution/linear + GELU fusion and a banded
   first stage). float32, equal to the reference up to rounding.
 - ``fused-bf16``: the same in bfloat16 (CPUs with native bf16 such as AVX512-BF16
-  or AMX, and CUDA): about twice as fast again on such CPUs, but not the reference's
-  numbers. Measured on MNI152 slices, its masks differ from the float32 reference
-  as much as moving the box by a pixel does (Dice 0.93-0.998; worst where the model
-  itself is unsure), so ``auto`` offers it only to models loaded with
+  or AMX, and CUDA): about 1.5x as fast again on such CPUs, but not the reference's
+  numbers. Measured on MNI152 and CT slices, its masks differ from the float32
+  reference more than moving the box by a pixel does (Dice down to 0.86; worst where
+  the model itself is unsure), so ``auto`` offers it only to models loaded with
   ``precision="bf16"``, whose reference already runs in bf16 (autocast).
 - ``fused-mixed``: the fused encoder with the matrix products of the transformer
   blocks' linear layers, the MBConv projections and the neck in bfloat16 (about 85%
   of the arithmetic), and the residual stream, attention, depth-wise, first-stage
   and patch-merging convolutions in float32 (see
-  :meth:`fused_tiny_vit.FusedTinyViT.mixed_precision_layers`). About 1.3x the fused
+  :meth:`fused_tiny_vit.FusedTinyViT.mixed_precision_layers`). About 1.25x the fused
   float32 speed on AVX512-BF16 CPUs, and much closer to the reference than
-  ``fused-bf16`` (Dice 0.98-1.0 on MNI152 slices where ``fused-bf16`` gives
-  0.80-0.98), but not within 0.99 on every ambiguous box: opt-in only.
+  ``fused-bf16`` (smallest Dice 0.979 where ``fused-bf16`` gives 0.856, on 33 MNI152
+  and CT cases), but not within 0.99 on every ambiguous box: opt-in only.
 - ``onnxruntime``: the fused float32 encoder exported to ONNX once (into the
   per-user cache, keyed by checkpoint SHA-256 and PyTorch version) and run by ONNX
   Runtime on the CPU. ``onnxruntime`` is imported only when this backend is tried.

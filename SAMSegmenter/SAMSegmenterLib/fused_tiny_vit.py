@@ -283,15 +283,15 @@ class FusedTinyViT(nn.Module):
         return x.float().contiguous()
 
     def mixed_precision_layers(self) -> list[nn.Module]:
-        """The layers that keep the masks when their matrix products run in bfloat16.
+        """The layers whose matrix products tolerate bfloat16 best (for :func:`mixed_precision`).
 
-        Measured one group at a time on MNI152 and CT slices (Dice of the masks with
-        the float32 reference): the transformer blocks' linear layers, which read
-        layer-normalised tokens, and the neck (>= 0.995 each, 0.994 all together) do;
-        the first-stage and patch-merging convolutions that read the residual stream
-        at full resolution, the depth-wise convolutions and the patch embedding
-        (0.96-0.99 each) do not. The projecting convolution of the MBConv blocks
-        (0.997), whose output is added to the float32 stream, does.
+        Measured one group at a time (``benchmarks/bf16_sensitivity.py``, Dice of the
+        masks with the float32 reference on 33 MNI152 and CT cases): the transformer
+        blocks' linear layers, which read layer-normalised tokens, and the neck keep
+        every mask within 0.99; the MBConv projection, whose output is added to the
+        float32 stream, all but one. The patch embedding (the image itself), the
+        first-stage expansion and depth-wise convolutions, the patch merges and the
+        local depth-wise convolutions do not (0.93-0.98 at worst).
         """
         layers: list[nn.Module] = [self.neck_conv1, self.neck_conv2]
         for module in self.stages.modules():
