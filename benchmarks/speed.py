@@ -239,11 +239,11 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
     return times
 
 
-def _parity(ref: SamModel, models: dict[str, SamModel], cases: list[Case]) -> dict[str, list[float]]:
-    """Per model, the Dice of its mask with the reference mask for each case."""
-    reference_masks = [ref.decode(ref.encode(c.image), Prompt(box=c.box)).masks[0] for c in cases]
-    return {label: [dice(a, model.decode(model.encode(c.image), Prompt(box=c.box)).masks[0])
-                    for a, c in zip(reference_masks, cases)] for label, model in models.items()}
+def _parity(ref_label: str, models: dict[str, SamModel], cases: list[Case]) -> dict[str, list[float]]:
+    """Per model, the Dice of its mask with the ``ref_label`` model's mask for each case."""
+    masks = {label: [model.decode(model.encode(c.image), Prompt(box=c.box)).masks[0] for c in cases]
+             for label, model in models.items()}
+    return {label: [dice(a, b) for a, b in zip(masks[ref_label], ms)] for label, ms in masks.items()}
 
 
 def encoder_section(ref: SamModel, fast: SamModel, cases: list[Case], extra: list[Case], rounds: int) -> dict:
@@ -255,7 +255,7 @@ def encoder_section(ref: SamModel, fast: SamModel, cases: list[Case], extra: lis
                 models[name] = with_encoder(fast, name)
             except backends.BackendError as exc:
                 print(f"  {name}: not available ({exc})")
-    parity, random_parity = _parity(ref, models, cases), _parity(ref, models, extra)
+    parity, random_parity = _parity(ref_label, models, cases), _parity(ref_label, models, extra)
     peak = {label: encoder_peak_mib(model.backend) for label, model in models.items()}
     images = [c.image for c in cases[:3]]
     times = interleaved({label: (lambda m=model: [m.encode(im) for im in images]) for label, model in models.items()},

@@ -34,8 +34,6 @@ def _load_package() -> None:
         return
     try:
         importlib.import_module("segment_anything")
-    except ModelError:
-        raise
     except Exception:  # torchvision missing or broken (RuntimeError: operator torchvision::nms ...)
         for name in [n for n in sys.modules if n == "segment_anything" or n.startswith("segment_anything.")]:
             del sys.modules[name]

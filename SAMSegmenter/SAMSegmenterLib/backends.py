@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import numpy as np
 import torch
 
-from .download import default_cache_dir, sha256_file
+from .download import cached_sha256, default_cache_dir
 from .errors import ModelError
 from .fused_tiny_vit import FusedTinyViT, fuse_tiny_vit, mixed_precision, onednn_available
 from .prompts import Prompt
@@ -171,7 +171,7 @@ class OnnxEncoder:
 
 def onnx_path(model: SamModel) -> Path:
     """Where the exported ONNX encoder of ``model``'s checkpoint lives in the per-user cache."""
-    digest = _checkpoint_digest(model)
+    digest = cached_sha256(model.checkpoint)
     return (backend_cache_dir() / "onnx"
             / f"{model.name}-{digest[:16]}-torch{torch.__version__.split('+')[0]}-fused{FUSED_FORMAT}.onnx")
 
@@ -234,21 +234,13 @@ def probe() -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     return np.clip(image, 0.0, 1.0).astype(np.float32), boxes
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
-
-
 class _Probe:
     """Runs encoders on the probe slice through ``model``'s preprocessing, autocast and decoder."""
 
     def __init__(self, model: SamModel):
-        from .models import ImageEmbedding
-
         self.model = model
         self.image, self.boxes = probe()
         self.x, self.input_size = model.spec.preprocessing.image_tensor(self.image, model.device)
-        self._embedding = ImageEmbedding
 
     @torch.inference_mode()
     def run(self, encoder: Encoder) -> torch.Tensor:
@@ -260,7 +252,9 @@ class _Probe:
 
     @torch.inference_mode()
     def masks(self, features: torch.Tensor) -> list[np.ndarray]:
-        embedding = self._embedding(features.to(self.model.device), self.image.shape, self.input_size)
+        from .models import ImageEmbedding  # models imports this module
+
+        embedding = ImageEmbedding(features.to(self.model.device), self.image.shape, self.input_size)
         return [self.model.decode(embedding, Prompt(box=box)).masks[0] for box in self.boxes]
 
     def time_ms(self, encoder: Encoder) -> float:
@@ -276,6 +270,8 @@ def measure(model: SamModel, names: list[str], rounds: int = _TIMING_ROUNDS) -> 
     backends so that load from other processes hits them alike; each gets the best
     of its rounds.
     """
+    from .metrics import dice  # SimpleITK, loaded only when backends are measured
+
     probe_run = _Probe(model)
     reference = build_encoder(model, "torch")
     ref_masks = probe_run.masks(probe_run.run(reference))
@@ -290,7 +286,7 @@ def measure(model: SamModel, names: list[str], rounds: int = _TIMING_ROUNDS) -> 
         except Exception as exc:  # missing package, unsupported operator, export failure: skip it
             trial.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             continue
-        trial.parity_dice = min(_dice(a, b) for a, b in zip(ref_masks, masks))
+        trial.parity_dice = min(dice(a, b) for a, b in zip(ref_masks, masks))
         if trial.parity_dice < PARITY_DICE:
             trial.error = f"masks differ from the reference (Dice {trial.parity_dice:.4f} < {PARITY_DICE})"
             continue
@@ -317,19 +313,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def _checkpoint_digest(model: SamModel) -> str:
-    """SHA-256 of the model's weights file (hashed once per file version and process)."""
-    path = Path(model.checkpoint)
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_file(path)
-    return _DIGESTS[key]
-
-
 def onnxruntime_version() -> str:
     """The installed ONNX Runtime version, or ``absent``."""
     try:
@@ -340,7 +323,7 @@ def onnxruntime_version() -> str:
 
 def decision_key(model: SamModel) -> str:
     """What a cached decision depends on: model, weights, precision, device, software and CPU."""
-    return " | ".join([f"v{DECISION_FORMAT}", model.name, _checkpoint_digest(model)[:16], model.precision,
+    return " | ".join([f"v{DECISION_FORMAT}", model.name, cached_sha256(model.checkpoint)[:16], model.precision,
                        model.device.type, f"torch {torch.__version__}", f"onnxruntime {onnxruntime_version()}",
                        cpu_name(), f"{torch.get_num_threads()} threads"])
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import read_volume, write_labels
+from .metrics import dice
 from .models import load_model
 from .options import add_model_options
 from .overlay import overlay_rgb, write_png
@@ -31,7 +32,7 @@ from .predictor import SlicePredictor
 from .prompts import Prompt, box_from_mask
 from .propagation import propagate
 from .sample_data import write_sample
-from .volume import take_slice
+from .volume import occupied_slices, take_slice
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,10 +42,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON summary object last")
     add_model_options(p)
     p.set_defaults(run=run)
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
 
 def _progress(done: int, total: int) -> None:
@@ -60,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     k, j, _ = np.indices(brain.shape, sparse=True)
     reference = largest_component(brain & (k <= 32) & (j <= 115))
     axis = 0
-    slices = np.flatnonzero(reference.any(axis=(1, 2)))
+    slices = occupied_slices(reference, axis)
     seed = int(slices[len(slices) // 2])
     prompt = Prompt(box=box_from_mask(take_slice(reference, axis, seed)))
     model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint,
@@ -77,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                                                           reference=take_slice(reference, axis, seed)))
     summary = {"outdir": str(args.outdir), "model": model.name, "device": str(model.device), "seed_slice": seed,
                "slices_segmented": int(result.mask.any(axis=(1, 2)).sum()), "encoder_calls": predictor.encoder_calls,
-               "dice_vs_reference": round(_dice(result.mask, reference), 4), "stop_reasons": result.stop_reasons,
+               "dice_vs_reference": round(dice(result.mask, reference), 4), "stop_reasons": result.stop_reasons,
                "seconds": round(time.perf_counter() - start, 1)}
     print(f"cerebellum segmented on {summary['slices_segmented']} slices in {summary['seconds']} s; "
           f"3D Dice {summary['dice_vs_reference']:.3f} against the reference; results in {args.outdir}/")

@@ -53,6 +53,19 @@ def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def cached_sha256(path: Union[str, Path]) -> str:
+    """:func:`sha256_file`, hashed once per file version (path, size, modification time) and process."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
 def _problem(path: Path, sha256: str, size: Optional[int]) -> Optional[str]:
     """Why ``path`` is not the expected file, or ``None`` when it is."""
     if not path.is_file():
@@ -61,7 +74,7 @@ def _problem(path: Path, sha256: str, size: Optional[int]) -> Optional[str]:
     if size is not None and actual != size:
         kind = "truncated" if actual < size else "too large"
         return f"is {kind}: {actual} bytes instead of {size}"
-    digest = sha256_file(path)
+    digest = cached_sha256(path)
     if digest != sha256.strip().lower():
         return f"has SHA-256 {digest}, expected {sha256.strip().lower()}"
     return None

@@ -46,7 +46,7 @@ from .propagation import PropagationOptions, propagate
 from .protocols import (POINT_PROTOCOLS, PROTOCOLS, SLICE_PROTOCOLS, VOLUME_PROTOCOLS, make_prompt, protocol_rng,
                         tight_box)
 from .report import Overlay
-from .volume import take_slice
+from .volume import occupied_slices, take_slice
 
 SELECTIONS = ("single", "best_score", "oracle")
 SLICE_MODES = ("all", "largest")
@@ -198,8 +198,7 @@ def _row(case: Case, value: int, axis: int, index: int, scope: str, protocol: st
 
 def seed_slice(binary: np.ndarray, axis: int) -> int:
     """The labelled slice nearest the middle of the object's extent along ``axis`` (3D bool input)."""
-    other = tuple(a for a in range(3) if a != axis)
-    present = np.flatnonzero(binary.any(axis=other))
+    present = occupied_slices(binary, axis)
     middle = (present[0] + present[-1]) / 2.0
     return int(present[np.argmin(np.abs(present - middle))])
 

@@ -30,8 +30,6 @@ from .fast_decoder import checked_fast_decoder
 from .preprocess import Preprocessing
 from .prompts import Prompt
 
-LOW_RES = 256  # side of the decoder's low-resolution logits
-
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .backends import BACKENDS
+from .devices import PRECISIONS
 from .models import MODEL_SPECS
 from .volume import AXES
 
@@ -16,7 +17,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="model to use (default: litemedsam, embedded)")
     group.add_argument("--checkpoint", help="weights file to use instead of the embedded or cached one")
     group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    group.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+    group.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                        help="numeric precision (fp16: CUDA/MPS; bf16: CUDA/CPU)")
     group.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="image encoder backend (default auto: measured once per machine; see README, Speed)")

@@ -7,14 +7,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .metrics import surface
 from .prompts import Prompt
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Pixels of a 2D boolean mask that touch the background (4-neighbourhood)."""
-    padded = np.pad(mask, 1)
-    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return mask & ~inner
 
 
 def overlay_rgb(image: np.ndarray, mask: np.ndarray, prompt: Prompt | None = None,
@@ -28,9 +22,9 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray, prompt: Prompt | None = Non
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
     mask = np.asarray(mask, dtype=bool)
     rgb[mask] = 0.6 * rgb[mask] + 0.4 * np.array([255, 40, 40])
-    rgb[_outline(mask)] = (255, 40, 40)
+    rgb[surface(mask)] = (255, 40, 40)
     if reference is not None:
-        rgb[_outline(np.asarray(reference, dtype=bool))] = (40, 255, 40)
+        rgb[surface(reference)] = (40, 255, 40)
     rgb = np.kron(rgb, np.ones((scale, scale, 1))).astype(np.uint8)
     if prompt is not None:
         rows, cols = rgb.shape[:2]

@@ -20,10 +20,11 @@ from typing import Callable, Iterable, Mapping, Optional
 import numpy as np
 
 from .errors import InputError, PromptError
+from .metrics import iou
 from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
 from .predictor import SlicePredictor
 from .prompts import EXCLUDE, INCLUDE, Prompt, box_from_mask
-from .volume import parse_axis, put_slice
+from .volume import occupied_slices, parse_axis, put_slice
 
 PROMPT_PARTS = ("box", "points", "mask")
 CLEANUPS = ("none", "largest", "connected")
@@ -133,8 +134,7 @@ class PropagationResult:
     @property
     def slices(self) -> list[int]:
         """Indices along ``axis`` of the non-empty slices of ``mask``."""
-        other = tuple(a for a in range(3) if a != self.axis)
-        return [int(i) for i in np.flatnonzero(self.mask.any(axis=other))]
+        return [int(i) for i in occupied_slices(self.mask, self.axis)]
 
 
 def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
@@ -210,11 +210,6 @@ def clean_slice(mask: np.ndarray, previous: Optional[np.ndarray], options: Propa
     return fill_holes(mask) if options.fill_holes else mask
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int((a | b).sum())
-    return 1.0 if union == 0 else int((a & b).sum()) / union
-
-
 def stop_reason(mask: np.ndarray, score: float, previous: np.ndarray,
                 options: PropagationOptions) -> Optional[tuple[str, str]]:
     """(code, explanation) of the first stop criterion a new slice mask fails, or None to accept it."""
@@ -224,7 +219,7 @@ def stop_reason(mask: np.ndarray, score: float, previous: np.ndarray,
     if options.min_score is not None and score < options.min_score:
         return "low_score", f"score {score:.3f} < {options.min_score:g}"
     if options.min_iou is not None:
-        overlap = _iou(mask, previous)
+        overlap = iou(mask, previous)
         if overlap < options.min_iou:
             return "low_iou", f"IoU with the neighbouring slice {overlap:.3f} < {options.min_iou:g}"
     if options.max_area_ratio is not None:

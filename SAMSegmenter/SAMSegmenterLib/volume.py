@@ -46,6 +46,11 @@ def put_slice(volume: np.ndarray, axis: int, index: int, values: np.ndarray) -> 
     volume[tuple(selector)] = values
 
 
+def occupied_slices(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Indices along ``axis`` of the slices of a 3D boolean ``mask`` that hold any voxel, ascending."""
+    return np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+
+
 def slice_shape(shape: tuple[int, int, int], axis: int) -> tuple[int, int]:
     """(rows, columns) of a slice along ``axis``."""
     return tuple(s for a, s in enumerate(shape) if a != axis)  # type: ignore[return-value]

@@ -18,6 +18,7 @@ from conftest import MODULE_DIR, dice
 
 from SAMSegmenterLib import backends
 from SAMSegmenterLib.backends import BackendChoice, BackendError, Trial
+from SAMSegmenterLib.download import cached_sha256
 from SAMSegmenterLib.fast_decoder import FastMaskDecoder
 from SAMSegmenterLib.fused_tiny_vit import fuse_tiny_vit, onednn_available
 from SAMSegmenterLib.models import ImageEmbedding, load_model
@@ -88,7 +89,7 @@ def test_backend_masks_match_reference_on_real_slices(name, reference, cases, re
     if name == "onnxruntime":  # exported into the per-user cache, keyed by checkpoint digest, not into the repo
         exported = list((tmp_path / "backends" / "onnx").glob("*.onnx"))
         assert [p.name for p in exported] == [backends.onnx_path(reference).name]
-        assert backends._checkpoint_digest(reference)[:16] in exported[0].name
+        assert cached_sha256(reference.checkpoint)[:16] in exported[0].name
 
 
 def test_fast_decoder_masks_match_reference_decoder(reference, cases, reference_masks, monkeypatch):
@@ -276,9 +277,8 @@ def test_mixed_precision_is_between_fp32_and_bf16_on_real_slices(reference, case
     with torch.inference_mode():
         assert mixed(x).dtype == torch.float32
     worst = {}
-    for name in ("fused-mixed", "fused-bf16"):
-        masks = _masks(reference, backends.build_encoder(reference, name), cases)
-        worst[name] = min(dice(a, b) for a, b in zip(masks, reference_masks))
+    for name, encoder in (("fused-mixed", mixed), ("fused-bf16", backends.build_encoder(reference, "fused-bf16"))):
+        worst[name] = min(dice(a, b) for a, b in zip(_masks(reference, encoder, cases), reference_masks))
     assert worst["fused-mixed"] >= 0.98 and worst["fused-mixed"] > worst["fused-bf16"], worst
 
 
