@@ -20,6 +20,7 @@ import slicer
 import vtk
 
 from SAMSegmenterLib.errors import InputError, PromptError
+from SAMSegmenterLib.volume import parse_axis
 
 AXIS_NAMES = ("K", "J", "I")
 """Name of each slice axis, indexed by the numpy axis of a [k, j, i] array."""
@@ -43,15 +44,12 @@ class SliceRef:
 
 
 def axis_number(axis: Axis) -> int:
-    """Numpy axis for 0/1/2 or "K"/"J"/"I" (case-insensitive)."""
-    if isinstance(axis, str):
-        name = axis.strip().upper()
-        if name not in AXIS_NAMES:
-            raise PromptError(f"unknown slice axis {axis!r}: use 'K', 'J' or 'I' (or 0, 1, 2)")
-        return AXIS_NAMES.index(name)
-    if axis not in (0, 1, 2):
-        raise PromptError(f"unknown slice axis {axis!r}: use 0 (K), 1 (J) or 2 (I)")
-    return int(axis)
+    """Numpy axis for 0/1/2 or "K"/"J"/"I" (case-insensitive): the engine's ``parse_axis``,
+    raising PromptError (a prompt problem in the editor's terms)."""
+    try:
+        return parse_axis(axis.strip() if isinstance(axis, str) else axis)
+    except InputError:
+        raise PromptError(f"unknown slice axis {axis!r}: use 'K', 'J' or 'I' (or 0, 1, 2)") from None
 
 
 def normal_component(axis: int) -> int:

@@ -18,15 +18,14 @@ import slicer
 from SAMSegmenterLib.errors import PromptError
 from SAMSegmenterLib.models import get_spec
 from SAMSegmenterLib.predictor import SlicePrediction, SlicePredictor
+from SAMSegmenterLib.propagation import DIRECTIONS
 
 from .geometry import SliceRef, choose_slice, view_slice, volume_ijk_to_world, volume_shape, world_to_ijk
 from .labelmaps import LabelmapEdit, Slab, labelmap_edits, volume_ijk_to_segmentation
 from .logic import SAMSegmenterLogic, slab_mask, visited_slab
 from .markups import PromptMarkups
 from .preview import PreviewSegmentation
-from .slice_prompts import SlicePrompt, build_slice_prompt
-
-DIRECTIONS = ("up", "down", "both")
+from .slice_prompts import SlicePrompt
 
 
 @dataclass
@@ -137,9 +136,7 @@ class InteractiveSession:
 
     def _job(self) -> PredictionJob:
         points, labels = self.markups.points()
-        prompt = build_slice_prompt(
-            self.shape, volume_ijk_to_world(self.volume_node), points, labels, self.markups.box_corners(), "RAS", self.ref.axis
-        )
+        prompt = self.logic.slice_prompt(self.volume_node, points, labels, self.markups.box_corners(), "RAS", self.ref.axis)
         self.generation += 1
         return PredictionJob(self.generation, self.logic.predictor_source(self.volume_node, self.window), prompt)
 

@@ -32,7 +32,7 @@ from SAMSegmenterLib.predictor import SlicePrediction, SlicePredictor
 from SAMSegmenterLib.volume import take_slice
 
 from .editor import SegmentEditorSession
-from .geometry import AXIS_NAMES, Axis, SliceRef, axis_number, volume_ijk_to_world, volume_shape
+from .geometry import Axis, SliceRef, axis_number, volume_ijk_to_world, volume_shape
 from .labelmaps import LabelmapEdit, Slab, labelmap_edits, volume_ijk_to_segmentation
 from .slice_prompts import SlicePrompt, build_slice_prompt
 
@@ -97,6 +97,7 @@ class SAMSegmenterLogic:
         self.window = window
         self.cache = EmbeddingCache(cache_bytes)
         self._predictors: OrderedDict[Hashable, SlicePredictor] = OrderedDict()
+        self._building: dict[Hashable, Callable[[], SlicePredictor]] = {}  # sources not run to the end yet
         self._lock = threading.RLock()
         self._editors: dict[str, SegmentEditorSession] = {}
 
@@ -147,7 +148,9 @@ class SAMSegmenterLogic:
 
         Call this on the main thread (it reads the node); the returned function may run in a
         worker thread, where the slow parts happen: loading the model, computing the window,
-        building the predictor. Predictors are cached (at most MAX_CACHED_VOLUMES).
+        building the predictor. Predictors are cached (at most MAX_CACHED_VOLUMES); until one
+        is built, every call for it returns the same function, so the voxels are copied and
+        the predictor built once however many prompts and prefetches arrive meanwhile.
         """
         spec = window or self.window
         key = (volume_state(volume_node), self.model_name, self.device, self.precision, str(self.checkpoint), spec)
@@ -156,22 +159,32 @@ class SAMSegmenterLogic:
             if cached is not None:
                 self._predictors.move_to_end(key)
                 return lambda: cached
+            if key in self._building:
+                return self._building[key]
         voxels = volume_array(volume_node)
+        build_lock = threading.Lock()
 
         def build() -> SlicePredictor:
-            with self._lock:
-                existing = self._predictors.get(key)
-            if existing is not None:
-                return existing
-            predictor = SlicePredictor(self.model, voxels, spec, cache=self.cache, volume_id=key[0])
-            with self._lock:
-                predictor = self._predictors.setdefault(key, predictor)
-                self._predictors.move_to_end(key)
-                while len(self._predictors) > MAX_CACHED_VOLUMES:
-                    self._predictors.popitem(last=False)[1].close()
-            return predictor
+            with build_lock:  # a second caller waits for the first build, then finds it cached
+                with self._lock:
+                    existing = self._predictors.get(key)
+                if existing is not None:
+                    return existing
+                try:
+                    predictor = SlicePredictor(self.model, voxels, spec, cache=self.cache, volume_id=key[0])
+                except BaseException:
+                    with self._lock:
+                        self._building.pop(key, None)
+                    raise
+                with self._lock:
+                    self._building.pop(key, None)
+                    self._predictors[key] = predictor
+                    while len(self._predictors) > MAX_CACHED_VOLUMES:
+                        self._predictors.popitem(last=False)[1].close()
+                return predictor
 
-        return build
+        with self._lock:
+            return self._building.setdefault(key, build)
 
     def predictor(self, volume_node: slicer.vtkMRMLScalarVolumeNode, window: Optional[str] = None) -> SlicePredictor:
         """The (cached) predictor of the volume's current voxels, built now if needed."""
@@ -182,6 +195,7 @@ class SAMSegmenterLogic:
         with self._lock:
             predictors = list(self._predictors.values())
             self._predictors.clear()
+            self._building.clear()
         for predictor in predictors:
             predictor.close()
         self.cache.clear()
@@ -358,9 +372,8 @@ class SAMSegmenterLogic:
         last) limit. options: a PropagationOptions. Returns the engine's PropagationResult;
         nothing is written when it was cancelled.
         """
-        from SAMSegmenterLib.propagation import propagate as run_propagation
+        from SAMSegmenterLib.propagation import PropagationOptions, propagate as run_propagation
 
-        predictor = self.predictor(volume_node, window)
         seed_mask = seed_prompt = None
         if points is not None or box is not None:
             prompt = self.slice_prompt(volume_node, points, labels, box, coordinates, axis)
@@ -373,11 +386,11 @@ class SAMSegmenterLogic:
             ref = SliceRef(axis_number(axis), int(seed_index))
             seed_mask = self.segment_mask(volume_node, segmentation_node, segment_id, ref)
             if not seed_mask.any():
-                raise PromptError(f"segment {segment_id!r} is empty on slice {AXIS_NAMES[ref.axis]}={ref.index}")
-        kwargs = {} if options is None else {"options": options}
+                raise PromptError(f"segment {segment_id!r} is empty on slice {ref.axis_name}={ref.index}")
         result = run_propagation(
-            predictor, ref.axis, ref.index, seed_mask=seed_mask, seed_prompt=seed_prompt, direction=direction,
-            slice_range=slice_range, progress=progress, cancel=cancel, **kwargs,
+            self.predictor(volume_node, window), ref.axis, ref.index, seed_mask=seed_mask, seed_prompt=seed_prompt,
+            direction=direction, slice_range=slice_range, options=options or PropagationOptions(), progress=progress,
+            cancel=cancel,
         )
         if not result.cancelled:
             slab = visited_slab(ref, result.scores)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -11,7 +11,7 @@ from SAMSegmenterLib.errors import PromptError
 from SAMSegmenterLib.prompts import Prompt
 from SAMSegmenterLib.volume import slice_shape
 
-from .geometry import AXIS_NAMES, Axis, SliceRef, choose_slice, round_index, slice_xy, world_to_ijk
+from .geometry import Axis, SliceRef, choose_slice, round_index, slice_xy, world_to_ijk
 
 COORDINATE_SPACES = ("RAS", "IJK")
 
@@ -29,7 +29,6 @@ class SlicePrompt:
     points: tuple[tuple[int, int], ...] = ()
     labels: tuple[int, ...] = ()
     box: Optional[tuple[int, int, int, int]] = None
-    slice_shape: tuple[int, int] = field(default=(0, 0), compare=False)
 
     def engine_prompt(self) -> Prompt:
         """The engine Prompt (coordinates in the slice's pixel grid)."""
@@ -87,7 +86,7 @@ def build_slice_prompt(
         box_array = world_to_ijk(box_array, ijk_to_world) if len(box_array) else box_array
     ref = choose_slice(np.vstack([point_array, box_array]), shape_kji, axis)
     rows, cols = slice_shape(tuple(int(n) for n in shape_kji), ref.axis)
-    where = f"slice {AXIS_NAMES[ref.axis]}={ref.index}"
+    where = f"slice {ref.axis_name}={ref.index}"
 
     xy_points = round_index(slice_xy(point_array, ref.axis)) if len(point_array) else np.zeros((0, 2), int)
     for (x, y), given in zip(xy_points, point_array):
@@ -108,5 +107,4 @@ def build_slice_prompt(
         points=tuple((int(x), int(y)) for x, y in xy_points),
         labels=tuple(label_list),
         box=box_xy,
-        slice_shape=(rows, cols),
     )

@@ -235,7 +235,13 @@ def test_interactive_propagation_previews_and_applies(logic, oblique, segmentati
 
 
 def test_predictors_are_cached_per_volume_state_and_window(logic, oblique):
-    """Runs last: it marks the voxels modified, which makes every later prompt re-embed."""
+    """Runs last: it marks the voxels modified, which makes every later prompt re-embed.
+
+    Until a predictor is built, every request gets the same source (one voxel copy, one build)."""
+    source = logic.predictor_source(oblique.volume, window="0,1000")
+    assert logic.predictor_source(oblique.volume, window="0,1000") is source
+    built = source()
+    assert logic.predictor_source(oblique.volume, window="0,1000")() is built
     first = logic.predictor(oblique.volume)
     assert logic.predictor(oblique.volume) is first
     assert logic.predictor(oblique.volume, window="0,2000") is not first
