@@ -53,19 +53,24 @@ def dependenciesReady():
     return _dependenciesFound
 
 
+def savedSettings():
+    """(model name, device, precision, embedding cache in MB) from the application settings, or the defaults."""
+    settings = qt.QSettings()
+    return (
+        str(settings.value(SETTINGS_MODEL, "litemedsam")),
+        str(settings.value(SETTINGS_DEVICE, "auto")),
+        str(settings.value(SETTINGS_PRECISION, "fp32")),
+        int(settings.value(SETTINGS_CACHE_MB, DEFAULT_CACHE_MB)),
+    )
+
+
 def sharedLogic():
     """The logic shared by this panel and the effect, configured from the application settings."""
     from SAMSegmenterMRML.logic import shared_logic
 
     logic = shared_logic()
-    settings = qt.QSettings()
-    logic.configure(
-        model_name=str(settings.value(SETTINGS_MODEL, "litemedsam")),
-        device=str(settings.value(SETTINGS_DEVICE, "auto")),
-        precision=str(settings.value(SETTINGS_PRECISION, "fp32")),
-        cache_bytes=int(settings.value(SETTINGS_CACHE_MB, DEFAULT_CACHE_MB)) << 20,
-        load=False,
-    )
+    modelName, device, precision, cacheMB = savedSettings()
+    logic.configure(model_name=modelName, device=device, precision=precision, cache_bytes=cacheMB << 20, load=False)
     return logic
 
 
@@ -184,13 +189,15 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
 
     # dependencies ---------------------------------------------------------------------------------
 
-    def _plan(self, upgradeTorch=False):
+    def _plan(self, statuses=None, upgradeTorch=False):
+        if statuses is None:
+            statuses = dependencies.package_statuses()
         pytorchUtilsAvailable = importlib.util.find_spec("PyTorchUtils") is not None  # the SlicerPyTorch extension
-        return dependencies.install_plan(dependencies.package_statuses(), pytorchUtilsAvailable, upgradeTorch)
+        return dependencies.install_plan(statuses, pytorchUtilsAvailable, upgradeTorch)
 
     def updateDependencies(self):
         statuses = dependencies.package_statuses()
-        plan = self._plan()
+        plan = self._plan(statuses)
         lines = [status.describe() for status in statuses] + plan.notes
         if not slicerSupported():
             lines.insert(0, f"<b>{UNSUPPORTED_SLICER}</b>")
@@ -246,7 +253,7 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
     def updateModels(self):
         from SAMSegmenterMRML import model_store
 
-        selected = self.modelSelector.currentData or str(qt.QSettings().value(SETTINGS_MODEL, "litemedsam"))
+        selected = self.modelSelector.currentData or savedSettings()[0]
         wasBlocked = self.modelSelector.blockSignals(True)
         self.modelSelector.clear()
         for entry in model_store.model_entries():
@@ -342,12 +349,10 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
     # compute settings -----------------------------------------------------------------------------
 
     def loadSettings(self):
-        settings = qt.QSettings()
-        self.deviceSelector.setCurrentIndex(max(self.deviceSelector.findText(str(settings.value(SETTINGS_DEVICE, "auto"))), 0))
-        self.precisionSelector.setCurrentIndex(
-            max(self.precisionSelector.findText(str(settings.value(SETTINGS_PRECISION, "fp32"))), 0)
-        )
-        self.cacheSpinBox.value = int(settings.value(SETTINGS_CACHE_MB, DEFAULT_CACHE_MB))
+        _, device, precision, cacheMB = savedSettings()
+        self.deviceSelector.setCurrentIndex(max(self.deviceSelector.findText(device), 0))
+        self.precisionSelector.setCurrentIndex(max(self.precisionSelector.findText(precision), 0))
+        self.cacheSpinBox.value = cacheMB
 
     def onApplySettings(self):
         name = self.modelSelector.currentData

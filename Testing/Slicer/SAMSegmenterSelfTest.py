@@ -52,6 +52,7 @@ class SAMSegmenterSelfTestTest(ScriptedLoadableModuleTest):
         segmentId = segmentationNode.GetSegmentation().AddEmptySegment("Structure")
 
         self.delayDisplay("Activating the SAM effect")
+        SAMSegmenter.registerEffect()  # before the widget: it copies the registered effects when built
         editorWidget = slicer.qMRMLSegmentEditorWidget()
         editorWidget.setMRMLScene(slicer.mrmlScene)
         editorNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
@@ -59,7 +60,6 @@ class SAMSegmenterSelfTestTest(ScriptedLoadableModuleTest):
         editorWidget.setSegmentationNode(segmentationNode)
         editorWidget.setSourceVolumeNode(volumeNode)
         editorWidget.show()
-        SAMSegmenter.registerEffect()
         editorWidget.setActiveEffectByName(SAMSegmenter.EFFECT_NAME)
         effect = editorWidget.activeEffect()
         self.assertIsNotNone(effect, "the SAM effect is not registered")
