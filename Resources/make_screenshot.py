@@ -2,7 +2,8 @@
 
 An axial slice of the template (nilearn, offline) is prompted with a box around the
 second largest piece of nilearn's brain mask on that slice (a temporal lobe); the
-figure shows the slice, the box and the predicted mask as the SAM effect previews them. Run from the repository root: ``python Resources/make_screenshot.py``.
+figure shows the slice, the box and the predicted mask as the SAM effect previews them.
+Run from the repository root: ``python Resources/make_screenshot.py``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def main() -> None:
     axes.imshow(overlay, origin="lower")
     axes.contour(prediction.mask, levels=[0.5], colors=["#ff8c1a"], linewidths=1.5, origin="lower")
     x0, y0, x1, y1 = box
-    axes.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor="#ffdb26", linewidth=2))
+    axes.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor="#ffdb26",
+                                 linewidth=2))
     dice = 2 * (prediction.mask & target).sum() / (prediction.mask.sum() + target.sum())
     axes.set_title(
         f"LiteMedSAM, box prompt on MNI152 axial slice {SLICE}\n"

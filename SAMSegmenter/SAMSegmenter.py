@@ -12,7 +12,11 @@ import os
 import ctk
 import qt
 import slicer
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 
 from SAMSegmenterMRML import dependencies
 
@@ -46,7 +50,9 @@ def slicerSupported():
 
 
 def dependenciesReady():
-    """True when Slicer is recent enough and every Python package is importable and recent enough (checked until true)."""
+    """True when Slicer is recent enough and every Python package is importable and recent enough.
+
+    Checked until it is true once."""
     global _dependenciesFound
     if not _dependenciesFound:
         _dependenciesFound = slicerSupported() and all(status.ok for status in dependencies.package_statuses())
@@ -110,7 +116,9 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
         self.dependenciesLabel.wordWrap = True
         form.addRow(self.dependenciesLabel)
         self.installButton = qt.QPushButton("Install missing packages...")
-        self.installButton.toolTip = "Asks before installing anything. PyTorch comes through the PyTorch extension when it is installed."
+        self.installButton.toolTip = (
+            "Asks before installing anything. PyTorch comes through the PyTorch extension when it is installed."
+        )
         self.installButton.connect("clicked()", self.onInstall)
         form.addRow(self.installButton)
         self.upgradeTorchButton = qt.QPushButton("Upgrade PyTorch...")
@@ -205,7 +213,13 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
         self.installButton.enabled = plan.needed
         self.upgradeTorchButton.visible = plan.torch == "keep_old"
         ready = slicerSupported() and all(status.ok for status in statuses)
-        for widget in (self.modelSelector, self.downloadButton, self.verifyButton, self.deleteButton, self.applySettingsButton):
+        for widget in (
+            self.modelSelector,
+            self.downloadButton,
+            self.verifyButton,
+            self.deleteButton,
+            self.applySettingsButton,
+        ):
             widget.enabled = ready
         if ready:
             self.updateModels()
@@ -230,7 +244,9 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
             "SAMSegmenter needs additional Python packages. They are downloaded from the internet (PyTorch is "
             "large) and installed into Slicer's Python. Continue?",
             "Install Python packages",
-            detailedText="Packages to install: " + plan.summary() + ("\n\n" + "\n".join(plan.notes) if plan.notes else ""),
+            detailedText="Packages to install: "
+            + plan.summary()
+            + ("\n\n" + "\n".join(plan.notes) if plan.notes else ""),
         ):
             return
         with slicer.util.tryWithErrorDisplay("Installing Python packages failed.", waitCursor=True):

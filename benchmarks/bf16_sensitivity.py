@@ -1,6 +1,6 @@
 """Which layers of LiteMedSAM's encoder keep the masks when they compute in bfloat16?
 
-The fused float32 encoder (SAMSegmenterLib.fused_tiny_vit) is run with one group
+The fused float32 encoder (SAMSegmenterLib.models.fused_tiny_vit) is run with one group
 of layers at a time cast to bfloat16: their inputs are rounded to bf16 on the way
 in, their weights are bf16 and their outputs come out in bf16; everything else,
 including the residual stream, stays float32. For each group the table gives the
@@ -29,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402  (benchmark cases, reference model, dice)
 
-from SAMSegmenterLib import backends  # noqa: E402
-from SAMSegmenterLib.fused_tiny_vit import (FusedMBConv, FusedPatchMerging, FusedTinyViT,  # noqa: E402
-                                            FusedTinyViTBlock)
+from SAMSegmenterLib.models import backends  # noqa: E402
+from SAMSegmenterLib.models.fused_tiny_vit import FusedMBConv, FusedPatchMerging, FusedTinyViT, FusedTinyViTBlock  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt  # noqa: E402
 
 

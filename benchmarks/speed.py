@@ -55,8 +55,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
 
-from SAMSegmenterLib import backends  # noqa: E402
-from SAMSegmenterLib.models import SamModel, load_model  # noqa: E402
+from SAMSegmenterLib.models import (  # noqa: E402
+    SamModel,
+    backends,  # noqa: E402
+    load_model,
+)
 from SAMSegmenterLib.postprocess import largest_component  # noqa: E402
 from SAMSegmenterLib.predictor import SlicePredictor  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt, box_from_mask  # noqa: E402
@@ -366,8 +369,8 @@ def encoder_throughput(device: torch.device, dtypes: dict[str, torch.dtype], qui
                        vit_b: bool = True) -> list[dict]:
     """Batched image-encoder throughput on ``device``: LiteMedSAM (PyTorch network under autocast, and
     the fused encoder in the dtype itself) and SAM ViT-B with random weights (throughput only)."""
-    from SAMSegmenterLib import _segment_anything
-    from SAMSegmenterLib.fused_tiny_vit import fuse_tiny_vit
+    from SAMSegmenterLib.models import segment_anything as _segment_anything
+    from SAMSegmenterLib.models.fused_tiny_vit import fuse_tiny_vit
 
     lite = load_model("litemedsam", device=device, backend="torch").network.image_encoder
     setups = [("LiteMedSAM torch", lite, 256, (1, 8, 32)), ("LiteMedSAM fused", None, 256, (1, 8, 32))]

@@ -32,9 +32,9 @@ if MODULE_DIR.is_dir() and str(MODULE_DIR) not in sys.path:  # running from a so
 import numpy as np  # noqa: E402
 from dask.distributed import Client, LocalCluster  # noqa: E402
 
-from SAMSegmenterLib.evaluate import COLUMNS, Case, EvalConfig, find_cases, run_evaluation  # noqa: E402
+from SAMSegmenterLib.evaluation.evaluate import COLUMNS, Case, EvalConfig, find_cases, run_evaluation  # noqa: E402
+from SAMSegmenterLib.evaluation.report import SUMMARY_COLUMNS, summarize, write_csv  # noqa: E402
 from SAMSegmenterLib.io import Geometry, write_labels  # noqa: E402
-from SAMSegmenterLib.report import SUMMARY_COLUMNS, summarize, write_csv  # noqa: E402
 
 
 def demo_cases(folder: Path) -> list[Case]:

@@ -7,18 +7,36 @@ Typical use::
     predictor = SlicePredictor(model, volume)       # volume: array [k, j, i]
     result = predictor.predict(0, 40, Prompt(box=(30, 20, 90, 75)))   # x = column, y = row
     result.mask, result.score
+
+``import SAMSegmenterLib`` loads no PyTorch: the names below are imported on first use
+(PEP 562), and ``errors``, ``prompts``, ``volume``, ``windowing`` and ``models.registry``
+never import it.
 """
 
-from .cache import EmbeddingCache
-from .errors import (Cancelled, CheckpointError, DeviceError, InputError, ModelError, PromptError,
-                     SAMSegmenterError)
-from .models import MODEL_SPECS, SamModel, load_model, unload_model
-from .predictor import SlicePrediction, SlicePredictor
-from .prompts import Prompt, box_from_mask
-from .windowing import Window
+import importlib
 
-__all__ = [
-    "Cancelled", "CheckpointError", "DeviceError", "EmbeddingCache", "InputError", "MODEL_SPECS", "ModelError",
-    "Prompt", "PromptError", "SAMSegmenterError", "SamModel", "SlicePrediction", "SlicePredictor", "Window",
-    "box_from_mask", "load_model", "unload_model",
-]
+_EXPORTS = {
+    "Cancelled": "errors", "CheckpointError": "errors", "DeviceError": "errors", "InputError": "errors",
+    "ModelError": "errors", "PromptError": "errors", "SAMSegmenterError": "errors",
+    "Prompt": "prompts", "box_from_mask": "prompts",
+    "Window": "windowing",
+    "EmbeddingCache": "cache",
+    "SlicePrediction": "predictor", "SlicePredictor": "predictor",
+    "PropagationOptions": "propagation", "PropagationResult": "propagation",
+    "MODEL_NAMES": "models.registry", "MODEL_SPECS": "models.registry", "PRECISIONS": "models.registry",
+    "SamModel": "models.loader", "load_model": "models.loader", "unload_model": "models.loader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

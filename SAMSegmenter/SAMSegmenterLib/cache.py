@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from typing import Callable, Hashable
 
-from .models import ImageEmbedding
+from .models.embedding import ImageEmbedding
 
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: ~256 LiteMedSAM/SAM embeddings of 4 MiB each
 

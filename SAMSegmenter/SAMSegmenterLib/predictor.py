@@ -13,16 +13,19 @@ import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Hashable
+from typing import TYPE_CHECKING, Hashable
 
 import numpy as np
 
 from .cache import EmbeddingCache
 from .errors import InputError
-from .models import ImageEmbedding, SamModel
+from .models.embedding import ImageEmbedding
 from .prompts import Prompt
 from .volume import check_slice, parse_axis, slice_shape, take_slice
 from .windowing import Window, parse_window
+
+if TYPE_CHECKING:
+    from .models.loader import SamModel
 
 
 @dataclass

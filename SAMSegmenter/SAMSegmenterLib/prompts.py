@@ -19,13 +19,14 @@ INCLUDE = 1
 EXCLUDE = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Prompt:
     """Include/exclude points, at most one box, and optionally a previous low-res mask.
 
     points: (N, 2) float array of (x, y); labels: (N,) int array, 1 include, 0 exclude;
     box: (4,) float array (x0, y0, x1, y1) or None; mask_input: (256, 256) float32
     low-resolution logits from an earlier prediction of the same model, or None.
+    Prompts compare equal when all four parts are equal, and can be dict keys.
     """
 
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
@@ -54,6 +55,18 @@ class Prompt:
         object.__setattr__(self, "labels", lab)
         object.__setattr__(self, "box", bx)
         object.__setattr__(self, "mask_input", mask_input)
+
+    def _identity(self) -> tuple:
+        return (self.points.tobytes(), self.labels.tobytes(), None if self.box is None else self.box.tobytes(),
+                None if self.mask_input is None else self.mask_input.tobytes())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Prompt):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
     @property
     def is_empty(self) -> bool:

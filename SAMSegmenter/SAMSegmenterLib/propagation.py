@@ -14,127 +14,33 @@ that fails a stop criterion (that slice is left empty) and says why.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Optional
 
 import numpy as np
 
 from .errors import InputError, PromptError
 from .metrics import iou
 from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
-from .predictor import SlicePredictor
 from .prompts import EXCLUDE, INCLUDE, Prompt, box_from_mask
-from .volume import occupied_slices, parse_axis, put_slice
+from .propagation_plan import (
+    CLEANUPS,
+    DIRECTIONS,
+    PROMPT_PARTS,
+    CancelCheck,
+    Progress,
+    PropagationOptions,
+    PropagationResult,
+    affected_range,
+    check_range,
+)
+from .volume import parse_axis, put_slice
 
-PROMPT_PARTS = ("box", "points", "mask")
-CLEANUPS = ("none", "largest", "connected")
-DIRECTIONS = ("up", "down", "both")
+if TYPE_CHECKING:
+    from .predictor import SlicePredictor
 
-Progress = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class PropagationOptions:
-    """How each next slice is prompted, cleaned and accepted.
-
-    prompt: ``+``-joined parts of the per-slice prompt: ``box`` (the neighbour's box
-    grown on each side by ``box_margin`` slice pixels plus ``box_fraction`` of its width
-    or height), ``points`` (``include_points``
-    interior points at distance-transform maxima of the neighbour's mask and
-    ``exclude_points`` background points inside the box, farthest from it; point-capable
-    models only) and ``mask`` (the neighbour's low-resolution logits as mask input).
-    cleanup: per-slice clean-up before the mask is accepted and used for the next
-    prompt: ``none``, ``largest`` (largest component) or ``connected`` (the components
-    overlapping the neighbour's mask). fill_holes: fill holes in each slice.
-    Stop criteria (``None`` disables one): the mask has fewer than ``min_area`` pixels
-    ("empty"); the model's score is below ``min_score`` ("low_score"); its IoU with the
-    neighbour's mask is below ``min_iou`` ("low_iou"); its area differs from the
-    neighbour's by more than a factor ``max_area_ratio`` either way ("area_jump").
-    prefetch: while one walk segments its slice, compute the next slice of the other
-    walk (direction ``both``, or between key slices) in a background thread. Off by
-    default: on a 2-core CPU it measured no gain (the encoder already uses both cores
-    and decoding is ~5% of a slice's time); it never adds encoder calls.
-    """
-
-    prompt: str = "box"
-    box_margin: float = 2.0
-    box_fraction: float = 0.15
-    include_points: int = 1
-    exclude_points: int = 1
-    cleanup: str = "connected"
-    fill_holes: bool = False
-    min_area: int = 1
-    min_score: Optional[float] = None
-    min_iou: Optional[float] = 0.25
-    max_area_ratio: Optional[float] = None
-    prefetch: bool = False
-
-    def parts(self) -> frozenset[str]:
-        """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
-        parts = frozenset(p.strip() for p in self.prompt.split("+"))
-        unknown = parts - set(PROMPT_PARTS)
-        if unknown:
-            raise InputError(f"unknown prompt part(s) {', '.join(sorted(unknown))}; use {'+'.join(PROMPT_PARTS)}")
-        if not parts & {"box", "points"}:
-            raise InputError(f"prompt {self.prompt!r} needs a box or points")
-        return parts
-
-    def check(self, point_prompts: bool) -> frozenset[str]:
-        """Validate every option for a model that does (not) take point prompts; returns the prompt parts."""
-        parts = self.parts()
-        if "points" in parts and not point_prompts:
-            raise PromptError(f"prompt {self.prompt!r} uses points, but this model was trained with box prompts "
-                              "only: use 'box' or 'box+mask', or a SAM ViT model")
-        if "points" in parts and self.include_points < 1:
-            raise InputError("include_points must be >= 1 with a points prompt")
-        if self.exclude_points < 0:
-            raise InputError("exclude_points must be >= 0")
-        if self.cleanup not in CLEANUPS:
-            raise InputError(f"cleanup must be one of {', '.join(CLEANUPS)}, got {self.cleanup!r}")
-        if not self.box_margin >= 0:
-            raise InputError(f"box_margin must be >= 0 pixels, got {self.box_margin}")
-        if not self.box_fraction >= 0:
-            raise InputError(f"box_fraction must be >= 0, got {self.box_fraction}")
-        if self.min_area < 1:
-            raise InputError(f"min_area must be >= 1 pixel, got {self.min_area}")
-        if self.max_area_ratio is not None and not self.max_area_ratio > 1:
-            raise InputError(f"max_area_ratio must be > 1, got {self.max_area_ratio}")
-        return parts
-
-
-@dataclass
-class PropagationResult:
-    """Outcome of a propagation.
-
-    mask: (k, j, i) bool, the accepted slices (everything else False); axis: 0, 1 or 2;
-    scores: model score per accepted slice index (slices given as masks have none);
-    stop_reasons / stop_details: per walk ("up"/"down" for :func:`propagate`,
-    "<index> up"/"<index> down" for :func:`propagate_between`), a reason code (``empty``,
-    ``low_score``, ``low_iou``, ``area_jump``, ``range_end``, ``volume_end``, ``met``: reached
-    a slice already segmented, ``cancelled``, ``not_requested``) and a sentence;
-    last: per walk, the last slice it accepted; cancelled: the caller cancelled (the mask
-    holds every slice finished before); encoder_calls: embeddings computed during the
-    call (cached ones are free); slices_visited: slices decoded (accepted or rejected);
-    range: (first, last) inclusive slice range the result covers; seconds: wall time.
-    """
-
-    mask: np.ndarray
-    axis: int
-    scores: dict[int, float] = field(default_factory=dict)
-    stop_reasons: dict[str, str] = field(default_factory=dict)
-    stop_details: dict[str, str] = field(default_factory=dict)
-    last: dict[str, int] = field(default_factory=dict)
-    cancelled: bool = False
-    encoder_calls: int = 0
-    slices_visited: int = 0
-    range: tuple[int, int] = (0, 0)
-    seconds: float = 0.0
-
-    @property
-    def slices(self) -> list[int]:
-        """Indices along ``axis`` of the non-empty slices of ``mask``."""
-        return [int(i) for i in occupied_slices(self.mask, self.axis)]
+__all__ = ["CLEANUPS", "DIRECTIONS", "PROMPT_PARTS", "PropagationOptions", "PropagationResult", "affected_range",
+           "check_range", "clean_slice", "grown_box", "next_prompt", "propagate", "propagate_between", "stop_reason"]
 
 
 def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
@@ -258,7 +164,7 @@ class _Run:
         self.predictor = predictor
         self.axis = axis
         self.options = options
-        self.parts = options.check(predictor.model.spec.point_prompts)
+        self.parts = options.check(predictor.model.spec)
         self.progress = progress
         self.cancel = cancel
         self.start = time.perf_counter()
@@ -345,25 +251,6 @@ class _Run:
         self.result.encoder_calls = self.predictor.encoder_calls - self.calls_before
         self.result.seconds = time.perf_counter() - self.start
         return self.result
-
-
-def check_range(count: int, axis: int, slice_range: Optional[tuple[int, int]],
-                seed_index: Optional[int] = None) -> tuple[int, int]:
-    """(first, last) of an inclusive ``slice_range`` (None: all ``count`` slices), checked to lie in the volume
-    and to contain ``seed_index`` when given; InputError otherwise."""
-    if slice_range is None:
-        first, last = 0, count - 1
-    else:
-        first, last = (int(v) for v in slice_range)
-        if first > last:
-            raise InputError(f"slice range {first}..{last} is inverted: give FIRST <= LAST")
-        if first < 0 or last >= count:
-            raise InputError(f"slice range {first}..{last} lies outside the volume: axis {'KJI'[axis]} "
-                             f"has slices 0..{count - 1}")
-    if seed_index is not None and not first <= seed_index <= last:
-        raise InputError(f"seed slice {seed_index} lies outside the slice range {first}..{last} "
-                         f"(axis {'KJI'[axis]} has slices 0..{count - 1})")
-    return first, last
 
 
 def _check_mask(predictor: SlicePredictor, axis: int, index: int, mask: np.ndarray) -> np.ndarray:
@@ -464,20 +351,4 @@ def propagate_between(predictor: SlicePredictor, axis: int | str, key_masks: Map
             run.walks.append(_Walk(f"{k} down", -1, k, first, low_reason, masks[k], None))
     return run.run()
 
-
-def affected_range(key_indices: Iterable[int], edited_index: int,
-                   slice_range: tuple[int, int]) -> tuple[int, int]:
-    """The inclusive slice range to propagate again after the key slice ``edited_index`` changed.
-
-    It reaches from the nearest other key slice below to the nearest above (those keys
-    included, as anchors for :func:`propagate_between`), or to the ends of
-    ``slice_range`` (inclusive) where there is none. Slices outside it keep their result.
-    """
-    first, last = (int(v) for v in slice_range)
-    if not first <= edited_index <= last:
-        raise InputError(f"edited slice {edited_index} lies outside the slice range {first}..{last}")
-    others = [int(k) for k in key_indices if int(k) != edited_index]
-    below = [k for k in others if first <= k < edited_index]
-    above = [k for k in others if edited_index < k <= last]
-    return (max(below) if below else first), (min(above) if above else last)
 

@@ -83,4 +83,5 @@ def parse_window(spec: str | Window | None, volume: np.ndarray) -> Window:
             low = high = float("nan")
         if np.isfinite(low) and np.isfinite(high) and high > low:
             return Window(low, high)
-    raise InputError(f"unknown window {spec!r}: use auto, percentile, {', '.join(CT_PRESETS)}, or LOW,HIGH with LOW < HIGH")
+    raise InputError(f"unknown window {spec!r}: use auto, percentile, {', '.join(CT_PRESETS)}, "
+                     "or LOW,HIGH with LOW < HIGH")

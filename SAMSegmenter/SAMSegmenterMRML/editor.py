@@ -94,7 +94,13 @@ class SegmentEditorSession:
         self.logic.SaveStateForUndo()
         for edit in edits:
             self.logic.ModifySegmentByLabelmap(
-                self.segmentation_node, segment_id, edit.labelmap, _MODIFICATION_MODES[edit.operation], edit.extent, True, False
+                self.segmentation_node,
+                segment_id,
+                edit.labelmap,
+                _MODIFICATION_MODES[edit.operation],
+                edit.extent,
+                True,
+                False,
             )
 
     def undo(self) -> None:

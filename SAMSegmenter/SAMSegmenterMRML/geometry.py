@@ -99,7 +99,9 @@ def round_index(values: np.ndarray) -> np.ndarray:
 def shared_axes(points_ijk: np.ndarray) -> list[int]:
     """Slice axes along which all points share the same rounded index (the slices they lie on)."""
     rounded = round_index(points_ijk)
-    return [axis for axis in (0, 1, 2) if np.all(rounded[:, normal_component(axis)] == rounded[0, normal_component(axis)])]
+    return [
+        axis for axis in (0, 1, 2) if np.all(rounded[:, normal_component(axis)] == rounded[0, normal_component(axis)])
+    ]
 
 
 def choose_slice(points_ijk: np.ndarray, shape_kji: Sequence[int], axis: Optional[Axis] = None) -> SliceRef:
@@ -120,7 +122,8 @@ def choose_slice(points_ijk: np.ndarray, shape_kji: Sequence[int], axis: Optiona
         if chosen not in candidates:
             indices = sorted(set(round_index(points[:, normal_component(chosen)]).tolist()))
             raise PromptError(
-                f"the prompts lie on different {AXIS_NAMES[chosen]} slices {indices}: all prompts of one call must lie on one slice"
+                f"the prompts lie on different {AXIS_NAMES[chosen]} slices {indices}: "
+                "all prompts of one call must lie on one slice"
             )
     elif len(candidates) == 1:
         chosen = candidates[0]

@@ -41,7 +41,9 @@ class PredictionJob:
     multimask: bool = False
 
     def run(self) -> SlicePrediction:
-        return self.predictor().predict(self.prompt.ref.axis, self.prompt.ref.index, self.prompt.engine_prompt(), self.multimask)
+        return self.predictor().predict(
+            self.prompt.ref.axis, self.prompt.ref.index, self.prompt.engine_prompt(), self.multimask
+        )
 
 
 @dataclass
@@ -59,8 +61,14 @@ class PropagationJob:
         from SAMSegmenterLib.propagation import propagate
 
         return propagate(
-            self.predictor(), self.seed.axis, self.seed.index, seed_mask=self.seed_mask, direction=self.direction,
-            slice_range=self.slice_range, progress=progress, cancel=cancel,
+            self.predictor(),
+            self.seed.axis,
+            self.seed.index,
+            seed_mask=self.seed_mask,
+            direction=self.direction,
+            slice_range=self.slice_range,
+            progress=progress,
+            cancel=cancel,
         )
 
 
@@ -136,7 +144,9 @@ class InteractiveSession:
 
     def _job(self) -> PredictionJob:
         points, labels = self.markups.points()
-        prompt = self.logic.slice_prompt(self.volume_node, points, labels, self.markups.box_corners(), "RAS", self.ref.axis)
+        prompt = self.logic.slice_prompt(
+            self.volume_node, points, labels, self.markups.box_corners(), "RAS", self.ref.axis
+        )
         self.generation += 1
         return PredictionJob(self.generation, self.logic.predictor_source(self.volume_node, self.window), prompt)
 
@@ -162,7 +172,12 @@ class InteractiveSession:
             raise PromptError("the previewed slice is empty: nothing to propagate")
         self.generation += 1
         return PropagationJob(
-            self.generation, self.logic.predictor_source(self.volume_node, self.window), self.ref, seed_mask, direction, slice_range
+            self.generation,
+            self.logic.predictor_source(self.volume_node, self.window),
+            self.ref,
+            seed_mask,
+            direction,
+            slice_range,
         )
 
     def accept_propagation(self, job: PropagationJob, result) -> bool:
@@ -186,7 +201,13 @@ class InteractiveSession:
             raise PromptError("nothing to apply: add prompts first")
         slab, mask = self.result
         return labelmap_edits(
-            mask, slab, self.shape, volume_ijk_to_segmentation(self.volume_node, self.segmentation_node), reference, current, mode
+            mask,
+            slab,
+            self.shape,
+            volume_ijk_to_segmentation(self.volume_node, self.segmentation_node),
+            reference,
+            current,
+            mode,
         )
 
     def clear(self) -> None:

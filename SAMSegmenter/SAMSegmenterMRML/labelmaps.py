@@ -121,13 +121,20 @@ def _on_reference_grid(image: slicer.vtkOrientedImageData, reference: slicer.vtk
     return labelmap_array(resampled) > 0
 
 
-def _cropped(values_kji: np.ndarray, extent: tuple[int, int, int, int, int, int], keep_kji: np.ndarray, ijk_to_local: np.ndarray) -> slicer.vtkOrientedImageData:
+def _cropped(
+    values_kji: np.ndarray, extent: tuple[int, int, int, int, int, int], keep_kji: np.ndarray, ijk_to_local: np.ndarray
+) -> slicer.vtkOrientedImageData:
     """Labelmap of ``values_kji`` (laid out on ``extent``) cropped to the bounding box of ``keep_kji``."""
     nonzero = np.argwhere(keep_kji)
     low, high = nonzero.min(axis=0), nonzero.max(axis=0)
     crop = tuple(slice(lo, hi + 1) for lo, hi in zip(low, high))
     sub_extent = (
-        extent[0] + low[2], extent[0] + high[2], extent[2] + low[1], extent[2] + high[1], extent[4] + low[0], extent[4] + high[0]
+        extent[0] + low[2],
+        extent[0] + high[2],
+        extent[2] + low[1],
+        extent[2] + high[1],
+        extent[4] + low[0],
+        extent[4] + high[0],
     )
     return oriented_labelmap(values_kji[crop], tuple(int(v) for v in sub_extent), ijk_to_local)
 
@@ -172,7 +179,9 @@ def labelmap_edits(
         if same_grid:
             return [LabelmapEdit(mask_image, mode, extent)]
         resampled = slicer.vtkOrientedImageData()
-        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(mask_image, reference, resampled)
+        slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            mask_image, reference, resampled
+        )
         return [LabelmapEdit(resampled, mode, INVALID_EXTENT)]
 
     reference_extent = tuple(int(v) for v in reference.GetExtent())

@@ -129,10 +129,22 @@ class SAMSegmenterLogic:
         name = model_name or self.model_name
         new_device = device or self.device
         new_precision = precision or self.precision
-        new_checkpoint = checkpoint if checkpoint is not None else (self.checkpoint if name == self.model_name else None)
-        if (name, new_device, new_precision, new_checkpoint) != (self.model_name, self.device, self.precision, self.checkpoint):
+        new_checkpoint = (
+            checkpoint if checkpoint is not None else (self.checkpoint if name == self.model_name else None)
+        )
+        if (name, new_device, new_precision, new_checkpoint) != (
+            self.model_name,
+            self.device,
+            self.precision,
+            self.checkpoint,
+        ):
             model = load_model(name, new_device, new_precision, new_checkpoint) if load else None
-            self.model_name, self.device, self.precision, self.checkpoint = name, new_device, new_precision, new_checkpoint
+            self.model_name, self.device, self.precision, self.checkpoint = (
+                name,
+                new_device,
+                new_precision,
+                new_checkpoint,
+            )
             self._model = model
             self.release_predictors()
         elif load and self._model is None:
@@ -223,7 +235,9 @@ class SAMSegmenterLogic:
         multimask: bool = False,
     ) -> SlicePrediction:
         """Run the model on the prompt's slice; the mask is (rows, columns) of that slice."""
-        return self.predictor(volume_node, window).predict(prompt.ref.axis, prompt.ref.index, prompt.engine_prompt(), multimask)
+        return self.predictor(volume_node, window).predict(
+            prompt.ref.axis, prompt.ref.index, prompt.engine_prompt(), multimask
+        )
 
     # writing ------------------------------------------------------------------------------------
 
@@ -265,7 +279,9 @@ class SAMSegmenterLogic:
         editor node's editable area, intensity range and "modify other segments" apply.
         """
         session = self.editor(segmentation_node, volume_node, editor_node)
-        session.apply(segment_id, self.edits(volume_node, segmentation_node, segment_id, slab_mask, slab, mode, session))
+        session.apply(
+            segment_id, self.edits(volume_node, segmentation_node, segment_id, slab_mask, slab, mode, session)
+        )
 
     def edits(
         self,
@@ -282,7 +298,13 @@ class SAMSegmenterLogic:
             raise InputError(f"mask shape {slab_mask.shape} does not match the slab {slab.shape(shape)}")
         current = session.segment_labelmap(segment_id) if mode == "replace" else None
         return labelmap_edits(
-            slab_mask, slab, shape, volume_ijk_to_segmentation(volume_node, segmentation_node), session.reference_geometry(), current, mode
+            slab_mask,
+            slab,
+            shape,
+            volume_ijk_to_segmentation(volume_node, segmentation_node),
+            session.reference_geometry(),
+            current,
+            mode,
         )
 
     def undo(self, segmentation_node: slicer.vtkMRMLSegmentationNode) -> None:
@@ -330,7 +352,9 @@ class SAMSegmenterLogic:
         prediction = self.predict(volume_node, prompt, window, multimask)
         shape = volume_shape(volume_node)
         slab = Slab.of(prompt.ref)
-        self.write(volume_node, segmentation_node, segment_id, slab_mask(prediction.mask, slab, shape), slab, mode, editor_node)
+        self.write(
+            volume_node, segmentation_node, segment_id, slab_mask(prediction.mask, slab, shape), slab, mode, editor_node
+        )
         return SegmentResult(prompt.ref, prediction.mask, prediction.score)
 
     def segment_mask(
@@ -372,7 +396,8 @@ class SAMSegmenterLogic:
         last) limit. options: a PropagationOptions. Returns the engine's PropagationResult;
         nothing is written when it was cancelled.
         """
-        from SAMSegmenterLib.propagation import PropagationOptions, propagate as run_propagation
+        from SAMSegmenterLib.propagation import PropagationOptions
+        from SAMSegmenterLib.propagation import propagate as run_propagation
 
         seed_mask = seed_prompt = None
         if points is not None or box is not None:
@@ -388,8 +413,15 @@ class SAMSegmenterLogic:
             if not seed_mask.any():
                 raise PromptError(f"segment {segment_id!r} is empty on slice {ref.axis_name}={ref.index}")
         result = run_propagation(
-            self.predictor(volume_node, window), ref.axis, ref.index, seed_mask=seed_mask, seed_prompt=seed_prompt,
-            direction=direction, slice_range=slice_range, options=options or PropagationOptions(), progress=progress,
+            self.predictor(volume_node, window),
+            ref.axis,
+            ref.index,
+            seed_mask=seed_mask,
+            seed_prompt=seed_prompt,
+            direction=direction,
+            slice_range=slice_range,
+            options=options or PropagationOptions(),
+            progress=progress,
             cancel=cancel,
         )
         if not result.cancelled:

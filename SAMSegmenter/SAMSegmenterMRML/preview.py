@@ -51,7 +51,9 @@ class PreviewSegmentation:
         node = self._ensure_node(segmentation_node)
         shape = volume_shape(volume_node)
         labelmap = oriented_labelmap(
-            np.asarray(slab_mask, dtype=bool), slab.extent(shape), volume_ijk_to_segmentation(volume_node, segmentation_node)
+            np.asarray(slab_mask, dtype=bool),
+            slab.extent(shape),
+            volume_ijk_to_segmentation(volume_node, segmentation_node),
         )
         slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
             labelmap, node, PREVIEW_SEGMENT_ID, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE

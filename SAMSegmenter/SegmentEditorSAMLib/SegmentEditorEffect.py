@@ -94,13 +94,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         self.windowSelector = qt.QComboBox()
         self.windowSelector.addItems(list(WINDOWS))
-        self.windowSelector.toolTip = "Intensity window that maps the volume to the model's input (auto: 0.5-99.5 percentiles)."
+        self.windowSelector.toolTip = (
+            "Intensity window that maps the volume to the model's input (auto: 0.5-99.5 percentiles)."
+        )
         self.scriptedEffect.addLabeledOptionsWidget("Intensity window:", self.windowSelector)
 
         self.modeSelector = qt.QComboBox()
         for title, mode in WRITE_MODES:
             self.modeSelector.addItem(title, mode)
-        self.modeSelector.toolTip = "Replace: the segment on the previewed slices becomes the preview. Add / Remove: union / erase."
+        self.modeSelector.toolTip = (
+            "Replace: the segment on the previewed slices becomes the preview. Add / Remove: union / erase."
+        )
         self.scriptedEffect.addLabeledOptionsWidget("Apply as:", self.modeSelector)
 
         self.applyButton = qt.QPushButton("Apply")
@@ -157,11 +161,24 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameterDefault("RangeLast", 0)
 
     def updateGUIFromMRML(self):
-        widgets = (self.windowSelector, self.modeSelector, self.directionSelector, self.rangeCheckBox, self.rangeFirst, self.rangeLast)
+        widgets = (
+            self.windowSelector,
+            self.modeSelector,
+            self.directionSelector,
+            self.rangeCheckBox,
+            self.rangeFirst,
+            self.rangeLast,
+        )
         blocked = [widget.blockSignals(True) for widget in widgets]
-        self.windowSelector.setCurrentIndex(max(self.windowSelector.findText(self.scriptedEffect.parameter("Window")), 0))
-        self.modeSelector.setCurrentIndex(max(self.modeSelector.findData(self.scriptedEffect.parameter("WriteMode")), 0))
-        self.directionSelector.setCurrentIndex(max(self.directionSelector.findData(self.scriptedEffect.parameter("Direction")), 0))
+        self.windowSelector.setCurrentIndex(
+            max(self.windowSelector.findText(self.scriptedEffect.parameter("Window")), 0)
+        )
+        self.modeSelector.setCurrentIndex(
+            max(self.modeSelector.findData(self.scriptedEffect.parameter("WriteMode")), 0)
+        )
+        self.directionSelector.setCurrentIndex(
+            max(self.directionSelector.findData(self.scriptedEffect.parameter("Direction")), 0)
+        )
         self.rangeCheckBox.checked = self.scriptedEffect.integerParameter("UseRange") != 0
         self.rangeFirst.value = self.scriptedEffect.integerParameter("RangeFirst")
         self.rangeLast.value = self.scriptedEffect.integerParameter("RangeLast")
@@ -244,13 +261,17 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if volumeNode is None or segmentationNode is None:
             self.setStatus("Select a segmentation and a source volume.")
             return None
-        if self.session is not None and (self.session.volume_node is not volumeNode or self.session.segmentation_node is not segmentationNode):
+        if self.session is not None and (
+            self.session.volume_node is not volumeNode or self.session.segmentation_node is not segmentationNode
+        ):
             self.closeSession()
         if self.session is None:
             from SAMSegmenterMRML.interactive import InteractiveSession
             from SAMSegmenterMRML.jobs import BackgroundRunner
 
-            self.session = InteractiveSession(SAMSegmenter.sharedLogic(), volumeNode, segmentationNode, self.windowSelector.currentText)
+            self.session = InteractiveSession(
+                SAMSegmenter.sharedLogic(), volumeNode, segmentationNode, self.windowSelector.currentText
+            )
             if self.runner is None:
                 self.runner = BackgroundRunner()
                 self.prefetchRunner = BackgroundRunner()
@@ -264,7 +285,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def promptPoint(self, ras, include, sliceNode):
         """Add an include (or exclude) point at world ``ras`` on the slice shown by ``sliceNode``."""
-        self._prompt(lambda session: session.add_point(np.asarray(ras, dtype=float), include, self._sliceToRas(sliceNode)))
+        self._prompt(
+            lambda session: session.add_point(np.asarray(ras, dtype=float), include, self._sliceToRas(sliceNode))
+        )
 
     def promptBox(self, cornersRas, sliceNode):
         """Set the box from its (4, 3) world RAS corners, drawn in the view of ``sliceNode``."""
@@ -279,7 +302,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             return
         direction = direction or self.directionSelector.currentData
         if sliceRange is None and self.rangeCheckBox.checked:
-            sliceRange = (min(self.rangeFirst.value, self.rangeLast.value), max(self.rangeFirst.value, self.rangeLast.value))
+            sliceRange = (
+                min(self.rangeFirst.value, self.rangeLast.value),
+                max(self.rangeFirst.value, self.rangeLast.value),
+            )
         try:
             job = self.session.propagation_job(direction, sliceRange)
         except SAMSegmenterError as error:
@@ -375,7 +401,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 logging.error("SAM effect job failed: %s", finished.error)
             elif finished.tag[0] == "predict":
                 if self.session.accept(job, finished.value):
-                    self.setStatus(f"Slice {self.session.ref.axis_name}={self.session.ref.index}: predicted IoU {self.session.score:.2f}. Apply, add prompts or propagate.")
+                    self.setStatus(
+                        f"Slice {self.session.ref.axis_name}={self.session.ref.index}: predicted IoU "
+                        f"{self.session.score:.2f}. Apply, add prompts or propagate."
+                    )
             elif self.session.accept_propagation(job, finished.value):
                 result = finished.value
                 slab = self.session.result[0]
@@ -405,7 +434,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if callerInteractor.GetShiftKey() or callerInteractor.GetAltKey():
             return False  # Shift and Alt keep their slice view meanings (crosshair, window/level)
         if eventId == vtk.vtkCommand.LeftButtonPressEvent:
-            self.drag = {"start": xy, "sliceNode": sliceNode, "box": False, "include": not callerInteractor.GetControlKey()}
+            self.drag = {
+                "start": xy,
+                "sliceNode": sliceNode,
+                "box": False,
+                "include": not callerInteractor.GetControlKey(),
+            }
             return True
         if eventId == vtk.vtkCommand.RightButtonPressEvent:
             self.drag = {"start": xy, "sliceNode": sliceNode, "box": False, "include": False}

@@ -97,7 +97,9 @@ def matrix_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(matrix).copy()
 
 
-def oblique_ijk_to_ras(spacing_ijk: tuple[float, float, float], origin_ras: tuple[float, float, float], degrees: float) -> np.ndarray:
+def oblique_ijk_to_ras(
+    spacing_ijk: tuple[float, float, float], origin_ras: tuple[float, float, float], degrees: float
+) -> np.ndarray:
     """IJK-to-RAS of an oblique, LPS-flipped, anisotropic grid.
 
     Columns are the RAS directions of i, j, k: i and j point left and posterior (as in an

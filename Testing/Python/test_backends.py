@@ -16,12 +16,12 @@ import pytest
 import torch
 from conftest import MODULE_DIR, dice
 
-from SAMSegmenterLib import backends
-from SAMSegmenterLib.backends import BackendChoice, BackendError, Trial
-from SAMSegmenterLib.download import cached_sha256
-from SAMSegmenterLib.fast_decoder import FastMaskDecoder
-from SAMSegmenterLib.fused_tiny_vit import fuse_tiny_vit, onednn_available
-from SAMSegmenterLib.models import ImageEmbedding, load_model
+from SAMSegmenterLib.models import backends, load_model
+from SAMSegmenterLib.models.backends import BackendChoice, BackendError, Trial
+from SAMSegmenterLib.models.download import cached_sha256
+from SAMSegmenterLib.models.fast_decoder import FastMaskDecoder
+from SAMSegmenterLib.models.fused_tiny_vit import fuse_tiny_vit, onednn_available
+from SAMSegmenterLib.models.preprocess import image_tensor
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
 from SAMSegmenterLib.volume import take_slice
@@ -53,7 +53,7 @@ def cases(mni152, mni152_masks, ct_small):
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     """Per-user cache in a temporary folder, and no decision remembered by this process."""
-    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
     monkeypatch.setattr(backends, "_DECISIONS", {})
     return tmp_path / "backends"
 
@@ -62,10 +62,9 @@ def _masks(model, encoder, cases) -> list[np.ndarray]:
     """Single-output masks of every case, with ``encoder`` computing the embeddings."""
     out = []
     for image, box in cases:
-        x, input_size = model.spec.preprocessing.image_tensor(image, model.device)
-        with torch.inference_mode():
-            features = encoder(x).float().contiguous(memory_format=torch.channels_last)
-        out.append(model.decode(ImageEmbedding(features, image.shape, input_size), Prompt(box=box)).masks[0])
+        x, input_size = image_tensor(model.spec.preprocessing, image, model.device)
+        embedding = model.embed(x, image.shape, input_size, encoder)
+        out.append(model.decode(embedding, Prompt(box=box)).masks[0])
     return out
 
 
@@ -81,7 +80,7 @@ def test_backend_masks_match_reference_on_real_slices(name, reference, cases, re
     (whole-brain and white-matter boxes, where a one-pixel box shift changes the mask by 1-2%)."""
     if name == "onnxruntime":
         pytest.importorskip("onnxruntime")
-        monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path / "checkpoints"))
+        monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
     encoder = backends.build_encoder(reference, name)
     for (image, box), ref, fast in zip(cases, reference_masks, _masks(reference, encoder, cases)):
         assert ref.sum() > 100, "the reference mask should not be trivial"
@@ -161,7 +160,7 @@ def test_onnxruntime_absent_is_skipped_with_its_reason(reference, monkeypatch):
 
 def test_engine_imports_without_onnxruntime():
     code = ("import sys; sys.modules['onnxruntime'] = None; sys.path.insert(0, sys.argv[1]);"
-            "import SAMSegmenterLib, SAMSegmenterLib.backends, SAMSegmenterLib.models; print('ok')")
+            "import SAMSegmenterLib, SAMSegmenterLib.models.backends, SAMSegmenterLib.models; print('ok')")
     done = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
@@ -248,11 +247,10 @@ def test_cached_choice_that_fails_is_measured_again(reference, cache_dir, monkey
     monkeypatch.setattr(backends, "build_encoder",
                         lambda model, name: _fake_builder(set())(model, name) if name == "fused"
                         else real_build(model, name))
-    model = types.SimpleNamespace(**{k: getattr(reference, k) for k in
-                                     ("spec", "device", "precision", "checkpoint", "network", "name")},
-                                  encoder=None, backend="torch")
-    choice = backends.install_backend(model, "auto")
-    assert choice.backend == model.backend == "fused"
+    encoder, name = backends.select_encoder(reference, "auto")
+    assert name == "fused" and encoder.name == "fused"
+    choice = backends._DECISIONS[backends.decision_key(reference)]
+    assert choice.backend == "fused"
     assert "not installed" in {t.backend: t for t in choice.trials}["onnxruntime"].error
 
 
@@ -284,7 +282,7 @@ def test_mixed_precision_is_between_fp32_and_bf16_on_real_slices(reference, case
 
 def test_explicit_backends_and_devices(reference):
     with pytest.raises(BackendError, match="unknown backend"):
-        backends.install_backend(reference, "tensorrt")
+        backends.select_encoder(reference, "tensorrt")
     gpu = types.SimpleNamespace(spec=reference.spec, device=torch.device("cuda"))
     assert backends.candidates(gpu) == []  # CUDA/MPS: auto keeps torch with the model's autocast
     vit = types.SimpleNamespace(spec=types.SimpleNamespace(architecture="vit_b"), device=torch.device("cpu"))

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import MODULE_DIR, dice
+
 from SAMSegmenterLib.cli import main
 from SAMSegmenterLib.io import read_volume
 

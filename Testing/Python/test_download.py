@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from SAMSegmenterLib import download as dl
 from SAMSegmenterLib.errors import Cancelled, CheckpointError
+from SAMSegmenterLib.models import download as dl
 
 PAYLOAD = bytes((i * 7 + i // 251) % 256 for i in range(300_000))
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -213,8 +213,13 @@ def test_verify_file_messages(tmp_path):
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path / "x"))
-    assert dl.default_cache_dir() == tmp_path / "x"
+    """$SAMSEGMENTER_CACHE is the root of everything kept between runs: checkpoints and backend choices
+    go inside it, never beside it."""
+    from SAMSegmenterLib.models.backends import backend_cache_dir
+
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path / "mycache"))
+    assert dl.default_cache_dir() == tmp_path / "mycache" / "checkpoints"
+    assert backend_cache_dir() == tmp_path / "mycache" / "backends"
     monkeypatch.delenv("SAMSEGMENTER_CACHE")
     monkeypatch.setattr(dl.sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

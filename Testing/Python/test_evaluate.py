@@ -21,16 +21,25 @@ import pytest
 import SimpleITK as sitk
 
 from SAMSegmenterLib import cli
+from SAMSegmenterLib.cli.evaluate import ProgressBar
 from SAMSegmenterLib.errors import InputError, SAMSegmenterError
-from SAMSegmenterLib.evaluate import (COLUMNS, SELECTIONS, Case, EvalConfig, evaluate_case, find_cases,
-                                      local_executor, run_evaluation, seed_slice)
-from SAMSegmenterLib.evaluate_cmd import ProgressBar
+from SAMSegmenterLib.evaluation.evaluate import (
+    COLUMNS,
+    SELECTIONS,
+    Case,
+    EvalConfig,
+    evaluate_case,
+    find_cases,
+    local_executor,
+    run_evaluation,
+    seed_slice,
+)
+from SAMSegmenterLib.evaluation.protocols import tight_box
+from SAMSegmenterLib.evaluation.report import plot_boxplots, summarize, write_csv
 from SAMSegmenterLib.io import Geometry, read_volume, write_labels
 from SAMSegmenterLib.metrics import dice
 from SAMSegmenterLib.predictor import SlicePredictor
-from SAMSegmenterLib.protocols import tight_box
 from SAMSegmenterLib.prompts import Prompt
-from SAMSegmenterLib.report import plot_boxplots, summarize, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 CROP = np.s_[16:30, 100:170, 25:175]  # [k, j, i] of the 197 x 233 x 189 template
@@ -141,7 +150,7 @@ def test_geometry_mismatch_and_missing_label_value_are_clear_errors(tmp_path):
 def test_protocols_the_model_cannot_take_are_refused():
     assert EvalConfig().protocols == ("box", "box_jitter")  # LiteMedSAM takes boxes only
     assert "center" in EvalConfig(model="sam_vit_b").protocols
-    with pytest.raises(InputError, match="box prompts only.*points3"):
+    with pytest.raises(InputError, match="points3.*box prompts only"):
         EvalConfig(protocols=("box", "points3"))
     with pytest.raises(InputError, match="unknown"):
         EvalConfig(protocols=("lasso",))
@@ -287,9 +296,9 @@ def test_every_2d_protocol_runs_on_a_point_capable_model(poles, tmp_path):
     user's checkpoint: the point protocols go through the real engine; mask quality is not tested."""
     import torch
 
-    from SAMSegmenterLib import _segment_anything
+    from SAMSegmenterLib.evaluation.protocols import SLICE_PROTOCOLS
     from SAMSegmenterLib.models import loaded_models, unload_model
-    from SAMSegmenterLib.protocols import SLICE_PROTOCOLS
+    from SAMSegmenterLib.models import segment_anything as _segment_anything
 
     case, _ = poles
     torch.manual_seed(0)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from SAMSegmenterLib.metrics import (compute_metrics, dice, hd95, iou, nsd, slice_spacing, surface,
-                                     surface_distances)
+from SAMSegmenterLib.metrics import compute_metrics, dice, hd95, iou, nsd, slice_spacing, surface, surface_distances
 
 
 def test_dice_and_iou_by_hand():

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from SAMSegmenterLib import models
-from SAMSegmenterLib.devices import check_precision, resolve_device
 from SAMSegmenterLib.errors import CheckpointError, DeviceError, ModelError
+from SAMSegmenterLib.models import checkpoints
+from SAMSegmenterLib.models import loader as models
+from SAMSegmenterLib.models.devices import check_precision, resolve_device
+from SAMSegmenterLib.models.registry import MODEL_SPECS
 
 
 def _reference_litemedsam():
@@ -25,7 +27,8 @@ def _reference_litemedsam():
     timm = types.ModuleType("timm")
     layers = types.ModuleType("timm.models.layers")
     registry = types.ModuleType("timm.models.registry")
-    layers.DropPath = type("DropPath", (torch.nn.Identity,), {"__init__": lambda self, drop_prob=None: torch.nn.Identity.__init__(self)})
+    layers.DropPath = type("DropPath", (torch.nn.Identity,),
+                           {"__init__": lambda self, drop_prob=None: torch.nn.Identity.__init__(self)})
     layers.to_2tuple = lambda x: (x, x)
     layers.trunc_normal_ = lambda tensor, std=1.0: torch.nn.init.normal_(tensor, std=std)
     registry.register_model = lambda fn: fn
@@ -41,7 +44,7 @@ def _reference_litemedsam():
             else:
                 sys.modules[key] = value
     net = build_lite_medsam()
-    net.load_state_dict(torch.load(models.litemedsam_checkpoint(), map_location="cpu", weights_only=True))
+    net.load_state_dict(torch.load(checkpoints.litemedsam_checkpoint(), map_location="cpu", weights_only=True))
     return net.eval()
 
 
@@ -67,32 +70,32 @@ def test_litemedsam_matches_reference_logits(litemedsam):
 
 
 def test_embedded_checkpoint_verified_in_place():
-    path = models.resolve_checkpoint("litemedsam")
-    assert path == models.litemedsam_checkpoint()
-    assert path.stat().st_size == models.MODEL_SPECS["litemedsam"].size
+    path = checkpoints.resolve_checkpoint("litemedsam")
+    assert path == checkpoints.litemedsam_checkpoint()
+    assert path.stat().st_size == MODEL_SPECS["litemedsam"].size
 
 
 def test_corrupted_embedded_weights_are_refused(tmp_path, monkeypatch):
     bad = tmp_path / "lite_medsam.pth"
-    shutil.copy(models.litemedsam_checkpoint(), bad)
+    shutil.copy(checkpoints.litemedsam_checkpoint(), bad)
     with bad.open("r+b") as fh:
         fh.seek(1000)
         fh.write(b"\x00" * 16)
-    monkeypatch.setattr(models, "litemedsam_checkpoint", lambda: bad)
+    monkeypatch.setattr(checkpoints, "litemedsam_checkpoint", lambda: bad)
     with pytest.raises(CheckpointError, match="lite_medsam.pth"):
-        models.resolve_checkpoint("litemedsam")
+        checkpoints.resolve_checkpoint("litemedsam")
 
 
 def test_truncated_user_checkpoint_is_a_clear_error(tmp_path):
     cut = tmp_path / "cut.pth"
-    cut.write_bytes(models.litemedsam_checkpoint().read_bytes()[:1_000_000])
+    cut.write_bytes(checkpoints.litemedsam_checkpoint().read_bytes()[:1_000_000])
     with pytest.raises(CheckpointError, match="cut.pth"):
         models.load_model("litemedsam", device="cpu", checkpoint=cut)
 
 
 def test_checkpoint_of_another_model_is_refused():
     with pytest.raises(CheckpointError, match="does not fit"):
-        models.load_model("sam_vit_b", device="cpu", checkpoint=models.litemedsam_checkpoint())
+        models.load_model("sam_vit_b", device="cpu", checkpoint=checkpoints.litemedsam_checkpoint())
 
 
 def test_missing_weights_name_the_fix(tmp_path, monkeypatch):

@@ -21,9 +21,13 @@ def module_files_listed() -> set[str]:
     variables = {"MODULE_NAME": cmake_arguments(text, "set")[0][1]}
     listed: set[str] = set()
     for args in cmake_arguments(text, "file"):
-        assert args[0] == "GLOB" and args[2:5] == ["RELATIVE", "${CMAKE_CURRENT_SOURCE_DIR}", "CONFIGURE_DEPENDS"]
+        assert args[0] in ("GLOB", "GLOB_RECURSE")
+        assert args[2:5] == ["RELATIVE", "${CMAKE_CURRENT_SOURCE_DIR}", "CONFIGURE_DEPENDS"]
         variables[args[1]] = " ".join(args[5:])
         for pattern in args[5:]:
+            if args[0] == "GLOB_RECURSE":  # CMake matches the file name in the folder and all its subfolders
+                folder, _, name = pattern.rpartition("/")
+                pattern = f"{folder}/**/{name}"
             listed |= {str(p.relative_to(MODULE)) for p in MODULE.glob(pattern)}
     for args in cmake_arguments(text, "set"):
         if args[0] in ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
@@ -38,15 +42,27 @@ def module_files_on_disk() -> set[str]:
     """Files in the module folder that git tracks or would track (ignored build output excluded)."""
     output = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", "."],
-        cwd=MODULE, capture_output=True, text=True, check=True,
+        cwd=MODULE,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     files = {line for line in output.splitlines() if line and (MODULE / line).is_file()}
-    return {f for f in files if f != "CMakeLists.txt" and "__pycache__" not in f}
+    return {f for f in files if f != "CMakeLists.txt" and "__pycache__" not in f and not f.startswith(PIP_ONLY)}
+
+
+PIP_ONLY = "SAMSegmenterWeb/"  # the web app: installed by pip, never by the Slicer extension
 
 
 def test_every_module_file_is_installed_and_every_listed_file_exists():
     listed, on_disk = module_files_listed(), module_files_on_disk()
-    assert {"SAMSegmenter.py", "SegmentEditorSAMLib/SegmentEditorEffect.py", "SAMSegmenterMRML/logic.py", "SAMSegmenterLib/models.py"} <= listed
+    assert {
+        "SAMSegmenter.py",
+        "SegmentEditorSAMLib/SegmentEditorEffect.py",
+        "SAMSegmenterMRML/logic.py",
+        "SAMSegmenterLib/models/loader.py",
+        "SAMSegmenterLib/evaluation/evaluate.py",
+    } <= listed
     assert sorted(on_disk - listed) == []
     assert sorted(f for f in listed if not (MODULE / f).is_file()) == []
 
@@ -54,18 +70,30 @@ def test_every_module_file_is_installed_and_every_listed_file_exists():
 def test_extension_metadata_and_subdirectories():
     text = (ROOT / "CMakeLists.txt").read_text()
     settings = {args[0]: " ".join(args[1:]) for args in cmake_arguments(text, "set")}
-    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
-                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+    for key in (
+        "EXTENSION_HOMEPAGE",
+        "EXTENSION_CATEGORY",
+        "EXTENSION_CONTRIBUTORS",
+        "EXTENSION_DESCRIPTION",
+        "EXTENSION_ICONURL",
+        "EXTENSION_SCREENSHOTURLS",
+        "EXTENSION_DEPENDS",
+    ):
         assert settings.get(key), key
     assert settings["EXTENSION_CATEGORY"] == '"Segmentation"'
-    for url_key, path in (("EXTENSION_ICONURL", "Resources/SAMSegmenter.png"), ("EXTENSION_SCREENSHOTURLS", "Resources/Screenshot01.png")):
+    for url_key, path in (
+        ("EXTENSION_ICONURL", "Resources/SAMSegmenter.png"),
+        ("EXTENSION_SCREENSHOTURLS", "Resources/Screenshot01.png"),
+    ):
         assert settings[url_key].strip('"').endswith("/" + path)
         assert (ROOT / path).is_file()
     subdirectories = [args[0] for args in cmake_arguments(text, "add_subdirectory")]
     assert subdirectories == ["SAMSegmenter", "Testing/Slicer"]
     assert ["Slicer", "5.10", "REQUIRED"] in cmake_arguments(text, "find_package")
     testing = (ROOT / "Testing" / "Slicer" / "CMakeLists.txt").read_text()
-    for args in cmake_arguments(testing, "slicer_add_python_unittest") + cmake_arguments(testing, "slicerMacroBuildScriptedModule"):
+    for args in cmake_arguments(testing, "slicer_add_python_unittest") + cmake_arguments(
+        testing, "slicerMacroBuildScriptedModule"
+    ):
         scripts = [a for a in args if a.endswith(".py")]
         assert scripts and all((ROOT / "Testing" / "Slicer" / s).is_file() for s in scripts)
 

@@ -142,7 +142,9 @@ def test_slice_view_not_aligned_to_an_oblique_volume_is_refused(oblique):
     slice_node = oblique.scene.AddNewNodeByClass("vtkMRMLSliceNode")
     slice_node.SetOrientation("Axial")
     with pytest.raises(PromptError, match="Rotate to volume plane"):
-        view_slice(matrix_array(slice_node.GetSliceToRAS()), volume_ijk_to_world(oblique.volume), shape_of(oblique.volume))
+        view_slice(
+            matrix_array(slice_node.GetSliceToRAS()), volume_ijk_to_world(oblique.volume), shape_of(oblique.volume)
+        )
     oblique.scene.RemoveNode(slice_node)
 
 

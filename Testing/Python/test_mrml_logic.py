@@ -151,7 +151,9 @@ def test_interactive_box_runs_off_thread_previews_and_applies(logic, oblique, se
 def test_prompts_on_another_slice_start_a_new_prompt_set(logic, oblique, segmentation):
     session = InteractiveSession(logic, oblique.volume, segmentation)
     session.set_box(box_drag_corners(oblique), axial_view(oblique, SLICE))
-    moved = box_drag_corners(oblique) + (ijk_to_world([(0, 0, 1)], oblique.ijk_to_ras) - ijk_to_world([(0, 0, 0)], oblique.ijk_to_ras))
+    moved = box_drag_corners(oblique) + (
+        ijk_to_world([(0, 0, 1)], oblique.ijk_to_ras) - ijk_to_world([(0, 0, 0)], oblique.ijk_to_ras)
+    )
     job = session.set_box(moved, axial_view(oblique, SLICE + 1))
     assert job.prompt.ref == SliceRef(0, SLICE + 1) and session.ref == SliceRef(0, SLICE + 1)
     assert session.markups.box_corners().shape == (4, 3)
@@ -186,7 +188,15 @@ def test_prefetch_embeds_the_slice_a_view_shows(logic, oblique, segmentation):
 def test_propagate_writes_the_visited_slices(logic, oblique, segmentation):
     logic.segment(oblique.volume, segmentation, "Brain", box=box_corners_ras(oblique))
     before = read(segmentation, "Brain", oblique.volume) > 0
-    result = logic.propagate(oblique.volume, segmentation, "Brain", axis="K", seed_index=SLICE, direction="up", slice_range=(SLICE, SLICE + 2))
+    result = logic.propagate(
+        oblique.volume,
+        segmentation,
+        "Brain",
+        axis="K",
+        seed_index=SLICE,
+        direction="up",
+        slice_range=(SLICE, SLICE + 2),
+    )
     assert not result.cancelled
     written = read(segmentation, "Brain", oblique.volume) > 0
     accepted = [SLICE, *result.scores]

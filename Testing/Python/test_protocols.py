@@ -7,8 +7,18 @@ import sys
 import numpy as np
 import pytest
 
-from SAMSegmenterLib.protocols import (POINT_COUNTS, PROTOCOL_HELP, PROTOCOLS, SLICE_PROTOCOLS, center_point,
-                                       enlarged_box, jittered_box, make_prompt, protocol_rng, tight_box)
+from SAMSegmenterLib.evaluation.protocols import (
+    POINT_COUNTS,
+    PROTOCOL_HELP,
+    PROTOCOLS,
+    SLICE_PROTOCOLS,
+    center_point,
+    enlarged_box,
+    jittered_box,
+    make_prompt,
+    protocol_rng,
+    tight_box,
+)
 
 
 def _ellipse(shape=(64, 80), centre=(30, 45), radii=(9, 14)):
@@ -114,7 +124,7 @@ def test_same_seed_same_prompts_other_seed_or_slice_other_prompts():
 
 
 def test_same_draw_in_another_process_with_other_hash_seed():
-    code = ("from SAMSegmenterLib.protocols import protocol_rng;"
+    code = ("from SAMSegmenterLib.evaluation.protocols import protocol_rng;"
             "print(protocol_rng(5, 'case01', 2, 'K', 7, 'points10').integers(0, 1 << 30, 4).tolist())")
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=os.pathsep.join(sys.path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from SAMSegmenterLib import _segment_anything
 from SAMSegmenterLib.models import MODEL_SPECS, load_model, unload_model
+from SAMSegmenterLib.models import segment_anything as _segment_anything
+from SAMSegmenterLib.models.preprocess import image_tensor
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt
 
@@ -27,10 +28,10 @@ def test_preprocessing_of_each_family():
     assert medsam.input_size((300, 400)) == (1024, 1024)  # MedSAM stretches
     np.testing.assert_allclose(medsam.scale_xy((300, 400), (1024, 1024)), [1024 / 400, 1024 / 300])
     image = np.linspace(0, 1, 300 * 400, dtype=np.float32).reshape(300, 400)
-    x, size = sam.image_tensor(image, torch.device("cpu"))
+    x, size = image_tensor(sam, image, torch.device("cpu"))
     assert x.shape == (1, 3, 1024, 1024) and size == (768, 1024)
     assert float(x[0, 0, 800:].abs().max()) == 0.0  # padded rows at the bottom
-    x, _ = lite.image_tensor(image * 5 + 3, torch.device("cpu"))
+    x, _ = image_tensor(lite, image * 5 + 3, torch.device("cpu"))
     assert float(x.min()) == 0.0 and float(x.max()) == pytest.approx(1.0)
 
 

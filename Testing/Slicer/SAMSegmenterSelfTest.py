@@ -7,7 +7,11 @@ Segmenter module installs. Prompts are fed through the effect's scripting API
 
 import numpy as np
 import slicer
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 
 
 class SAMSegmenterSelfTest(ScriptedLoadableModule):
@@ -40,10 +44,13 @@ class SAMSegmenterSelfTestTest(ScriptedLoadableModuleTest):
 
     def test_effect_end_to_end(self):
         import SampleData
+
         import SAMSegmenter
         from SAMSegmenterMRML.geometry import ijk_to_world, volume_ijk_to_world, xy_to_ijk
 
-        self.assertTrue(SAMSegmenter.dependenciesReady(), "install the Python packages in the SAM Segmenter module first")
+        self.assertTrue(
+            SAMSegmenter.dependenciesReady(), "install the Python packages in the SAM Segmenter module first"
+        )
         self.delayDisplay("Loading MRHead")
         volumeNode = SampleData.downloadSample("MRHead")
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
@@ -71,12 +78,19 @@ class SAMSegmenterSelfTestTest(ScriptedLoadableModuleTest):
         sliceNode.RotateToVolumePlane(volumeNode)
         bounds = [0.0] * 6
         volumeNode.GetRASBounds(bounds)
-        sliceNode.JumpSliceByOffsetting((bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2)
+        sliceNode.JumpSliceByOffsetting(
+            (bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2
+        )
 
         session = sam.currentSession()
         ref = session.view_slice(slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS()))
         rows, cols = [n for axis, n in enumerate(slicer.util.arrayFromVolume(volumeNode).shape) if axis != ref.axis]
-        corners_xy = [(0.3 * cols, 0.3 * rows), (0.7 * cols, 0.3 * rows), (0.7 * cols, 0.7 * rows), (0.3 * cols, 0.7 * rows)]
+        corners_xy = [
+            (0.3 * cols, 0.3 * rows),
+            (0.7 * cols, 0.3 * rows),
+            (0.7 * cols, 0.7 * rows),
+            (0.3 * cols, 0.7 * rows),
+        ]
         cornersRas = ijk_to_world(xy_to_ijk(np.array(corners_xy), ref), volume_ijk_to_world(volumeNode))
 
         self.delayDisplay("Box prompt")

@@ -14,7 +14,7 @@ import importlib.util
 import sys
 import types
 
-from .errors import ModelError
+from ..errors import ModelError
 
 
 def _package_without_init() -> types.ModuleType:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DeviceError
+from ..errors import DeviceError
+from .registry import PRECISIONS
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _mps_available() -> bool:
@@ -63,4 +64,4 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
         raise DeviceError(f"{device} does not support bf16; use fp16 or fp32")
     if precision == "bf16" and device.type == "mps":
         raise DeviceError("bf16 is not supported on MPS; use fp16 or fp32")
-    return PRECISIONS[precision]
+    return DTYPES[precision]

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from .errors import Cancelled, CheckpointError
+from ..errors import Cancelled, CheckpointError
 
 CHUNK = 1 << 16  # bytes read per network call; cancel() is checked between chunks
 
@@ -25,12 +25,12 @@ ProgressCallback = Callable[[int, Optional[int]], None]
 CancelCallback = Callable[[], bool]
 
 
-def default_cache_dir() -> Path:
-    """Per-user folder for downloaded checkpoints.
+def cache_root() -> Path:
+    """Per-user folder of everything SAMSegmenter keeps between runs (checkpoints, backend choices).
 
     ``$SAMSEGMENTER_CACHE`` when set; otherwise the platform's cache folder
     (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on macOS,
-    ``%LOCALAPPDATA%`` on Windows) followed by ``SAMSegmenter/checkpoints``.
+    ``%LOCALAPPDATA%`` on Windows) followed by ``SAMSegmenter``.
     """
     override = os.environ.get("SAMSEGMENTER_CACHE")
     if override:
@@ -41,7 +41,12 @@ def default_cache_dir() -> Path:
         base = Path.home() / "Library" / "Caches"
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "SAMSegmenter" / "checkpoints"
+    return base / "SAMSegmenter"
+
+
+def default_cache_dir() -> Path:
+    """Per-user folder for downloaded checkpoints: ``<cache_root()>/checkpoints``."""
+    return cache_root() / "checkpoints"
 
 
 def sha256_file(path: Union[str, Path], chunk: int = 1 << 20) -> str:

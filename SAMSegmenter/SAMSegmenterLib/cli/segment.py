@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .io import LABEL_SUFFIXES, _suffix, read_volume, write_labels
-from .models import load_model
+from ..errors import InputError
+from ..evaluation.overlay import overlay_rgb, write_png
+from ..io import LABEL_SUFFIXES, _suffix, read_volume, write_labels
+from ..models import load_model
+from ..postprocess import fill_holes_per_slice, largest_component
+from ..predictor import SlicePredictor
+from ..prompts import Prompt
+from ..propagation import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range, propagate
+from ..volume import AXES, check_slice, put_slice, take_slice
 from .options import add_model_options, add_volume_options
-from .overlay import overlay_rgb, write_png
-from .postprocess import fill_holes_per_slice, largest_component
-from .predictor import SlicePredictor
-from .prompts import Prompt
-from .propagation import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range, propagate
-from .volume import AXES, check_slice, put_slice, take_slice
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     t_load = time.perf_counter()
     options = _propagation_options(args)
     if args.propagate:
-        options.check(model.spec.point_prompts)
+        options.check(model.spec)
     predictor = SlicePredictor(model, volume, window=args.window)
     prompt.validate(predictor.slice_shape(axis))
     predictor.embedding(axis, index)

@@ -35,18 +35,25 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .cache import EmbeddingCache
-from .errors import InputError, PromptError
-from .io import VOLUME_SUFFIXES, Geometry, read_volume
-from .metrics import Metrics, compute_metrics, dice, slice_spacing
-from .models import MODEL_SPECS, get_spec, load_model
-from .predictor import SlicePredictor
-from .prompts import Prompt
-from .propagation import PropagationOptions, propagate
-from .protocols import (POINT_PROTOCOLS, PROTOCOLS, SLICE_PROTOCOLS, VOLUME_PROTOCOLS, make_prompt, protocol_rng,
-                        tight_box)
+from ..cache import EmbeddingCache
+from ..errors import InputError, PromptError
+from ..io import VOLUME_SUFFIXES, Geometry, read_volume
+from ..metrics import Metrics, compute_metrics, dice, slice_spacing
+from ..models import get_spec, load_model
+from ..predictor import SlicePredictor
+from ..prompts import Prompt
+from ..propagation import PropagationOptions, propagate
+from ..volume import occupied_slices, take_slice
+from .protocols import (
+    POINT_PROTOCOLS,
+    PROTOCOLS,
+    SLICE_PROTOCOLS,
+    VOLUME_PROTOCOLS,
+    make_prompt,
+    protocol_rng,
+    tight_box,
+)
 from .report import Overlay
-from .volume import occupied_slices, take_slice
 
 SELECTIONS = ("single", "best_score", "oracle")
 SLICE_MODES = ("all", "largest")
@@ -106,12 +113,12 @@ class EvalConfig:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
         if unknown or not self.protocols:
             raise InputError(f"unknown or no protocol {unknown}; choose from {', '.join(PROTOCOLS)}")
-        refused = [p for p in self.protocols if p in POINT_PROTOCOLS and not spec.point_prompts]
+        refused = [p for p in self.protocols if p in POINT_PROTOCOLS]
         if refused:
-            takers = ", ".join(name for name, s in MODEL_SPECS.items() if s.point_prompts)
-            raise InputError(f"{self.model} takes box prompts only, so it cannot run the point protocol(s) "
-                             f"{', '.join(refused)}; use box, box_jitter, propagate3d, or a model that takes "
-                             f"points ({takers})")
+            try:
+                spec.require_points_support("use the box, box_jitter or propagate3d protocols")
+            except PromptError as exc:
+                raise InputError(f"{self.model} cannot run the point protocol(s) {', '.join(refused)}: {exc}") from None
         if self.axis not in (0, 1, 2):
             raise InputError(f"axis must be 0, 1 or 2 (K, J, I), got {self.axis!r}")
         if self.slices not in SLICE_MODES:

@@ -1,6 +1,6 @@
 """Command line: ``python -m SAMSegmenterLib COMMAND ...`` (see ``--help``).
 
-Each command lives in a ``*_cmd`` module exposing ``add_parser(subparsers)`` and
+Each command lives in a module of this package exposing ``add_parser(subparsers)`` and
 ``run(args) -> int``. User errors print one line to stderr and exit with 2.
 """
 
@@ -11,9 +11,9 @@ import importlib
 import sys
 from typing import Sequence
 
-from .errors import SAMSegmenterError
+from ..errors import SAMSegmenterError
 
-COMMAND_MODULES = ("segment_cmd", "evaluate_cmd", "models_cmd", "sample_cmd", "demo_cmd")
+COMMAND_MODULES = ("segment", "evaluate", "models", "sample", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

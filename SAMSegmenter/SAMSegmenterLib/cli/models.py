@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .models import MODEL_SPECS, cached_checkpoint, fetch_checkpoint, litemedsam_checkpoint
+from ..models import MODEL_SPECS, cached_checkpoint, fetch_checkpoint, litemedsam_checkpoint
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

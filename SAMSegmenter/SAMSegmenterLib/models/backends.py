@@ -57,17 +57,20 @@ from typing import TYPE_CHECKING, Callable, Optional
 import numpy as np
 import torch
 
-from .download import cached_sha256, default_cache_dir
-from .errors import ModelError
+from ..errors import ModelError
+from ..metrics import dice
+from ..prompts import Prompt
+from .download import cache_root, cached_sha256
+from .embedding import ImageEmbedding
 from .fused_tiny_vit import FusedTinyViT, fuse_tiny_vit, mixed_precision, onednn_available
-from .prompts import Prompt
+from .preprocess import image_tensor
+from .registry import BACKENDS
 
 if TYPE_CHECKING:
-    from .models import SamModel
+    from .loader import SamModel
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "fused", "fused-mixed", "fused-bf16", "onnxruntime")
 PARITY_DICE = 0.99  # every probe mask of a candidate must reach this Dice with the reference mask
 TILE_ROWS = 32  # band height of the fused encoder's wide intermediates on CPUs
 ONNX_OPSET = 17
@@ -104,7 +107,7 @@ class BackendChoice:
 
 def backend_cache_dir() -> Path:
     """Per-user folder for backend decisions and exported models: beside the checkpoints folder."""
-    return default_cache_dir().parent / "backends"
+    return cache_root() / "backends"
 
 
 def bf16_native() -> bool:
@@ -240,21 +243,15 @@ class _Probe:
     def __init__(self, model: SamModel):
         self.model = model
         self.image, self.boxes = probe()
-        self.x, self.input_size = model.spec.preprocessing.image_tensor(self.image, model.device)
+        self.x, self.input_size = image_tensor(model.spec.preprocessing, self.image, model.device)
 
-    @torch.inference_mode()
-    def run(self, encoder: Encoder) -> torch.Tensor:
-        with self.model._autocast():
-            features = encoder(self.x)
+    def run(self, encoder: Encoder) -> ImageEmbedding:
+        embedding = self.model.embed(self.x, self.image.shape, self.input_size, encoder)
         if self.model.device.type == "cuda":
             torch.cuda.synchronize(self.model.device)
-        return features.float()
+        return embedding
 
-    @torch.inference_mode()
-    def masks(self, features: torch.Tensor) -> list[np.ndarray]:
-        from .models import ImageEmbedding  # models imports this module
-
-        embedding = ImageEmbedding(features.to(self.model.device), self.image.shape, self.input_size)
+    def masks(self, embedding: ImageEmbedding) -> list[np.ndarray]:
         return [self.model.decode(embedding, Prompt(box=box)).masks[0] for box in self.boxes]
 
     def time_ms(self, encoder: Encoder) -> float:
@@ -270,7 +267,6 @@ def measure(model: SamModel, names: list[str], rounds: int = _TIMING_ROUNDS) -> 
     backends so that load from other processes hits them alike; each gets the best
     of its rounds.
     """
-    from .metrics import dice  # SimpleITK, loaded only when backends are measured
 
     probe_run = _Probe(model)
     reference = build_encoder(model, "torch")
@@ -393,32 +389,29 @@ def choose_backend(model: SamModel, refresh: bool = False) -> BackendChoice:
         return choice
 
 
-def install_backend(model: SamModel, backend: str = "auto") -> BackendChoice:
-    """Put ``backend``'s encoder in ``model.encoder`` (``auto``: see :func:`choose_backend`).
+def select_encoder(model: SamModel, backend: str = "auto") -> tuple[Encoder, str]:
+    """The image encoder of ``backend`` for ``model`` and its name (``auto``: see :func:`choose_backend`).
 
-    An explicit backend that cannot run raises BackendError. With ``auto``, a cached
-    choice that fails to build or warm up is measured again, and whatever fails
-    leaves the reference encoder in place.
+    ``model`` supplies the reference network, preprocessing and decoder; the caller
+    installs the result with ``model.with_encoder``. An explicit backend that cannot run
+    raises BackendError. With ``auto``, a cached choice that fails to build or warm up is
+    measured again, and whatever fails falls back to the reference encoder.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     if backend != "auto":
-        choice = BackendChoice(backend, "requested")
-        model.encoder, model.backend = build_encoder(model, backend), backend
-        return choice
+        return build_encoder(model, backend), backend
     choice = choose_backend(model)
     try:
-        encoder = _warmed_up(model, choice.backend)
+        return _warmed_up(model, choice.backend), choice.backend
     except Exception as exc:  # e.g. a package removed since the choice was cached
         log.warning("encoder backend %s failed (%s); measuring again", choice.backend, exc)
         choice = choose_backend(model, refresh=True)
         try:
-            encoder = _warmed_up(model, choice.backend)
+            return _warmed_up(model, choice.backend), choice.backend
         except Exception as again:
-            choice = BackendChoice("torch", f"fallback: {choice.backend} failed ({again})", choice.trials)
-            encoder = model.network.image_encoder
-    model.encoder, model.backend = encoder, choice.backend
-    return choice
+            log.warning("encoder backend %s failed again (%s); using the reference encoder", choice.backend, again)
+            return model.network.image_encoder, "torch"
 
 
 def _warmed_up(model: SamModel, backend: str) -> Encoder:

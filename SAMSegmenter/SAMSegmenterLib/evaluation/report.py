@@ -21,8 +21,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .errors import SAMSegmenterError
-from .prompts import Prompt
+from ..errors import SAMSegmenterError
+from ..prompts import Prompt
 
 METRICS = ("dice", "iou", "hd95", "nsd")
 SELECTION_COLOURS = {"single": "#4c72b0", "best_score": "#dd8452", "oracle": "#55a868"}

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .backends import BACKENDS
-from .devices import PRECISIONS
-from .models import MODEL_SPECS
-from .volume import AXES
+from ..models.registry import BACKENDS, MODEL_SPECS, PRECISIONS
+from ..volume import AXES
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .metrics import surface
-from .prompts import Prompt
+from ..metrics import surface
+from ..prompts import Prompt
 
 
 def overlay_rgb(image: np.ndarray, mask: np.ndarray, prompt: Prompt | None = None,

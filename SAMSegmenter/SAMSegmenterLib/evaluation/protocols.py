@@ -31,7 +31,7 @@ import zlib
 
 import numpy as np
 
-from .prompts import Prompt, box_from_mask
+from ..prompts import Prompt, box_from_mask
 
 Box = tuple[int, int, int, int]
 Point = tuple[int, int]

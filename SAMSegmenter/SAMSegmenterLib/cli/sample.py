@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .sample_data import SAMPLES, write_sample
+from ..sample_data import SAMPLES, write_sample
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

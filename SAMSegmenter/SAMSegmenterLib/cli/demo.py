@@ -22,17 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import read_volume, write_labels
-from .metrics import dice
-from .models import load_model
+from ..evaluation.overlay import overlay_rgb, write_png
+from ..io import read_volume, write_labels
+from ..metrics import dice
+from ..models import load_model
+from ..postprocess import largest_component
+from ..predictor import SlicePredictor
+from ..prompts import Prompt, box_from_mask
+from ..propagation import propagate
+from ..sample_data import write_sample
+from ..volume import occupied_slices, take_slice
 from .options import add_model_options
-from .overlay import overlay_rgb, write_png
-from .postprocess import largest_component
-from .predictor import SlicePredictor
-from .prompts import Prompt, box_from_mask
-from .propagation import propagate
-from .sample_data import write_sample
-from .volume import occupied_slices, take_slice
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -19,13 +19,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
-from .errors import InputError
-from .evaluate import (COLUMNS, Case, EvalConfig, find_cases, local_executor, overlay_examples, run_evaluation,
-                       volume_stem)
+from ..errors import InputError
+from ..evaluation.evaluate import (
+    COLUMNS,
+    Case,
+    EvalConfig,
+    find_cases,
+    local_executor,
+    overlay_examples,
+    run_evaluation,
+    volume_stem,
+)
+from ..evaluation.protocols import PROTOCOL_HELP, PROTOCOLS
+from ..evaluation.report import SUMMARY_COLUMNS, plot_boxplots, plot_overlays, summarize, write_csv
+from ..volume import AXES
 from .options import add_model_options, add_volume_options
-from .protocols import PROTOCOL_HELP, PROTOCOLS
-from .report import SUMMARY_COLUMNS, plot_boxplots, plot_overlays, summarize, write_csv
-from .volume import AXES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,1 @@
+"""Evaluation: prompt protocols, scoring cases on labelled volumes, reports and overlays."""
