@@ -28,9 +28,7 @@ Metrics: 3D Dice, HD95 in mm (SAMSegmenterLib.metrics), slices per second, encod
 calls and slices touched. Embeddings are computed once per slice and shared by the
 methods; each method is charged the measured encoder time of every slice it needed
 (so its slices/s is what it would get on a cold cache without overlap), and encoder
-calls count the distinct slices it needed. The table runs our method without prefetch
-(prefetch changes timing only, never the masks); the full run then times one target
-on a cold cache without and with prefetch.
+calls count the distinct slices it needed.
 
     python benchmarks/propagation.py [--quick] [--json] [--targets NAME:AXIS ...]
 """
@@ -187,23 +185,6 @@ def run_target(predictor: MeteredPredictor, name: str, axis: int, own_end: str, 
     return rows
 
 
-def prefetch_check(model, volume: np.ndarray, target: np.ndarray, axis: int, options: PropagationOptions) -> dict:
-    """Wall time of one range-limited propagation on a cold cache, without and with prefetch."""
-    first, last = extent(target, axis)
-    middle = (first + last) // 2
-    prompt = Prompt(box=box_from_mask(take_slice(target, axis, middle)))
-    seconds = {}
-    for prefetch in (False, True):
-        predictor = SlicePredictor(model, volume)
-        start = time.perf_counter()
-        result = propagate(predictor, axis, middle, seed_prompt=prompt, slice_range=(first, last),
-                           options=PropagationOptions(**{**asdict(options), "prefetch": prefetch}))
-        seconds[prefetch] = time.perf_counter() - start
-        predictor.close()
-    return {"slices": result.slices_visited, "seconds_without": round(seconds[False], 2),
-            "seconds_with": round(seconds[True], 2), "encoder_calls_with": result.encoder_calls}
-
-
 def print_table(rows: list[dict]) -> None:
     header = f"{'target':14s} {'ax':2s} {'slices':>6s}  {'method':9s} {'Dice':>6s} {'HD95 mm':>8s} " \
              f"{'slices/s':>8s} {'enc':>4s} {'touched':>7s}  stops"
@@ -217,7 +198,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)} and no prefetch check")
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     parser.add_argument("--targets", nargs="+", metavar="NAME:AXIS", choices=list(RUNS),
                         help=f"runs to do (default: all of {' '.join(RUNS)})")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -231,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     kji = np.indices(volume.shape, sparse=True)
     model = load_model("litemedsam", device="cpu")
     predictor = MeteredPredictor(model, volume)
-    options = PropagationOptions(prefetch=False)
+    options = PropagationOptions()
     rows = []
     for spec in chosen:
         name, _, axis = spec.partition(":")
@@ -248,11 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     wins = all(by_run[(t, a, "ours")] >= d for (t, a, m), d in by_run.items() if m == "reference")
     print("\nmean Dice: " + ", ".join(f"{m} {s['mean_dice']:.3f}" for m, s in summary.items())
           + f"; ours >= reference on every target: {wins}")
-    prefetch = None
-    if not args.quick and not args.targets:
-        prefetch = prefetch_check(model, volume, TARGETS["temporal_pole"](masks, kji), 0, PropagationOptions())
-        print(f"prefetch (temporal_pole:K, {prefetch['slices']} slices, cold cache): "
-              f"{prefetch['seconds_without']} s without, {prefetch['seconds_with']} s with")
     total = time.perf_counter() - start
     print(f"total {total:.0f} s on {platform.machine()} with {args.threads} torch threads, "
           f"encoder backend {model.backend}", file=sys.stderr)
@@ -260,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"date": date.today().isoformat(), "machine": platform.machine(), "threads": args.threads,
                           "encoder_backend": model.backend, "cpu_count": os.cpu_count(),
                           "options": asdict(options), "rows": rows, "summary": summary,
-                          "ours_at_least_reference_everywhere": wins, "prefetch": prefetch,
+                          "ours_at_least_reference_everywhere": wins,
                           "seconds": round(total, 1)}))
     return 0
 

@@ -32,3 +32,11 @@ class DeviceError(SAMSegmenterError):
 
 class Cancelled(SAMSegmenterError):
     """Long work stopped because the caller asked it to."""
+
+
+class ServiceError(SAMSegmenterError):
+    """The inference service cannot be reached, stopped, or failed a request it should have served."""
+
+
+class AuthError(ServiceError):
+    """The inference service refused the access token (missing, wrong, or unreadable token file)."""

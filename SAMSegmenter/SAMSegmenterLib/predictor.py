@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Hashable
 
 import numpy as np
 
 from .cache import EmbeddingCache
+from .encoder_gate import gate_for
 from .errors import InputError
 from .models.embedding import ImageEmbedding
 from .prompts import Prompt
@@ -76,9 +76,8 @@ class SlicePredictor:
         self.cache = cache if cache is not None else EmbeddingCache()
         self.volume_id = volume_id if volume_id is not None else volume_fingerprint(volume)
         self.encoder_calls = 0
-        self._pending: dict[Hashable, Future] = {}
+        self.gate = gate_for(model)
         self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
 
     def num_slices(self, axis: int | str) -> int:
         return self.volume.shape[parse_axis(axis)]
@@ -100,41 +99,28 @@ class SlicePredictor:
         return self.model.encode(self.slice_image(axis, index))
 
     def embedding(self, axis: int | str, index: int) -> ImageEmbedding:
-        """The embedding of a slice: from the cache, a running prefetch, or computed now."""
+        """The embedding of a slice: from the cache, or computed now through the model's encoder gate
+        (once, however many threads ask; at this thread's :func:`encoder_gate.priority`)."""
         axis = parse_axis(axis)
         check_slice(self.volume.shape, axis, index)
         key = self._key(axis, index)
-        with self._lock:
-            pending = self._pending.get(key)
-        if pending is not None:
-            return pending.result()
-        return self.cache.get_or_compute(key, lambda: self._compute(axis, index))[0]
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        return self.gate.run(key, lambda: self._compute(axis, index), lambda e: self.cache.put(key, e))
 
     def is_cached(self, axis: int | str, index: int) -> bool:
         return self._key(parse_axis(axis), index) in self.cache
 
     def prefetch(self, axis: int | str, index: int) -> None:
-        """Start computing a slice's embedding in a background thread (no-op if cached or out of range)."""
+        """Embed a slice in the background at prefetch priority (no-op if cached or out of range):
+        it never delays a prompt (see :mod:`encoder_gate`)."""
         axis = parse_axis(axis)
         if not 0 <= index < self.volume.shape[axis]:
             return
         key = self._key(axis, index)
-        with self._lock:
-            if key in self._pending or key in self.cache:
-                return
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam-prefetch")
-            future = self._executor.submit(self._prefetch_job, key, axis, index)
-            self._pending[key] = future
-
-    def _prefetch_job(self, key: Hashable, axis: int, index: int) -> ImageEmbedding:
-        try:
-            embedding = self._compute(axis, index)
-            self.cache.put(key, embedding)
-            return embedding
-        finally:
-            with self._lock:
-                self._pending.pop(key, None)
+        if key not in self.cache:
+            self.gate.prefetch(key, lambda: self._compute(axis, index), lambda e: self.cache.put(key, e), owner=self)
 
     def predict(self, axis: int | str, index: int, prompt: Prompt, multimask: bool = False) -> SlicePrediction:
         """Segment slice ``index`` along ``axis`` from ``prompt``.
@@ -153,7 +139,5 @@ class SlicePredictor:
                                scores=decoded.scores)
 
     def close(self) -> None:
-        """Stop the prefetch thread (waits for a running job)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Drop this predictor's queued prefetches (one already running finishes into the cache)."""
+        self.gate.drop_prefetches(self)

@@ -217,16 +217,6 @@ class _Run:
                 self.stop(walk, walk.limit_reason, f"reached slice {index}")
         self.done += 1
 
-    def _prefetch(self, following: _Walk) -> None:
-        """Start embedding the slice another walk ``following`` will segment next.
-
-        Only another walk's next slice is prefetched: it is certain to be needed unless
-        the run is cancelled, whereas the slice after the current one may never be
-        (the current slice can stop the walk).
-        """
-        if following.next not in self.claimed:
-            self.predictor.prefetch(self.axis, following.next)
-
     def run(self) -> PropagationResult:
         """Advance the active walks in turn (round robin) until all have stopped or the caller cancels."""
         for walk in self.walks:
@@ -243,8 +233,6 @@ class _Run:
                 break
             active = [w for w in self.walks if w.active]
             walk = active[turn % len(active)]
-            if self.options.prefetch and len(active) > 1:
-                self._prefetch(active[(turn + 1) % len(active)])
             self._advance(walk)
             turn += 1
             self._report()

@@ -40,10 +40,6 @@ class PropagationOptions:
     ("empty"); the model's score is below ``min_score`` ("low_score"); its IoU with the
     neighbour's mask is below ``min_iou`` ("low_iou"); its area differs from the
     neighbour's by more than a factor ``max_area_ratio`` either way ("area_jump").
-    prefetch: while one walk segments its slice, compute the next slice of the other
-    walk (direction ``both``, or between key slices) in a background thread. Off by
-    default: on a 2-core CPU it measured no gain (the encoder already uses both cores
-    and decoding is ~5% of a slice's time); it never adds encoder calls.
     """
 
     prompt: str = "box"
@@ -57,7 +53,6 @@ class PropagationOptions:
     min_score: Optional[float] = None
     min_iou: Optional[float] = 0.25
     max_area_ratio: Optional[float] = None
-    prefetch: bool = False
 
     def parts(self) -> frozenset[str]:
         """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""

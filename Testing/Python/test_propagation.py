@@ -51,10 +51,10 @@ def predictor(litemedsam, mni152):
 
 @pytest.fixture(scope="module")
 def seeded(predictor, cerebellum):
-    """One propagation from the tight reference box on slice 16, both ways over slices 12..20, with prefetch."""
+    """One propagation from the tight reference box on slice 16, both ways over slices 12..20."""
     calls = []
     result = propagate(predictor, 0, SEED, seed_prompt=Prompt(box=box_from_mask(cerebellum[SEED])),
-                       slice_range=RANGE, options=PropagationOptions(prefetch=True),
+                       slice_range=RANGE,
                        progress=lambda done, total: calls.append((done, total)))
     return result, calls
 
@@ -74,13 +74,13 @@ def test_propagation_recovers_cerebellum(seeded, cerebellum):
     assert result.last == {"up": RANGE[1], "down": RANGE[0]}
     assert sorted(result.scores) == result.slices and all(0 < s <= 1 for s in result.scores.values())
     assert result.slices_visited == 9  # the seed and 8 neighbours
-    assert result.encoder_calls <= result.slices_visited  # prefetch computed nothing in vain
+    assert result.encoder_calls <= result.slices_visited
     assert not result.cancelled
     dones = [d for d, _ in calls]
     assert dones == sorted(dones) and calls[-1][0] == calls[-1][1] == 8
 
 
-def test_prefetch_does_not_change_the_result(seeded, predictor, cerebellum):
+def test_cached_slices_give_the_same_result(seeded, predictor, cerebellum):
     result, _ = seeded
     again = propagate(predictor, 0, SEED, seed_prompt=Prompt(box=box_from_mask(cerebellum[SEED])),
                       slice_range=RANGE)

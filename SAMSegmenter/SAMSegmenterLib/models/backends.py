@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import numpy as np
 import torch
 
+from ..encoder_gate import Preempted, preempt_requested
 from ..errors import ModelError
 from ..metrics import dice
 from ..prompts import Prompt
@@ -154,7 +155,11 @@ def _fused(model: SamModel, precision: str) -> FusedTinyViT:
 
 
 class OnnxEncoder:
-    """An ONNX Runtime session behind the encoder interface: (1, 3, S, S) float tensor -> embedding tensor."""
+    """An ONNX Runtime session behind the encoder interface: (1, 3, S, S) float tensor -> embedding tensor.
+
+    ``cancel()`` (from another thread) makes the running call raise promptly; calls run one at a time
+    (the encoder gate sees to that).
+    """
 
     def __init__(self, path: Path, threads: int):
         ort = _onnxruntime()
@@ -166,10 +171,18 @@ class OnnxEncoder:
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self._run_options = ort.RunOptions()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         image = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: image})[0])
+        self._run_options = options = _onnxruntime().RunOptions()
+        if preempt_requested():  # asked before this call armed its options
+            raise Preempted()
+        return torch.from_numpy(self.session.run(None, {self.input_name: image}, options)[0])
+
+    def cancel(self) -> None:
+        """Stop the running call (it raises); the next call runs normally."""
+        self._run_options.terminate = True
 
 
 def onnx_path(model: SamModel) -> Path:

@@ -1,0 +1,216 @@
+"""One image encode at a time per model: prompts first, prefetches never in their way.
+
+Every slice embedding of a model is computed through that model's :class:`EncoderGate`
+(:func:`gate_for`), whoever asks (interactive prompts, propagation jobs, prefetches, from any
+thread):
+
+- a slice asked for while it is being computed is computed once; the others wait for it;
+- one encode runs at a time (two would share the same cores and both finish late);
+- waiting encodes start by priority: :data:`PROMPT` (a user waits), then :data:`JOB`
+  (propagation), then :data:`PREFETCH` (a guess about what comes next);
+- a running prefetch is preempted when a prompt or a job needs the encoder for another slice:
+  torch encoders stop at the next submodule boundary (forward pre-hooks), encoders with a
+  ``cancel()`` method (ONNX Runtime, OpenVINO) are cancelled; the prefetch is retried later.
+  A prompt that needs the slice a prefetch is computing waits for it instead (that is a head start).
+
+The caller's priority is :data:`PROMPT` unless set for its thread with :func:`priority`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import weakref
+from concurrent.futures import Future
+from typing import Any, Callable, Hashable, Iterator, Optional
+
+PROMPT, JOB, PREFETCH = 0, 1, 2
+MAX_QUEUED_PREFETCHES = 4  # newest first; older guesses are dropped
+
+_local = threading.local()
+
+
+class Preempted(Exception):
+    """A prefetch gave the encoder up to more urgent work (internal to this module)."""
+
+
+@contextlib.contextmanager
+def priority(level: int) -> Iterator[None]:
+    """Run the encodes requested by this thread inside the block at ``level`` (PROMPT, JOB or PREFETCH)."""
+    previous = getattr(_local, "priority", PROMPT)
+    _local.priority = level
+    try:
+        yield
+    finally:
+        _local.priority = previous
+
+
+def preempt_requested() -> bool:
+    """Whether the encode running in this thread has been asked to give the encoder up.
+
+    Encoders with a ``cancel()`` method check it after arming their cancellation, so that a
+    request arriving just before the call starts is not lost.
+    """
+    flag = getattr(_local, "preempt", None)
+    return flag is not None and flag.is_set()
+
+
+def _checkpoint(module: Any, args: Any) -> None:
+    """Forward pre-hook: stop a preempted prefetch at the next submodule."""
+    if preempt_requested():
+        raise Preempted()
+
+
+class _Running:
+    def __init__(self, key: Hashable, level: int):
+        self.key = key
+        self.level = level
+        self.preempt = threading.Event()
+
+
+class EncoderGate:
+    """The encoder schedule of one model (see the module docstring).
+
+    encoder: the model's image encoder; torch modules get forward pre-hooks that let a
+    preempted prefetch stop early, other encoders are preempted through their ``cancel()``.
+    """
+
+    def __init__(self, encoder: Any):
+        self.encoder = encoder
+        self._cond = threading.Condition()
+        self._running: Optional[_Running] = None
+        self._waiting: dict[int, int] = {}  # ticket -> priority
+        self._tickets = itertools.count()
+        self._inflight: dict[Hashable, tuple[Future, _Running]] = {}
+        self._prefetches: list[tuple[Hashable, Callable[[], Any], Callable[[Any], None], object]] = []
+        self._prefetcher: Optional[threading.Thread] = None
+        self.preemptions = 0
+        if hasattr(encoder, "modules") and hasattr(encoder, "register_forward_pre_hook"):
+            for module in encoder.modules():
+                module.register_forward_pre_hook(_checkpoint)
+
+    def run(self, key: Hashable, compute: Callable[[], Any], store: Callable[[Any], None],
+            level: Optional[int] = None) -> Any:
+        """``compute()`` for ``key`` once (others asking meanwhile wait for it), then ``store(result)``.
+
+        level: PROMPT, JOB or PREFETCH (default: this thread's :func:`priority`).
+        Raises whatever ``compute`` raises; a preempted prefetch raises :class:`Preempted`.
+        """
+        level = getattr(_local, "priority", PROMPT) if level is None else level
+        while True:
+            with self._cond:
+                joined = self._inflight.get(key)
+                if joined is not None:
+                    future, running = joined
+                    running.level = min(running.level, level)  # a wanted slice is no longer a mere guess
+                    if level < PREFETCH:
+                        running.preempt.clear()
+                else:
+                    future, running = Future(), _Running(key, level)
+                    self._inflight[key] = (future, running)
+            if joined is None:
+                break
+            try:
+                return future.result()
+            except Preempted:  # the prefetch we joined was cancelled before our request reached it
+                if level == PREFETCH:
+                    raise
+        try:
+            result = self._compute(running, compute)
+            store(result)
+        except BaseException as exc:
+            with self._cond:
+                self._inflight.pop(key, None)
+            future.set_exception(exc)
+            raise
+        with self._cond:
+            self._inflight.pop(key, None)
+        future.set_result(result)
+        return result
+
+    def _compute(self, running: _Running, compute: Callable[[], Any]) -> Any:
+        ticket = next(self._tickets)
+        with self._cond:
+            self._waiting[ticket] = running.level
+            while self._running is not None or min(self._waiting.values()) < self._waiting[ticket]:
+                self._waiting[ticket] = running.level  # joined by a more urgent caller meanwhile
+                current = self._running
+                if current is not None and current.level == PREFETCH and running.level < PREFETCH:
+                    self._preempt(current)
+                self._cond.wait()
+            del self._waiting[ticket]
+            self._running = running
+        _local.preempt = running.preempt
+        try:
+            return compute()
+        except Exception as exc:
+            if running.preempt.is_set():
+                raise Preempted() from exc
+            raise
+        finally:
+            _local.preempt = None
+            with self._cond:
+                self._running = None
+                self._cond.notify_all()
+
+    def _preempt(self, running: _Running) -> None:
+        if running.preempt.is_set():
+            return
+        running.preempt.set()
+        self.preemptions += 1
+        cancel = getattr(self.encoder, "cancel", None)
+        if callable(cancel):
+            cancel()
+
+    def prefetch(self, key: Hashable, compute: Callable[[], Any], store: Callable[[Any], None],
+                 owner: object = None) -> None:
+        """Compute ``key`` in the background at PREFETCH priority (the newest request first)."""
+        with self._cond:
+            if key in self._inflight or any(item[0] == key for item in self._prefetches):
+                return
+            self._prefetches.append((key, compute, store, owner))
+            del self._prefetches[:-MAX_QUEUED_PREFETCHES]
+            if self._prefetcher is None:
+                self._prefetcher = threading.Thread(target=self._prefetch_loop, name="sam-prefetch", daemon=True)
+                self._prefetcher.start()
+
+    def drop_prefetches(self, owner: object) -> None:
+        """Forget the queued prefetches of ``owner`` (a predictor being closed)."""
+        with self._cond:
+            self._prefetches = [item for item in self._prefetches if item[3] is not owner]
+
+    def _prefetch_loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._prefetches:
+                    self._prefetcher = None
+                    return
+                key, compute, store, _ = self._prefetches.pop()
+            try:
+                self.run(key, compute, store, PREFETCH)
+            except Preempted:
+                with self._cond:  # retry once the urgent work is done, unless newer guesses crowd it out
+                    self._prefetches.insert(0, (key, compute, store, _))
+                    del self._prefetches[:-MAX_QUEUED_PREFETCHES]
+            except Exception:  # a failed guess costs nothing; the real request will report the error
+                pass
+
+    def wait_idle(self, timeout: Optional[float] = None) -> bool:
+        """Block until no encode runs and no prefetch is queued (for scripts and tests); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._running is None and not self._prefetches
+                                       and self._prefetcher is None, timeout)
+
+
+_GATES: "weakref.WeakKeyDictionary[Any, EncoderGate]" = weakref.WeakKeyDictionary()
+_GATES_LOCK = threading.Lock()
+
+
+def gate_for(model: Any) -> EncoderGate:
+    """The gate of a loaded model (one per model object, created on first use)."""
+    with _GATES_LOCK:
+        gate = _GATES.get(model)
+        if gate is None:
+            gate = _GATES[model] = EncoderGate(model.encoder)
+        return gate

@@ -1,0 +1,192 @@
+"""The inference service's wire format, shared by the server and the client (standard library + numpy).
+
+API version 1, JSON over HTTP (see README "Inference service"). Volumes travel as raw C-order
+bytes of the ``[k, j, i]`` array (optionally deflate-compressed); masks as bit-packed, zlib-compressed,
+base64 text with their shape. Engine errors travel as ``{"error": {"type": ..., "message": ...}}`` and
+are raised again on the client as the same exception class.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import zlib
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from .. import errors
+from ..predictor import SlicePrediction
+from ..prompts import Prompt
+from ..propagation_plan import PropagationOptions, PropagationResult
+
+API_VERSION = 1
+PREFIX = f"/v{API_VERSION}"
+TOKEN_HEADER = "Authorization"
+CLIENT_HEADER = "X-SAMSegmenter-Client"
+READY_MARKER = "SAMSEGMENTER_SERVICE"
+"""First word of the one line the server prints on stdout when it is ready: ``SAMSEGMENTER_SERVICE {json}``."""
+
+VOLUME_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+"""Voxel types a volume may be uploaded as (little-endian)."""
+
+ERROR_TYPES: dict[str, type[errors.SAMSegmenterError]] = {
+    cls.__name__: cls for cls in (errors.SAMSegmenterError, errors.InputError, errors.PromptError, errors.ModelError,
+                                  errors.CheckpointError, errors.DeviceError, errors.Cancelled, errors.ServiceError,
+                                  errors.AuthError)
+}
+
+
+def pack_mask(mask: np.ndarray) -> dict[str, Any]:
+    """A boolean array of any shape as JSON: {"shape": [...], "bits": base64(zlib(packbits))}."""
+    mask = np.asarray(mask, dtype=bool)
+    bits = zlib.compress(np.packbits(mask.ravel()).tobytes(), 1)
+    return {"shape": list(mask.shape), "bits": base64.b64encode(bits).decode("ascii")}
+
+
+def unpack_mask(data: Mapping[str, Any]) -> np.ndarray:
+    """Inverse of :func:`pack_mask`; InputError when the data do not describe a mask."""
+    try:
+        shape = tuple(int(n) for n in data["shape"])
+        count = int(np.prod(shape, dtype=np.int64))
+        bits = np.frombuffer(zlib.decompress(base64.b64decode(data["bits"], validate=True)), dtype=np.uint8)
+    except (KeyError, TypeError, ValueError, zlib.error) as exc:
+        raise errors.InputError(f"malformed mask: {exc}") from None
+    if min(shape, default=0) < 0 or bits.size != (count + 7) // 8:
+        raise errors.InputError(f"malformed mask: {bits.size} bytes do not hold shape {shape}")
+    return np.unpackbits(bits, count=count).astype(bool).reshape(shape)
+
+
+def prompt_to_json(prompt: Prompt) -> dict[str, Any]:
+    """A slice prompt (points, labels, box, mask input) as JSON."""
+    out: dict[str, Any] = {"points": prompt.points.tolist(), "labels": prompt.labels.tolist(),
+                           "box": None if prompt.box is None else prompt.box.tolist()}
+    if prompt.mask_input is not None:
+        raw = zlib.compress(np.asarray(prompt.mask_input, dtype="<f4").tobytes(), 1)
+        out["mask_input"] = base64.b64encode(raw).decode("ascii")
+    return out
+
+
+def prompt_from_json(data: Mapping[str, Any]) -> Prompt:
+    """Inverse of :func:`prompt_to_json`; PromptError for malformed prompts."""
+    if not isinstance(data, Mapping):
+        raise errors.PromptError("the prompt must be an object with points, labels and box")
+    mask_input = None
+    if data.get("mask_input") is not None:
+        try:
+            raw = zlib.decompress(base64.b64decode(data["mask_input"], validate=True))
+            mask_input = np.frombuffer(raw, dtype="<f4").reshape(256, 256)
+        except (TypeError, ValueError, zlib.error) as exc:
+            raise errors.PromptError(f"malformed mask input: {exc}") from None
+    try:
+        return Prompt(points=data.get("points") or (), labels=data.get("labels"), box=data.get("box"),
+                      mask_input=mask_input)
+    except (TypeError, ValueError) as exc:
+        raise errors.PromptError(f"malformed prompt: {exc}") from None
+
+
+def prediction_to_json(prediction: SlicePrediction, logits: bool = False) -> dict[str, Any]:
+    """A slice prediction as JSON; the (256, 256) low-resolution logits only when ``logits``."""
+    out: dict[str, Any] = {}
+    for item in dataclasses.fields(prediction):
+        value = getattr(prediction, item.name)
+        if item.name in ("mask", "masks"):
+            out[item.name] = pack_mask(value)
+        elif item.name == "scores":
+            out[item.name] = [float(v) for v in np.asarray(value).ravel()]
+        elif item.name == "low_res_logits":
+            if logits and value is not None:
+                raw = zlib.compress(np.asarray(value, dtype="<f4").tobytes(), 1)
+                out[item.name] = base64.b64encode(raw).decode("ascii")
+        elif isinstance(value, (np.floating, np.integer)):
+            out[item.name] = value.item()
+        else:
+            out[item.name] = value
+    return out
+
+
+def prediction_from_json(data: Mapping[str, Any]) -> SlicePrediction:
+    """Inverse of :func:`prediction_to_json` (``low_res_logits`` is None unless they were sent)."""
+    values = dict(data)
+    values["mask"] = unpack_mask(values["mask"])
+    values["masks"] = unpack_mask(values["masks"])
+    values["scores"] = np.asarray(values["scores"], dtype=np.float32)
+    logits = values.get("low_res_logits")
+    values["low_res_logits"] = (None if logits is None else
+                                np.frombuffer(zlib.decompress(base64.b64decode(logits)), dtype="<f4").reshape(256, 256))
+    known = {item.name for item in dataclasses.fields(SlicePrediction)}
+    return SlicePrediction(**{k: v for k, v in values.items() if k in known})
+
+
+def options_to_json(options: PropagationOptions) -> dict[str, Any]:
+    return dataclasses.asdict(options)
+
+
+def options_from_json(data: Optional[Mapping[str, Any]]) -> PropagationOptions:
+    """PropagationOptions from JSON (None: the defaults); InputError naming an unknown field."""
+    if data is None:
+        return PropagationOptions()
+    known = {item.name for item in dataclasses.fields(PropagationOptions)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise errors.InputError(f"unknown propagation option(s): {', '.join(unknown)}")
+    return PropagationOptions(**data)
+
+
+def result_to_json(result: PropagationResult) -> dict[str, Any]:
+    """A propagation result as JSON: the mask is sent as its slab (first..last slice along ``axis``)."""
+    slices = result.slices
+    slab = None
+    if slices:
+        index = [slice(None)] * 3
+        index[result.axis] = slice(slices[0], slices[-1] + 1)
+        slab = {"first": slices[0], "mask": pack_mask(result.mask[tuple(index)])}
+    return {"shape": list(result.mask.shape), "axis": result.axis, "slab": slab,
+            "scores": {str(k): float(v) for k, v in result.scores.items()},
+            "stop_reasons": result.stop_reasons, "stop_details": result.stop_details,
+            "last": {k: int(v) for k, v in result.last.items()}, "cancelled": result.cancelled,
+            "encoder_calls": result.encoder_calls, "slices_visited": result.slices_visited,
+            "range": list(result.range), "seconds": result.seconds}
+
+
+def result_from_json(data: Mapping[str, Any]) -> PropagationResult:
+    """Inverse of :func:`result_to_json`."""
+    mask = np.zeros(tuple(data["shape"]), dtype=bool)
+    axis = int(data["axis"])
+    if data.get("slab"):
+        part = unpack_mask(data["slab"]["mask"])
+        index = [slice(None)] * 3
+        first = int(data["slab"]["first"])
+        index[axis] = slice(first, first + part.shape[axis])
+        mask[tuple(index)] = part
+    return PropagationResult(
+        mask=mask, axis=axis, scores={int(k): float(v) for k, v in data["scores"].items()},
+        stop_reasons=dict(data["stop_reasons"]), stop_details=dict(data["stop_details"]),
+        last={k: int(v) for k, v in data["last"].items()}, cancelled=bool(data["cancelled"]),
+        encoder_calls=int(data["encoder_calls"]), slices_visited=int(data["slices_visited"]),
+        range=tuple(data["range"]), seconds=float(data["seconds"]))
+
+
+def error_to_json(exc: BaseException) -> dict[str, Any]:
+    """``{"error": {"type", "message"}}`` for an engine error (its class name) or any other failure."""
+    kind = type(exc).__name__ if type(exc).__name__ in ERROR_TYPES else "ServiceError"
+    return {"error": {"type": kind, "message": str(exc) or type(exc).__name__}}
+
+
+def error_from_json(data: Any, status: int) -> errors.SAMSegmenterError:
+    """The engine exception a server error response stands for."""
+    if isinstance(data, Mapping) and isinstance(data.get("error"), Mapping):
+        error = data["error"]
+        cls = ERROR_TYPES.get(str(error.get("type")), errors.ServiceError)
+        return cls(str(error.get("message", "")))
+    if isinstance(data, Mapping) and "detail" in data:  # FastAPI's own validation errors
+        return errors.InputError(f"the service refused the request (HTTP {status}): {_detail(data['detail'])}")
+    return errors.ServiceError(f"the service answered HTTP {status}")
+
+
+def _detail(detail: Any) -> str:
+    if isinstance(detail, list) and detail and isinstance(detail[0], Mapping):
+        first = detail[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+    return str(detail)

@@ -1,0 +1,131 @@
+"""The encoder gate with the real LiteMedSAM: one encode at a time, each slice once, prompts first.
+
+Assertions are about the order of events, never about durations.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from SAMSegmenterLib.encoder_gate import JOB, PROMPT, gate_for, priority
+from SAMSegmenterLib.models import load_model
+from SAMSegmenterLib.predictor import SlicePredictor
+
+BACKENDS = ["torch", "onnxruntime"]  # torch modules stop at forward pre-hooks; ONNX Runtime through cancel()
+
+
+class Recorder(SlicePredictor):
+    """A predictor that logs ("start"/"end", slice) around every real encode."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.events: list[tuple[str, int]] = []
+        self.started = threading.Event()
+
+    def _compute(self, axis, index):
+        self.events.append(("start", index))
+        self.started.set()
+        try:
+            embedding = super()._compute(axis, index)
+        except BaseException:
+            self.events.append(("stopped", index))
+            raise
+        self.events.append(("end", index))
+        return embedding
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def model(request):
+    if request.param == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    return load_model("litemedsam", device="cpu", backend=request.param)
+
+
+@pytest.fixture
+def volume(mni152):
+    return mni152[0][80:86]
+
+
+def test_threads_asking_for_one_slice_compute_it_once(model, volume):
+    predictor = Recorder(model, volume)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(predictor.embedding(0, 2))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert predictor.encoder_calls == 1 and predictor.events == [("start", 2), ("end", 2)]
+    assert len(results) == 4 and all(r is results[0] for r in results)
+
+
+def test_one_encode_at_a_time(model, volume):
+    predictor = Recorder(model, volume)
+    threads = [threading.Thread(target=predictor.embedding, args=(0, index)) for index in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    kinds = [kind for kind, _ in predictor.events]
+    assert kinds == ["start", "end"] * 3  # never two starts in a row
+
+
+def test_a_prompt_preempts_a_prefetch_of_another_slice(model, volume):
+    predictor = Recorder(model, volume)
+    gate = gate_for(model)
+    before = gate.preemptions
+    predictor.prefetch(0, 1)
+    assert predictor.started.wait(60)
+    predictor.embedding(0, 4)  # a prompt on another slice
+    assert gate.wait_idle(120)
+    assert gate.preemptions == before + 1
+    events = predictor.events
+    assert events[0] == ("start", 1) and ("stopped", 1) in events
+    assert events.index(("end", 4)) < events.index(("end", 1))  # the prompt did not wait for the guess
+    assert predictor.is_cached(0, 1) and predictor.is_cached(0, 4)  # the prefetch was retried afterwards
+
+
+def test_a_prompt_for_the_prefetched_slice_waits_for_it(model, volume):
+    predictor = Recorder(model, volume)
+    gate = gate_for(model)
+    before = gate.preemptions
+    predictor.prefetch(0, 3)
+    assert predictor.started.wait(60)
+    embedding = predictor.embedding(0, 3)
+    assert gate.preemptions == before and predictor.events == [("start", 3), ("end", 3)]
+    assert embedding is predictor.cache.get(predictor._key(0, 3))
+
+
+def test_prompts_go_before_waiting_jobs(model, volume):
+    """With one encode running, a job and then a prompt queue up: the prompt runs first."""
+    predictor = Recorder(model, volume)
+    first = threading.Thread(target=predictor.embedding, args=(0, 0))
+    first.start()
+    assert predictor.started.wait(60)
+
+    def job():
+        with priority(JOB):
+            predictor.embedding(0, 1)
+
+    queued = threading.Thread(target=job)
+    queued.start()
+    gate = gate_for(model)
+    deadline = time.monotonic() + 60
+    while not gate._waiting and time.monotonic() < deadline:  # the job is queued behind the running encode
+        time.sleep(0.001)
+    assert gate._waiting
+    with priority(PROMPT):
+        predictor.embedding(0, 2)
+    for thread in (first, queued):
+        thread.join()
+    starts = [index for kind, index in predictor.events if kind == "start"]
+    assert starts == [0, 2, 1]
+
+
+def test_gate_results_equal_direct_encodes(model, volume):
+    predictor = SlicePredictor(model, volume)
+    direct = model.encode(predictor.slice_image(0, 5)).features
+    np.testing.assert_array_equal(predictor.embedding(0, 5).features.numpy(), direct.numpy())
