@@ -1,0 +1,784 @@
+"""Client of the inference service: standard library + numpy only (it never imports torch).
+
+:class:`ServiceClient` talks to one server (a URL, or a :class:`LocalService` it starts on this
+machine); :meth:`ServiceClient.open_volume` uploads a volume and returns a :class:`RemoteVolume`, which
+offers the engine's predictor interface (``predict``, ``prefetch``, ``propagate``,
+``propagate_between``, ``num_slices``, ``slice_shape``) with the same arguments, results and
+exceptions as :class:`SAMSegmenterLib.predictor.SlicePredictor` and :mod:`SAMSegmenterLib.propagation`.
+
+GUIs use the non-blocking form: ``submit_*`` returns a :class:`Call` at once, and ``Call.poll()``
+(from a GUI timer) advances it without waiting: requests are sent, answers read only once they
+have arrived, and a propagation's progress is fetched at most every ``JOB_POLL_SECONDS``. No thread
+is started, so nothing here competes for the GIL with Slicer's main thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import http.cookies
+import json
+import os
+import select
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..errors import AuthError, Cancelled, InputError, SAMSegmenterError, ServiceError
+from ..models.registry import DEFAULT_MODEL, get_spec
+from ..predictor import SlicePrediction
+from ..prompts import Prompt
+from ..propagation_plan import DIRECTIONS, PropagationOptions, PropagationResult
+from ..volume import check_slice, parse_axis, slice_shape
+from .protocol import (
+    CLIENT_HEADER,
+    PREFIX,
+    READY_MARKER,
+    VOLUME_DTYPES,
+    error_from_json,
+    options_to_json,
+    pack_mask,
+    prediction_from_json,
+    prompt_to_json,
+    result_from_json,
+)
+from .tokens import read_token
+
+JOB_POLL_SECONDS = 0.1
+UPLOAD_CHUNK = 1 << 20  # bytes sent per poll() while uploading a volume
+MODULE_DIR = Path(__file__).resolve().parents[2]  # the folder holding SAMSegmenterLib (for a local server)
+
+
+class NotFound(ServiceError):
+    """The server does not know the session or job (closed, expired, or a restarted server)."""
+
+
+class Endpoint:
+    """Where a server is: ``address()`` gives (url, token), or None while it is not ready yet."""
+
+    def address(self) -> Optional[tuple[str, str]]:
+        raise NotImplementedError
+
+    def failed(self, error: OSError, url: str) -> ServiceError:
+        """The error to report when the server at ``url`` cannot be reached."""
+        return ServiceError(f"cannot reach the SAM service at {url}: {_reason(error)}")
+
+
+class RemoteEndpoint(Endpoint):
+    """A server someone else runs, at ``url`` with ``token`` (or the token stored in ``token_file``)."""
+
+    def __init__(self, url: str, token: Optional[str] = None, token_file: Optional[str | Path] = None):
+        if token is None and token_file is None:
+            raise AuthError("the service needs an access token: give a token file")
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else read_token(token_file)
+
+    def address(self) -> tuple[str, str]:
+        return self.url, self.token
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (is the server running?)"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"its TLS certificate is not trusted ({error.verify_message})"
+    if isinstance(error, (TimeoutError, OSError)) and "timed out" in str(error):
+        return "no answer in time"
+    if isinstance(error, (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError)):
+        return "the connection was closed by the server"
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+class _Exchange:
+    """One HTTP request and its answer, advanced without blocking by :meth:`step`."""
+
+    def __init__(self, client: ServiceClient, method: str, path: str, body: bytes = b"",
+                 headers: Optional[dict[str, str]] = None, query: Optional[Mapping[str, Any]] = None):
+        self.client, self.method, self.path = client, method, path
+        self.body, self.headers = body, dict(headers or {})
+        if query:
+            self.path += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        self.conn: Optional[http.client.HTTPConnection] = None
+        self.url = ""  # the server's URL once connected (for messages)
+        self.sent = 0
+        self.answer: Any = None
+        self.error: Optional[BaseException] = None
+        self.finished = False
+        self.started = time.monotonic()
+
+    def step(self) -> bool:
+        """Advance; True once the answer (or the error) is there."""
+        if self.finished:
+            return True
+        try:
+            if self.conn is None and not self._connect():
+                return False
+            if self.sent < len(self.body):
+                self._send()
+                return False
+            if not self._readable():
+                return False
+            self._receive()
+        except SAMSegmenterError as exc:
+            self._finish(error=exc)
+        except (OSError, http.client.HTTPException) as exc:
+            self._finish(error=self.client.endpoint.failed(exc if isinstance(exc, OSError) else OSError(str(exc)),
+                                                           self.url))
+        return self.finished
+
+    def _connect(self) -> bool:
+        address = self.client.endpoint.address()
+        if address is None:
+            if time.monotonic() - self.started > self.client.startup_timeout:
+                raise ServiceError(f"the SAM service did not start within {self.client.startup_timeout:.0f} s")
+            return False
+        self.url = address[0]
+        self.conn = self.client._connection(address[0])
+        headers = self.client._headers(address[1])
+        headers.update(self.headers)
+        headers["Content-Length"] = str(len(self.body))
+        base = urllib.parse.urlsplit(address[0]).path.rstrip("/")
+        self.conn.putrequest(self.method, base + self.path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            self.conn.putheader(name, value)
+        self.conn.endheaders()
+        return True
+
+    def _send(self) -> None:
+        chunk = memoryview(self.body)[self.sent:self.sent + UPLOAD_CHUNK]
+        self.conn.send(chunk)
+        self.sent += len(chunk)
+
+    def _readable(self) -> bool:
+        sock = self.conn.sock
+        if sock is None:
+            return True
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        return bool(select.select([sock], [], [], 0)[0])
+
+    def _receive(self) -> None:
+        response = self.conn.getresponse()
+        payload = response.read()
+        self.client._remember_cookies(response)
+        if response.will_close:
+            self.conn.close()
+        else:
+            self.client._idle.append(self.conn)
+        self.conn = None
+        try:
+            data = json.loads(payload) if payload else None
+        except ValueError:
+            data = None
+        if response.status >= 400:
+            raise self.client._error(response.status, data)
+        self._finish(answer=data)
+
+    def _finish(self, answer: Any = None, error: Optional[BaseException] = None) -> None:
+        if error is not None and self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.answer, self.error, self.finished = answer, error, True
+
+    def wait_socket(self) -> Optional[Any]:
+        """The socket this exchange waits on (for select), or None."""
+        return self.conn.sock if self.conn is not None and self.sent >= len(self.body) else None
+
+    def abandon(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.finished = True
+
+
+class Call:
+    """A request in flight: ``poll()`` advances it without blocking, ``result()`` waits for it.
+
+    ``progress`` is (done, total) for propagations, None otherwise; ``cancel()`` asks the server to
+    stop a propagation (its result then comes back with ``cancelled`` True), or drops a plain request
+    (its result is never read).
+    """
+
+    def __init__(self, exchange: _Exchange, decode: Callable[[Any], Any]):
+        self._exchange = exchange
+        self._decode = decode
+        self._done = False
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+        self.progress: Optional[tuple[int, int]] = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def poll(self) -> bool:
+        """Advance without blocking; True once finished (then ``result()`` returns or raises at once)."""
+        if not self._done and self._exchange.step():
+            self._settle()
+        return self._done
+
+    def _settle(self) -> None:
+        exchange = self._exchange
+        if exchange.error is not None:
+            self._error, self._done = exchange.error, True
+            return
+        try:
+            self._value = self._decode(exchange.answer)
+        except SAMSegmenterError as exc:
+            self._error = exc
+        self._done = True
+
+    def cancel(self) -> None:
+        if not self._done:
+            self._exchange.abandon()
+            self._error, self._done = Cancelled("the request was cancelled"), True
+
+    def sockets(self) -> list[Any]:
+        sock = self._exchange.wait_socket()
+        return [sock] if sock is not None else []
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        """The value (waiting for it, at most ``timeout`` seconds); raises the call's error."""
+        wait([self], timeout)
+        if not self._done:
+            raise ServiceError(f"no answer from the SAM service within {timeout:.0f} s")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class JobCall(Call):
+    """A propagation running on the server: submitted, then polled for progress until it ends."""
+
+    def __init__(self, volume: RemoteVolume, submit: _Exchange):
+        super().__init__(submit, lambda answer: answer)
+        self.volume = volume
+        self.job_id: Optional[str] = None
+        self._next_poll = 0.0
+        self._cancel_sent = False
+        self._cancel_wanted = False
+
+    def poll(self) -> bool:
+        if self._done:
+            return True
+        if not self._exchange.step():
+            return False
+        exchange = self._exchange
+        if exchange.error is not None:
+            self._error, self._done = exchange.error, True
+            return True
+        state = exchange.answer or {}
+        self.job_id = state.get("job", self.job_id)
+        if state.get("progress"):
+            self.progress = tuple(state["progress"])
+        if state.get("state") in ("done", "cancelled") and state.get("result") is not None:
+            self._value, self._done = result_from_json(state["result"]), True
+        elif state.get("state") == "cancelled":
+            self._error, self._done = Cancelled("the propagation was cancelled"), True
+        elif state.get("state") == "failed":
+            self._error, self._done = error_from_json(state, 422), True
+        elif time.monotonic() >= self._next_poll or self._cancel_wanted and not self._cancel_sent:
+            # the last state stays in the finished exchange until the next request is due
+            self._next_poll = time.monotonic() + JOB_POLL_SECONDS
+            method = "DELETE" if self._cancel_wanted and not self._cancel_sent else "GET"
+            self._cancel_sent = self._cancel_sent or method == "DELETE"
+            self._exchange = _Exchange(self.volume.client, method, f"{PREFIX}/jobs/{self.job_id}")
+        return self._done
+
+    def cancel(self) -> None:
+        """Ask the server to stop (sent once the job is known); the result, with ``cancelled`` True,
+        still arrives through poll()."""
+        self._cancel_wanted = True
+
+
+def _select(sockets: list[Any], timeout: float) -> None:
+    if sockets:
+        select.select(sockets, [], [], timeout)
+    else:
+        time.sleep(min(timeout, 0.02))
+
+
+def wait(calls: Sequence[Call], timeout: Optional[float] = None) -> bool:
+    """Block until every call is done (at most ``timeout`` seconds); True when all are."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pending = [call for call in calls if not call.poll()]
+        if not pending:
+            return True
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return False
+        sockets = [sock for call in pending for sock in call.sockets()]
+        _select(sockets, JOB_POLL_SECONDS if remaining is None else min(JOB_POLL_SECONDS, remaining))
+
+
+class ServiceClient:
+    """A connection to one inference server.
+
+    endpoint: a :class:`RemoteEndpoint` (URL and token) or a :class:`LocalService`; cafile: a PEM file of
+    certificate authorities to trust for HTTPS (default: the system's); timeout: seconds a blocking
+    call waits for an answer; startup_timeout: seconds to wait for a local server to become ready.
+    """
+
+    def __init__(self, endpoint: Endpoint, cafile: Optional[str] = None, timeout: float = 600.0,
+                 startup_timeout: float = 300.0):
+        self.endpoint = endpoint
+        self.cafile = cafile
+        self.timeout = timeout
+        self.startup_timeout = startup_timeout
+        self.client_id = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._cookies: dict[str, str] = {}
+        self._idle: list[http.client.HTTPConnection] = []
+        self._target: Optional[str] = None
+
+    @classmethod
+    def remote(cls, url: str, token: Optional[str] = None, token_file: Optional[str | Path] = None,
+               **kwargs: Any) -> ServiceClient:
+        """A client of the server at ``url``."""
+        return cls(RemoteEndpoint(url, token, token_file), **kwargs)
+
+    def _connection(self, url: str) -> http.client.HTTPConnection:
+        """An open connection to ``url``: an idle one kept alive, or a new one."""
+        if url != self._target:  # a restarted local server listens elsewhere
+            for conn in self._idle:
+                conn.close()
+            self._idle, self._target = [], url
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
+                return conn  # open and quiet (a readable idle connection was closed by the server)
+            conn.close()
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=self.cafile)
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=self.timeout,
+                                               context=context)
+        elif parts.scheme == "http":
+            conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+        else:
+            raise InputError(f"the service URL must start with http:// or https://, got {url!r}")
+        conn.connect()
+        return conn
+
+    def _headers(self, token: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {token}", CLIENT_HEADER: self.client_id, "Accept": "application/json"}
+        if self._cookies:  # sticky sessions behind a load balancer
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self._cookies.items())
+        return headers
+
+    def _remember_cookies(self, response: http.client.HTTPResponse) -> None:
+        for header in response.headers.get_all("Set-Cookie") or ():
+            cookie = http.cookies.SimpleCookie()
+            try:
+                cookie.load(header)
+            except http.cookies.CookieError:
+                continue
+            self._cookies.update({name: morsel.value for name, morsel in cookie.items()})
+
+    def _error(self, status: int, data: Any) -> SAMSegmenterError:
+        error = error_from_json(data, status)
+        if status == 401:
+            return AuthError(f"{error} (check the token file)")
+        if status == 404 and isinstance(data, dict) and data.get("error", {}).get("code") == "not_found":
+            return NotFound(str(error))
+        return error
+
+    def call(self, method: str, path: str, payload: Any = None, decode: Callable[[Any], Any] = lambda a: a,
+             body: bytes = b"", headers: Optional[dict[str, str]] = None,
+             query: Optional[Mapping[str, Any]] = None) -> Call:
+        """A request in flight (JSON ``payload`` or raw ``body``); see :class:`Call`."""
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+        return Call(_Exchange(self, method, path, body, headers, query), decode)
+
+    def request(self, method: str, path: str, payload: Any = None, **kwargs: Any) -> Any:
+        """The same request, blocking: the decoded JSON answer, or the engine exception it stands for."""
+        return self.call(method, path, payload, **kwargs).result(self.timeout)
+
+    def status(self) -> dict[str, Any]:
+        """The server's model, device, precision, backend, memory, limits and counts."""
+        return self.request("GET", f"{PREFIX}/status")
+
+    def open_volume(self, volume: np.ndarray, window: str = "auto", model: str = DEFAULT_MODEL,
+                    checkpoint: Optional[str] = None) -> RemoteVolume:
+        """Upload ``volume`` ([k, j, i], numeric) and open a session on it; blocking."""
+        return self.submit_open_volume(volume, window, model, checkpoint).result(self.timeout)
+
+    def submit_open_volume(self, volume: np.ndarray, window: str = "auto", model: str = DEFAULT_MODEL,
+                           checkpoint: Optional[str] = None) -> Call:
+        """:meth:`open_volume` as a :class:`Call` (the upload advances with each poll)."""
+        array = _uploadable(volume)
+        spec = get_spec(model)
+
+        def opened(answer: Any) -> RemoteVolume:
+            return RemoteVolume(self, array, window, spec.name, checkpoint, answer)
+
+        return self._open_call(array, window, spec.name, checkpoint, opened)
+
+    def _open_call(self, array: np.ndarray, window: str, model: str, checkpoint: Optional[str],
+                   decode: Callable[[Any], Any]) -> Call:
+        remote = isinstance(self.endpoint, RemoteEndpoint) and \
+            urllib.parse.urlsplit(self.endpoint.url).hostname not in ("127.0.0.1", "localhost", "::1")
+        body, headers = array.tobytes(), {"Content-Type": "application/octet-stream"}
+        if remote:  # spend CPU to save network time
+            body, headers["Content-Encoding"] = zlib.compress(body, 1), "deflate"
+        query = {"shape": ",".join(map(str, array.shape)), "dtype": array.dtype.name, "window": window,
+                 "model": model, "checkpoint": checkpoint}
+        return self.call("POST", f"{PREFIX}/sessions", body=body, headers=headers, query=query, decode=decode)
+
+    def close(self) -> None:
+        """Close idle connections (sessions are closed by their RemoteVolume)."""
+        for conn in self._idle:
+            conn.close()
+        self._idle = []
+
+
+def _uploadable(volume: np.ndarray) -> np.ndarray:
+    """``volume`` as a C-ordered little-endian array of an accepted voxel type (bool becomes uint8)."""
+    array = np.asarray(volume)
+    if array.ndim != 3 or min(array.shape) < 1:
+        raise InputError(f"expected a non-empty 3D volume [k, j, i], got shape {array.shape}")
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.dtype.name not in VOLUME_DTYPES:
+        if not np.issubdtype(array.dtype, np.number):
+            raise InputError(f"volume must be numeric, got dtype {array.dtype}")
+        array = array.astype(np.float32)
+    return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+
+
+class RemoteVolume:
+    """A volume opened on the service: the predictor interface of the engine, served remotely.
+
+    The volume's own array is kept, so the session is opened again transparently when the server
+    forgot it (expired, or a restarted local server).
+    """
+
+    def __init__(self, client: ServiceClient, volume: np.ndarray, window: str, model: str,
+                 checkpoint: Optional[str], info: Mapping[str, Any]):
+        self.client = client
+        self.volume = volume
+        self.window_spec = window
+        self.model_name = model
+        self.spec = get_spec(model)
+        self.checkpoint = checkpoint
+        self.info = dict(info)
+        self._background: list[Call] = []
+
+    @property
+    def session_id(self) -> str:
+        return self.info["session"]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.volume.shape)
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """The intensity window the server chose (low, high), in raw voxel units."""
+        return float(self.info["window"]["low"]), float(self.info["window"]["high"])
+
+    def num_slices(self, axis: int | str) -> int:
+        return self.volume.shape[parse_axis(axis)]
+
+    def slice_shape(self, axis: int | str) -> tuple[int, int]:
+        """(rows, columns) of a slice along ``axis``."""
+        return slice_shape(self.volume.shape, parse_axis(axis))
+
+    def _path(self, tail: str) -> str:
+        return f"{PREFIX}/sessions/{self.session_id}{tail}"
+
+    def reopen(self) -> None:
+        """Upload the volume again and take the new session (blocking)."""
+        call = self.client._open_call(self.volume, self.window_spec, self.model_name, self.checkpoint, dict)
+        self.info = call.result(self.client.timeout)
+
+    def _session_call(self, method: str, tail: str, payload: Any, decode: Callable[[Any], Any]) -> Call:
+        return _ReopeningCall(self, method, tail, payload, decode)
+
+    # predictions ------------------------------------------------------------------------------
+
+    def submit_predict(self, axis: int | str, index: int, prompt: Prompt, selection: Optional[str] = None,
+                       logits: bool = False) -> Call:
+        """:meth:`predict` as a :class:`Call`."""
+        axis = parse_axis(axis)
+        check_slice(self.volume.shape, axis, index)
+        prompt.validate(self.slice_shape(axis))
+        if len(prompt.points):
+            self.spec.require_points_support()
+        payload = {"axis": axis, "index": int(index), "prompt": prompt_to_json(prompt), "selection": selection,
+                   "logits": logits}
+        return self._session_call("POST", "/predict", payload, prediction_from_json)
+
+    def predict(self, axis: int | str, index: int, prompt: Prompt, selection: Optional[str] = None,
+                logits: bool = False) -> SlicePrediction:
+        """Segment slice ``index`` along ``axis`` from ``prompt`` (slice pixels, x = column, y = row).
+
+        As :meth:`SlicePredictor.predict`; ``low_res_logits`` is None unless ``logits`` is True.
+        """
+        return self.submit_predict(axis, index, prompt, selection, logits).result(self.client.timeout)
+
+    def prefetch(self, axis: int | str, index: int) -> None:
+        """Ask the server to embed a slice in the background (no answer awaited; never delays a prompt)."""
+        axis = parse_axis(axis)
+        if not 0 <= index < self.volume.shape[axis]:
+            return
+        self._background = [call for call in self._background if not call.poll()]
+        self._background.append(self._session_call("POST", "/prefetch", {"axis": axis, "index": int(index)},
+                                                   lambda answer: None))
+        self._background[-1].poll()
+
+    # propagation -------------------------------------------------------------------------------
+
+    def submit_propagate(self, axis: int | str, seed_index: int, seed_mask: Optional[np.ndarray] = None,
+                         seed_prompt: Optional[Prompt] = None, direction: str = "both",
+                         slice_range: Optional[tuple[int, int]] = None,
+                         options: PropagationOptions = PropagationOptions()) -> JobCall:
+        """:meth:`propagate` as a :class:`JobCall` (progress in ``call.progress``)."""
+        if direction not in DIRECTIONS:
+            raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        if (seed_mask is None) == (seed_prompt is None):
+            raise InputError("give exactly one seed: a mask or a prompt for the seed slice")
+        options.check(self.spec)
+        payload = {"kind": "propagate", "axis": parse_axis(axis), "seed_index": int(seed_index),
+                   "seed_mask": None if seed_mask is None else pack_mask(seed_mask),
+                   "seed_prompt": None if seed_prompt is None else prompt_to_json(seed_prompt),
+                   "direction": direction, "slice_range": None if slice_range is None else list(slice_range),
+                   "options": options_to_json(options)}
+        return self._job(payload)
+
+    def submit_propagate_between(self, axis: int | str, key_masks: Mapping[int, np.ndarray],
+                                 slice_range: Optional[tuple[int, int]] = None, extend: bool = True,
+                                 options: PropagationOptions = PropagationOptions()) -> JobCall:
+        """:meth:`propagate_between` as a :class:`JobCall`."""
+        options.check(self.spec)
+        payload = {"kind": "propagate_between", "axis": parse_axis(axis),
+                   "keys": {str(int(k)): pack_mask(m) for k, m in key_masks.items()}, "extend": extend,
+                   "slice_range": None if slice_range is None else list(slice_range),
+                   "options": options_to_json(options)}
+        return self._job(payload)
+
+    def _job(self, payload: dict) -> JobCall:
+        submit = _ReopeningCall(self, "POST", "/jobs", payload, lambda answer: answer)
+        return JobCall(self, _CallExchange(submit))
+
+    def propagate(self, axis: int | str, seed_index: int, seed_mask: Optional[np.ndarray] = None,
+                  seed_prompt: Optional[Prompt] = None, direction: str = "both",
+                  slice_range: Optional[tuple[int, int]] = None, options: PropagationOptions = PropagationOptions(),
+                  progress: Optional[Callable[[int, int], None]] = None,
+                  cancel: Optional[Callable[[], bool]] = None) -> PropagationResult:
+        """As :func:`SAMSegmenterLib.propagation.propagate`, on the server (blocking)."""
+        call = self.submit_propagate(axis, seed_index, seed_mask, seed_prompt, direction, slice_range, options)
+        return _follow(call, progress, cancel)
+
+    def propagate_between(self, axis: int | str, key_masks: Mapping[int, np.ndarray],
+                          slice_range: Optional[tuple[int, int]] = None, extend: bool = True,
+                          options: PropagationOptions = PropagationOptions(),
+                          progress: Optional[Callable[[int, int], None]] = None,
+                          cancel: Optional[Callable[[], bool]] = None) -> PropagationResult:
+        """As :func:`SAMSegmenterLib.propagation.propagate_between`, on the server (blocking)."""
+        call = self.submit_propagate_between(axis, key_masks, slice_range, extend, options)
+        return _follow(call, progress, cancel)
+
+    def close(self) -> None:
+        """Close the session on the server (best effort: a server that is gone has nothing to close)."""
+        try:
+            self.client.request("DELETE", self._path(""))
+        except ServiceError:
+            pass
+
+
+def _follow(call: JobCall, progress: Optional[Callable[[int, int], None]],
+            cancel: Optional[Callable[[], bool]]) -> PropagationResult:
+    """Wait for a propagation, reporting progress and passing on a cancel request."""
+    reported = None
+    while not call.poll():
+        if cancel is not None and cancel():
+            call.cancel()
+        if progress is not None and call.progress is not None and call.progress != reported:
+            reported = call.progress
+            progress(*reported)
+        _select(call.sockets(), JOB_POLL_SECONDS)
+    if progress is not None and call.progress is not None and call.progress != reported:
+        progress(*call.progress)
+    return call.result()
+
+
+class _ReopeningCall(Call):
+    """A call on a session that re-uploads the volume once if the server does not know the session."""
+
+    def __init__(self, volume: RemoteVolume, method: str, tail: str, payload: Any, decode: Callable[[Any], Any]):
+        self.volume, self.method, self.tail, self.payload = volume, method, tail, payload
+        self.retried = False
+        super().__init__(self._exchange_now(), decode)
+
+    def _exchange_now(self) -> _Exchange:
+        body = json.dumps(self.payload).encode()
+        return _Exchange(self.volume.client, self.method, self.volume._path(self.tail), body,
+                         {"Content-Type": "application/json"})
+
+    def poll(self) -> bool:
+        if not self._done and self._exchange.step():
+            if isinstance(self._exchange.error, NotFound) and not self.retried:
+                self.retried = True
+                try:
+                    self.volume.reopen()
+                except SAMSegmenterError as exc:
+                    self._error, self._done = exc, True
+                    return True
+                self._exchange = self._exchange_now()
+                return False
+            self._settle()
+        return self._done
+
+
+class _CallExchange(_Exchange):
+    """Adapts a :class:`Call` to the exchange interface (a job's submission reopens sessions too)."""
+
+    def __init__(self, call: Call):
+        self.call = call
+        self.finished = False
+        self.answer = self.error = None
+        self.conn = None
+        self.sent = 0
+        self.body = b""
+
+    def step(self) -> bool:
+        if not self.finished and self.call.poll():
+            self.finished = True
+            try:
+                self.answer = self.call.result(0)
+            except BaseException as exc:
+                self.error = exc
+        return self.finished
+
+    def wait_socket(self) -> Optional[Any]:
+        sockets = self.call.sockets()
+        return sockets[0] if sockets else None
+
+    def abandon(self) -> None:
+        self.call.cancel()
+        self.finished = True
+
+
+class LocalService(Endpoint):
+    """A server process on this machine, started by this client, watched, restarted once, stopped at exit.
+
+    python: the interpreter to run it with (default: this one; in Slicer, ``sys.executable`` is
+    PythonSlicer, so the server runs in Slicer's own Python); args: more ``serve`` options (model,
+    device, precision, backend...). The server exits by itself when this process ends (its standard
+    input closes). Its output goes to ``log_path``.
+    """
+
+    def __init__(self, python: Optional[str] = None, args: Sequence[str] = (), restarts: int = 1):
+        self.python = python or sys.executable
+        self.args = list(args)
+        self.restarts_left = restarts
+        self.folder = Path(tempfile.mkdtemp(prefix="samsegmenter-service-"))
+        self.token_file = self.folder / "token"
+        self.ready_file = self.folder / "ready"
+        self.log_path = self.folder / "server.log"
+        self.process: Optional[subprocess.Popen] = None
+        self._address: Optional[tuple[str, str]] = None
+        self._stop_at_exit = False
+
+    def start(self) -> None:
+        """Start the server process (returns at once; :meth:`address` says when it is ready)."""
+        self.ready_file.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
+        command = [self.python, "-m", "SAMSegmenterLib", "serve", "--port", "0", "--token-file", str(self.token_file),
+                   "--ready-file", str(self.ready_file), "--watch-stdin", *self.args]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=log, env=env)
+        self._address = None
+        if not self._stop_at_exit:
+            atexit.register(self.stop)
+            self._stop_at_exit = True
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def address(self) -> Optional[tuple[str, str]]:
+        """(url, token) once the server is ready; None while it starts. Restarts a server that died, once."""
+        if self._address is not None and self.running:
+            return self._address
+        if self.process is None or not self.running:
+            if self.process is not None:
+                self._restart()
+            else:
+                self.start()
+            return None
+        try:
+            line = self.ready_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        info = json.loads(line.split(" ", 1)[1]) if line.startswith(READY_MARKER) else {}
+        self._address = (info["url"], read_token(self.token_file))
+        return self._address
+
+    def _restart(self) -> None:
+        code = self.process.returncode
+        if self.restarts_left <= 0:
+            raise ServiceError(f"the SAM service stopped again (exit code {code}); see its log {self.log_path}")
+        self.restarts_left -= 1
+        self.start()
+
+    def failed(self, error: OSError, url: str) -> ServiceError:
+        if self.process is not None:
+            try:
+                self.process.wait(1.0)  # a connection cut by the server's death arrives before its exit status
+            except subprocess.TimeoutExpired:
+                pass
+        if self.process is not None and self.process.poll() is not None:
+            return ServiceError(f"the SAM service stopped unexpectedly (exit code {self.process.returncode}); "
+                                "it is restarted with your next action (log: " + str(self.log_path) + ")")
+        return super().failed(error, url)
+
+    def wait_ready(self, timeout: float = 300.0) -> tuple[str, str]:
+        """Block until the server is ready (starting it if needed); ServiceError if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            address = self.address()
+            if address is not None:
+                return address
+            if self.process is not None and self.process.poll() is not None:
+                tail = self.log_tail()
+                raise ServiceError(f"the SAM service exited while starting (exit code {self.process.returncode})"
+                                   + (f": {tail}" if tail else ""))
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the SAM service did not start within {timeout:.0f} s (log: {self.log_path})")
+            time.sleep(0.05)
+
+    def log_tail(self) -> str:
+        """The last line of the server's log (why it exited, usually)."""
+        try:
+            lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server: close its input (it exits by itself), then terminate it if needed."""
+        if self.process is None:
+            return
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.terminate()
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+        self.process = None
+        self._address = None
