@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Hashable
+from typing import TYPE_CHECKING, Any, Hashable, Mapping
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from .windowing import Window, parse_window
 
 if TYPE_CHECKING:
     from .models.loader import SamModel
+    from .propagation_plan import PropagationResult
 
 
 @dataclass
@@ -137,6 +138,19 @@ class SlicePredictor:
         return SlicePrediction(mask=decoded.masks[best], score=float(decoded.scores[best]),
                                low_res_logits=decoded.low_res_logits[best], masks=decoded.masks,
                                scores=decoded.scores)
+
+    def propagate(self, axis: int | str, seed_index: int, **kwargs: Any) -> PropagationResult:
+        """:func:`propagation.propagate` on this predictor (same keyword arguments)."""
+        from .propagation import propagate
+
+        return propagate(self, axis, seed_index, **kwargs)
+
+    def propagate_between(self, axis: int | str, key_masks: Mapping[int, np.ndarray],
+                          **kwargs: Any) -> PropagationResult:
+        """:func:`propagation.propagate_between` on this predictor (same keyword arguments)."""
+        from .propagation import propagate_between
+
+        return propagate_between(self, axis, key_masks, **kwargs)
 
     def close(self) -> None:
         """Drop this predictor's queued prefetches (one already running finishes into the cache)."""

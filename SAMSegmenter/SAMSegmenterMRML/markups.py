@@ -6,7 +6,8 @@ selectors and not saved with the scene. Positions are world RAS.
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import numpy as np
 import slicer
@@ -14,6 +15,27 @@ import slicer
 INCLUDE_COLOR = (0.2, 0.9, 0.3)
 EXCLUDE_COLOR = (0.95, 0.2, 0.2)
 BOX_COLOR = (1.0, 0.85, 0.1)
+
+
+@contextlib.contextmanager
+def _active_place_node_kept(scene: slicer.vtkMRMLScene) -> Iterator[None]:
+    """Restore the selection node's active place node (and its class) after adding markups nodes.
+
+    vtkSlicerMarkupsLogic::OnMRMLSceneNodeAdded calls SetActiveList on every markups node added outside
+    batch processing, so the toolbar's place tool would target our hidden, locked prompt nodes.
+    """
+    selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    if selection is None:
+        yield
+        return
+    node_id, class_name = selection.GetActivePlaceNodeID(), selection.GetActivePlaceNodeClassName()
+    try:
+        yield
+    finally:
+        if selection.GetActivePlaceNodeClassName() != class_name:
+            selection.SetReferenceActivePlaceNodeClassName(class_name)
+        if selection.GetActivePlaceNodeID() != node_id:
+            selection.SetActivePlaceNodeID(node_id)
 
 
 def _display_only(node: slicer.vtkMRMLMarkupsNode, color: tuple[float, float, float]) -> None:
@@ -33,9 +55,10 @@ class PromptMarkups:
 
     def __init__(self, scene: slicer.vtkMRMLScene) -> None:
         self.scene = scene
-        self.include = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "SAM include")
-        self.exclude = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "SAM exclude")
-        self.box = scene.AddNewNodeByClass("vtkMRMLMarkupsClosedCurveNode", "SAM box")
+        with _active_place_node_kept(scene):  # the Markups logic makes every added markups node the active one
+            self.include = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "SAM include")
+            self.exclude = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "SAM exclude")
+            self.box = scene.AddNewNodeByClass("vtkMRMLMarkupsClosedCurveNode", "SAM box")
         self.box.SetCurveTypeToLinear()
         for node, color in ((self.include, INCLUDE_COLOR), (self.exclude, EXCLUDE_COLOR), (self.box, BOX_COLOR)):
             _display_only(node, color)

@@ -7,19 +7,18 @@ Weights of the SAM/MedSAM ViTs live in the engine's per-user cache
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from SAMSegmenterLib.errors import CheckpointError, InputError
-from SAMSegmenterLib.models import (
-    MODEL_SPECS,
-    cached_checkpoint,
-    fetch_checkpoint,
-    get_spec,
-    litemedsam_checkpoint,
-    resolve_checkpoint,
-)
+from SAMSegmenterLib.models.checkpoints import cached_checkpoint, litemedsam_checkpoint, resolve_checkpoint
+from SAMSegmenterLib.models.registry import MODEL_SPECS, get_spec
+from SAMSegmenterLib.service.client import MODULE_DIR
 
 
 @dataclass(frozen=True)
@@ -88,16 +87,51 @@ def model_entries() -> list[ModelEntry]:
     return entries
 
 
-def download_model(
-    name: str,
-    progress: Optional[Callable[[int, Optional[int]], None]] = None,
-    cancel: Optional[Callable[[], bool]] = None,
-) -> Path:
-    """Download (resuming a partial file) and verify the weights of ``name``; returns their path.
+class DownloadProcess:
+    """A verified download (``python -m SAMSegmenterLib download NAME``) running in its own process.
 
-    Raises CheckpointError (no address, network or checksum failure) or Cancelled.
+    Never a thread in Slicer's process (its idle main thread keeps the GIL). Progress is the size of the
+    partial file against the expected size; ``cancel()`` stops the process and keeps the partial file, so
+    the next download resumes. python: the interpreter (default this one: PythonSlicer inside Slicer).
     """
-    return fetch_checkpoint(name, progress=progress, cancel=cancel)
+
+    def __init__(self, name: str, python: Optional[str] = None):
+        spec = get_spec(name)
+        if spec.url is None:
+            raise CheckpointError(f"{spec.title} has no verified download address; {spec.source}")
+        self.name = name
+        self.path = cached_checkpoint(name)
+        self.total = spec.size
+        self.log = Path(tempfile.mkstemp(prefix="samsegmenter-download-", suffix=".log")[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen([python or sys.executable, "-m", "SAMSegmenterLib", "download", name],
+                                            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+
+    @property
+    def progress(self) -> tuple[int, Optional[int]]:
+        """(bytes downloaded so far, expected size or None)."""
+        part = self.path.with_name(self.path.name + ".part")
+        for candidate in (part, self.path):
+            if candidate.is_file():
+                return candidate.stat().st_size, self.total
+        return 0, self.total
+
+    def poll(self) -> Optional[int]:
+        """The exit code once the process has ended (0: verified weights in place), else None."""
+        return self.process.poll()
+
+    def error(self) -> str:
+        """Why a failed download failed: the last line the command printed."""
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line.strip()]
+        return lines[-1].removeprefix("error: ") if lines else f"exit code {self.process.returncode}"
+
+    def cancel(self) -> None:
+        """Stop the download (the partial file is kept for a later resume)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
 
 
 def verify_model(name: str) -> Path:

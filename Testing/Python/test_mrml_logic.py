@@ -1,259 +1,209 @@
-"""SAMSegmenterLogic and the effect's InteractiveSession with the real LiteMedSAM on a real MRML scene.
+"""SAMSegmenterLogic, the console API, with the real LiteMedSAM on a real MRML scene.
 
-Encoder calls are few: every test prompts slice K=2 of the oblique MNI crop (one embedding,
-reused through the logic's predictor cache); propagation adds slices 3 and 4.
+Most tests run the model in this process (``in_process=True``); one runs the same calls through the
+inference service and checks that the written segments are the same. Encoder calls are few: the
+tests prompt slice K=2 of the oblique MNI crop and propagate over slices 2-4.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import slicer
-from mrml_scene import matrix_array, oblique  # noqa: F401  (fixture)
+from mrml_scene import oblique  # noqa: F401  (fixture)
+from service_fixtures import local_service  # noqa: F401  (fixture)
 
-from SAMSegmenterLib.errors import PromptError
+from SAMSegmenterLib.errors import InputError, PromptError
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
-from SAMSegmenterMRML.editor import SegmentEditorSession
+from SAMSegmenterLib.service.client import ServiceClient
+from SAMSegmenterMRML.engines import ServiceEngine
 from SAMSegmenterMRML.geometry import SliceRef, ijk_to_world
-from SAMSegmenterMRML.interactive import InteractiveSession
-from SAMSegmenterMRML.jobs import BackgroundRunner
+from SAMSegmenterMRML.labelmaps import labelmap_on_volume, segment_labelmap
 from SAMSegmenterMRML.logic import SAMSegmenterLogic
 
 SLICE = 2
-read = slicer.util.arrayFromSegmentBinaryLabelmap
 
 
 @pytest.fixture(scope="module")
-def logic(litemedsam):
-    logic = SAMSegmenterLogic(model=litemedsam)
+def logic():
+    logic = SAMSegmenterLogic(in_process=True, device="cpu")
     yield logic
     logic.close()
 
 
 @pytest.fixture
-def segmentation(oblique):
+def segmentation(oblique):  # noqa: F811
     node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
     node.CreateDefaultDisplayNodes()
     node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
-    node.GetSegmentation().AddEmptySegment("Brain")
+    node.GetSegmentation().AddEmptySegment("Brain", "Brain")
     yield node
     oblique.scene.RemoveNode(node)
 
 
-def box_ijk(oblique) -> np.ndarray:
-    """Tight (x0, y0, x1, y1) box of the brain on slice K=SLICE (x = i, y = j)."""
-    return box_from_mask(oblique.brain[SLICE])
+def box_ijk(oblique, k=SLICE) -> np.ndarray:  # noqa: F811
+    """Tight (x0, y0, x1, y1) box of the brain on slice K=k (x = i, y = j)."""
+    return box_from_mask(oblique.brain[k])
 
 
-def box_corners_ras(oblique) -> np.ndarray:
-    x0, y0, x1, y1 = box_ijk(oblique)
-    return ijk_to_world([(x0, y0, SLICE), (x1, y1, SLICE)], oblique.ijk_to_ras)
+def box_corners_ras(oblique, k=SLICE) -> np.ndarray:  # noqa: F811
+    x0, y0, x1, y1 = box_ijk(oblique, k)
+    return ijk_to_world([(x0, y0, k), (x1, y1, k)], oblique.ijk_to_ras)
 
 
-def engine_mask(logic, oblique) -> np.ndarray:
+def read(segmentation, oblique, segment_id="Brain"):  # noqa: F811
+    return labelmap_on_volume(segment_labelmap(segmentation, segment_id), oblique.volume, segmentation)
+
+
+def engine_mask(logic, oblique, k=SLICE) -> np.ndarray:  # noqa: F811
     """The engine's own answer for the same box given in IJK."""
-    return logic.predictor(oblique.volume).predict(0, SLICE, Prompt(box=box_ijk(oblique))).mask
+    return logic.volume(oblique.volume).predict(0, k, Prompt(box=box_ijk(oblique, k))).mask
 
 
-def test_segment_from_ras_box_writes_the_engines_mask(logic, oblique, segmentation):
-    result = logic.segment(oblique.volume, segmentation, "Brain", box=box_corners_ras(oblique))
-    assert result.ref == SliceRef(0, SLICE)
-    written = read(segmentation, "Brain", oblique.volume) > 0
+def test_segment_from_ras_box_writes_the_engines_mask(logic, oblique, segmentation):  # noqa: F811
+    result = logic.segment(oblique.volume, segmentation=segmentation, segment="Brain", box=box_corners_ras(oblique))
+    assert result.ref == SliceRef(0, SLICE) and result.segment_id == "Brain" and result.segmentation is segmentation
     expected = engine_mask(logic, oblique)
-    np.testing.assert_array_equal(written[SLICE], expected)
     np.testing.assert_array_equal(result.mask, expected)
-    assert written.sum() == expected.sum() > 500  # nothing outside the slice
-    dice = 2 * (expected & oblique.brain[SLICE]).sum() / (expected.sum() + oblique.brain[SLICE].sum())
-    assert dice > 0.5  # a brain cross-section from its box (NOTES: ~0.5-0.7 for such large boxes)
-    assert logic.predictor(oblique.volume).encoder_calls == 1
-
-
-def test_ijk_prompts_give_the_same_segment_and_undo_restores(logic, oblique, segmentation):
-    x0, y0, x1, y1 = box_ijk(oblique)
-    logic.segment(oblique.volume, segmentation, "Brain", box=[(x0, y0, SLICE), (x1, y1, SLICE)], coordinates="IJK")
-    written = read(segmentation, "Brain", oblique.volume) > 0
-    np.testing.assert_array_equal(written[SLICE], engine_mask(logic, oblique))
+    written = read(segmentation, oblique)
+    np.testing.assert_array_equal(written[SLICE], expected)
+    assert written.sum() == expected.sum() > 100
     logic.undo(segmentation)
-    assert (read(segmentation, "Brain", oblique.volume) > 0).sum() == 0
-    logic.redo(segmentation)
-    np.testing.assert_array_equal(read(segmentation, "Brain", oblique.volume) > 0, written)
+    assert read(segmentation, oblique).sum() == 0
 
 
-def test_segment_follows_the_editor_nodes_masking(logic, oblique, segmentation):
-    shape = oblique.array.shape
-    left = np.zeros(shape, np.uint8)
-    left[:, :, : shape[2] // 2] = 1
-    segmentation.GetSegmentation().AddEmptySegment("Left")
-    slicer.util.updateSegmentBinaryLabelmapFromArray(left, segmentation, "Left", oblique.volume)
+def test_ijk_prompts_give_the_same_segment(logic, oblique, segmentation):  # noqa: F811
+    x0, y0, x1, y1 = box_ijk(oblique)
+    result = logic.segment(oblique.volume, segmentation=segmentation, segment="Brain",
+                           box=[(x0, y0, SLICE), (x1, y1, SLICE)], coordinates="IJK")
+    np.testing.assert_array_equal(result.mask, engine_mask(logic, oblique))
+
+
+def test_segmentation_and_segment_are_created_when_missing(logic, oblique):  # noqa: F811
+    result = logic.segment(oblique.volume, box=box_corners_ras(oblique), segment="tumour")
+    node = result.segmentation
+    try:
+        assert node.GetDisplayNode() is not None
+        assert node.GetSegmentation().GetSegment(result.segment_id).GetName() == "tumour"
+        again = logic.segment(oblique.volume, segmentation=node, segment="tumour", box=box_corners_ras(oblique))
+        assert again.segment_id == result.segment_id and node.GetSegmentation().GetNumberOfSegments() == 1
+        np.testing.assert_array_equal(read(node, oblique, result.segment_id)[SLICE], engine_mask(logic, oblique))
+    finally:
+        oblique.scene.RemoveNode(node)
+
+
+def test_segment_follows_the_editor_nodes_masking(logic, oblique, segmentation):  # noqa: F811
+    import slicer
+
     editor_node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+    segmentation.GetSegmentation().AddEmptySegment("Left", "Left")
+    left = np.zeros(oblique.array.shape, np.uint8)
+    left[:, :, :40] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(left, segmentation, "Left", oblique.volume)
     editor_node.SetMaskMode(slicer.vtkMRMLSegmentationNode.EditAllowedInsideSingleSegment)
     editor_node.SetMaskSegmentID("Left")
-    logic.segment(oblique.volume, segmentation, "Brain", box=box_corners_ras(oblique), editor_node=editor_node)
-    written = read(segmentation, "Brain", oblique.volume) > 0
+    logic.segment(oblique.volume, segmentation=segmentation, segment="Brain", box=box_corners_ras(oblique),
+                  editor_node=editor_node)
     expected = engine_mask(logic, oblique) & (left[SLICE] > 0)
-    np.testing.assert_array_equal(written[SLICE], expected)
-    remaining = read(segmentation, "Left", oblique.volume) > 0
-    np.testing.assert_array_equal(remaining[SLICE], (left[SLICE] > 0) & ~expected)  # overwritten where SAM wrote
+    np.testing.assert_array_equal(read(segmentation, oblique)[SLICE], expected)
     oblique.scene.RemoveNode(editor_node)
 
 
-def axial_view(oblique, index: int) -> np.ndarray:
-    """SliceToRAS of an axial view rotated to the volume plane, through slice K=index."""
-    node = oblique.scene.AddNewNodeByClass("vtkMRMLSliceNode")
-    node.SetOrientation("Axial")
-    node.RotateToVolumePlane(oblique.volume)
-    slice_to_ras = matrix_array(node.GetSliceToRAS())
-    oblique.scene.RemoveNode(node)
-    centre = np.array(oblique.array.shape[::-1], dtype=float) / 2
-    centre[2] = index
-    slice_to_ras[:3, 3] = ijk_to_world(centre, oblique.ijk_to_ras)[0]
-    return slice_to_ras
+def test_roi_gives_the_box_and_the_propagation_range(logic, oblique, segmentation):  # noqa: F811
+    """The two-line console call: r = logic.propagate(volume, box=roi, segment=...); print(r.slices, r.stop_reasons)."""
+    import slicer
 
-
-def box_drag_corners(oblique) -> np.ndarray:
     x0, y0, x1, y1 = box_ijk(oblique)
-    return ijk_to_world([(x0, y0, SLICE), (x1, y0, SLICE), (x1, y1, SLICE), (x0, y1, SLICE)], oblique.ijk_to_ras)
+    corners = ijk_to_world([(x0, y0, SLICE - 0.4), (x1, y1, SLICE + 2.4)], oblique.ijk_to_ras)
+    roi = oblique.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "R")
+    # an ROI aligned to the volume (the oblique grid): its axes are the volume's i, j, k directions
+    matrix = np.eye(4)
+    matrix[:3, :3] = oblique.ijk_to_ras[:3, :3] / np.linalg.norm(oblique.ijk_to_ras[:3, :3], axis=0)
+    matrix[:3, 3] = corners.mean(axis=0)
+    roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(matrix))
+    spacing = np.linalg.norm(oblique.ijk_to_ras[:3, :3], axis=0)
+    roi.SetSize(*(np.array([x1 - x0, y1 - y0, 2.8]) * spacing))
+    try:
+        assert logic.roi_range(oblique.volume, roi) == (SLICE, SLICE + 2)
+        prompt = logic.slice_prompt(oblique.volume, box=roi)
+        assert prompt.ref == SliceRef(0, SLICE + 1) and prompt.box == tuple(int(v) for v in box_ijk(oblique))
+        r = logic.propagate(oblique.volume, box=roi, segmentation=segmentation, segment="Brain")
+        assert r.range == (SLICE, SLICE + 2) and set(r.slices) <= {SLICE, SLICE + 1, SLICE + 2}
+        assert SLICE + 1 in r.slices and set(r.stop_reasons) == {"up", "down"}
+        written = read(segmentation, oblique)
+        for k in r.slices:
+            np.testing.assert_array_equal(written[k], r.mask[k])
+    finally:
+        oblique.scene.RemoveNode(roi)
 
 
-def test_interactive_box_runs_off_thread_previews_and_applies(logic, oblique, segmentation):
-    session = InteractiveSession(logic, oblique.volume, segmentation)
-    view = axial_view(oblique, SLICE)
-    runner = BackgroundRunner()
-    job = session.set_box(box_drag_corners(oblique), view)
-    runner.submit(job.generation, job.run)
-    assert runner.wait(120)
-    (finished,) = runner.poll()
-    assert finished.error is None and finished.tag == job.generation
-    assert session.accept(job, finished.value)
-    expected = engine_mask(logic, oblique)
-    preview = read(session.preview.node, "SAMPreview", oblique.volume) > 0
-    np.testing.assert_array_equal(preview[SLICE], expected)
-    assert preview.sum() == expected.sum()
-    assert session.markups.box_corners().shape == (4, 3)
-
-    editor = SegmentEditorSession(segmentation, oblique.volume)
-    editor.apply("Brain", session.edits(editor.reference_geometry(), editor.segment_labelmap("Brain")))
-    np.testing.assert_array_equal((read(segmentation, "Brain", oblique.volume) > 0)[SLICE], expected)
-    editor.undo()
-    assert (read(segmentation, "Brain", oblique.volume) > 0).sum() == 0
-
-    stale = session.set_box(box_drag_corners(oblique), view)
-    session.clear()  # Cancel: prompts, preview and pending result go; the running job becomes stale
-    assert not session.accept(stale, stale.run())
-    assert session.result is None and session.markups.is_empty()
-    with pytest.raises(PromptError, match="nothing to apply"):
-        session.edits(editor.reference_geometry(), None)
-    editor.close()
-    session.close()
-    assert session.preview.node is None and session.markups.include.GetScene() is None
+def test_point_list_labels_come_from_descriptions(logic, oblique):  # noqa: F811
+    points = oblique.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "F")
+    for x, y, description in ((40, 40, ""), (20, 30, "Exclude: skull"), (45, 38, "include")):
+        points.AddControlPointWorld(*ijk_to_world([(x, y, SLICE)], oblique.ijk_to_ras)[0])
+        points.SetNthControlPointDescription(points.GetNumberOfControlPoints() - 1, description)
+    points.SetNthControlPointSelected(0, False)  # selection is ignored
+    try:
+        prompt = logic.slice_prompt(oblique.volume, points=points)
+        assert prompt.points == ((40, 40), (20, 30), (45, 38)) and prompt.labels == (1, 0, 1)
+        with pytest.raises(PromptError, match="box prompts only"):
+            logic.segment(oblique.volume, points=points)
+    finally:
+        oblique.scene.RemoveNode(points)
 
 
-def test_prompts_on_another_slice_start_a_new_prompt_set(logic, oblique, segmentation):
-    session = InteractiveSession(logic, oblique.volume, segmentation)
-    session.set_box(box_drag_corners(oblique), axial_view(oblique, SLICE))
-    moved = box_drag_corners(oblique) + (
-        ijk_to_world([(0, 0, 1)], oblique.ijk_to_ras) - ijk_to_world([(0, 0, 0)], oblique.ijk_to_ras)
-    )
-    job = session.set_box(moved, axial_view(oblique, SLICE + 1))
-    assert job.prompt.ref == SliceRef(0, SLICE + 1) and session.ref == SliceRef(0, SLICE + 1)
-    assert session.markups.box_corners().shape == (4, 3)
-    session.close()
-
-
-def test_box_only_model_refuses_point_clicks(logic, oblique, segmentation):
-    session = InteractiveSession(logic, oblique.volume, segmentation)
-    centre = ijk_to_world([(40, 40, SLICE)], oblique.ijk_to_ras)[0]
-    with pytest.raises(PromptError, match="box prompts only"):
-        session.add_point(centre, True, axial_view(oblique, SLICE))
-    assert session.markups.is_empty()
-    session.close()
-
-
-def test_prefetch_embeds_the_slice_a_view_shows(logic, oblique, segmentation):
-    session = InteractiveSession(logic, oblique.volume, segmentation)
-    predictor = logic.predictor(oblique.volume)
-    assert not predictor.is_cached(0, SLICE + 1)
-    work = session.prefetch(axial_view(oblique, SLICE + 1))
-    calls = predictor.encoder_calls
-    work()
-    predictor.embedding(0, SLICE + 1)  # waits for the running prefetch instead of encoding again
-    assert predictor.is_cached(0, SLICE + 1) and predictor.encoder_calls == calls + 1
-    outside = axial_view(oblique, SLICE)
-    outside[:3, 3] += 1000.0
-    with pytest.raises(PromptError, match="outside the volume"):
-        session.prefetch(outside)
-    session.close()
-
-
-def test_propagate_writes_the_visited_slices(logic, oblique, segmentation):
-    logic.segment(oblique.volume, segmentation, "Brain", box=box_corners_ras(oblique))
-    before = read(segmentation, "Brain", oblique.volume) > 0
-    result = logic.propagate(
-        oblique.volume,
-        segmentation,
-        "Brain",
-        axis="K",
-        seed_index=SLICE,
-        direction="up",
-        slice_range=(SLICE, SLICE + 2),
-    )
-    assert not result.cancelled
-    written = read(segmentation, "Brain", oblique.volume) > 0
-    accepted = [SLICE, *result.scores]
-    assert max(accepted) > SLICE
+def test_prompt_seeded_propagation_writes_the_visited_slices(logic, oblique, segmentation):  # noqa: F811
+    before = read(segmentation, oblique)
+    result = logic.propagate(oblique.volume, segmentation=segmentation, segment="Brain", box=box_corners_ras(oblique),
+                             direction="up", slice_range=(SLICE, SLICE + 2), min_iou=None)
+    assert not result.cancelled and result.stop_reasons["down"] == "not_requested"
+    written = read(segmentation, oblique)
+    accepted = result.slices
+    assert accepted[0] == SLICE and max(accepted) > SLICE
     for k in range(oblique.array.shape[0]):
-        if min(accepted) <= k <= max(accepted):
-            np.testing.assert_array_equal(written[k], result.mask[k])
-        else:
-            np.testing.assert_array_equal(written[k], before[k])
-    np.testing.assert_array_equal(written[SLICE], before[SLICE])  # the seed is kept as drawn
+        expected = result.mask[k] if min(accepted) <= k <= max(accepted) else before[k]
+        np.testing.assert_array_equal(written[k], expected)
+    np.testing.assert_array_equal(written[SLICE], engine_mask(logic, oblique))
     logic.undo(segmentation)
-    np.testing.assert_array_equal(read(segmentation, "Brain", oblique.volume) > 0, before)
+    np.testing.assert_array_equal(read(segmentation, oblique), before)
+    with pytest.raises(InputError, match="unknown propagation option"):
+        logic.propagate(oblique.volume, segmentation=segmentation, box=box_corners_ras(oblique), min_iuo=0.3)
 
 
-def test_cancelled_propagation_writes_nothing(logic, oblique, segmentation):
-    logic.segment(oblique.volume, segmentation, "Brain", box=box_corners_ras(oblique))
-    before = read(segmentation, "Brain", oblique.volume) > 0
-    result = logic.propagate(oblique.volume, segmentation, "Brain", axis="K", seed_index=SLICE, cancel=lambda: True)
+def test_mask_seeded_propagation_and_cancel(logic, oblique, segmentation):  # noqa: F811
+    logic.segment(oblique.volume, segmentation=segmentation, segment="Brain", box=box_corners_ras(oblique))
+    before = read(segmentation, oblique)
+    result = logic.propagate(oblique.volume, segmentation=segmentation, segment="Brain", axis="K", seed_index=SLICE,
+                             cancel=lambda: True)
     assert result.cancelled
-    np.testing.assert_array_equal(read(segmentation, "Brain", oblique.volume) > 0, before)
+    np.testing.assert_array_equal(read(segmentation, oblique), before)  # a cancelled propagation writes nothing
+    result = logic.propagate(oblique.volume, segmentation=segmentation, segment="Brain", axis="K", seed_index=SLICE,
+                             direction="up", slice_range=(SLICE, SLICE + 1))
+    np.testing.assert_array_equal(read(segmentation, oblique)[SLICE], before[SLICE])  # the seed is kept as drawn
+    assert result.slices[0] == SLICE
     with pytest.raises(PromptError, match="empty on slice"):
-        logic.propagate(oblique.volume, segmentation, "Brain", axis="K", seed_index=0)
+        logic.propagate(oblique.volume, segmentation=segmentation, segment="Brain", axis="K", seed_index=0)
 
 
-def test_interactive_propagation_previews_and_applies(logic, oblique, segmentation):
-    session = InteractiveSession(logic, oblique.volume, segmentation)
-    box_job = session.set_box(box_drag_corners(oblique), axial_view(oblique, SLICE))
-    assert session.accept(box_job, box_job.run())
-    runner = BackgroundRunner()
-    job = session.propagation_job("up", (SLICE, SLICE + 2))
-    runner.submit(job.generation, lambda: job.run(runner.report, runner.cancel_requested))
-    assert runner.wait(300)
-    (finished,) = runner.poll()
-    assert finished.error is None
-    assert runner.progress is not None and runner.progress[0] == runner.progress[1]
-    assert session.accept_propagation(job, finished.value)
-    slab, mask = session.result
-    assert slab.first == SLICE and slab.last > SLICE
-    preview = read(session.preview.node, "SAMPreview", oblique.volume) > 0
-    np.testing.assert_array_equal(preview[slab.index()], mask)
-    editor = SegmentEditorSession(segmentation, oblique.volume)
-    editor.apply("Brain", session.edits(editor.reference_geometry(), editor.segment_labelmap("Brain")))
-    np.testing.assert_array_equal((read(segmentation, "Brain", oblique.volume) > 0)[slab.index()], mask)
-    editor.close()
-    session.close()
-
-
-def test_predictors_are_cached_per_volume_state_and_window(logic, oblique):
-    """Runs last: it marks the voxels modified, which makes every later prompt re-embed.
-
-    Until a predictor is built, every request gets the same source (one voxel copy, one build)."""
-    source = logic.predictor_source(oblique.volume, window="0,1000")
-    assert logic.predictor_source(oblique.volume, window="0,1000") is source
-    built = source()
-    assert logic.predictor_source(oblique.volume, window="0,1000")() is built
-    first = logic.predictor(oblique.volume)
-    assert logic.predictor(oblique.volume) is first
-    assert logic.predictor(oblique.volume, window="0,2000") is not first
+def test_volumes_are_cached_per_voxel_state_and_window(logic, oblique):  # noqa: F811
+    """Runs last: it marks the voxels modified, which makes every later prompt re-embed."""
+    first = logic.volume(oblique.volume)
+    assert logic.volume(oblique.volume) is first
+    assert logic.volume(oblique.volume, window="0,2000") is not first
     oblique.volume.GetImageData().GetPointData().GetScalars().Modified()
-    assert logic.predictor(oblique.volume) is not first
+    assert logic.volume(oblique.volume) is not first
+
+
+def test_the_service_writes_what_the_process_writes(local_service, oblique, segmentation, logic):  # noqa: F811
+    remote = SAMSegmenterLogic(engine=ServiceEngine(client=ServiceClient(local_service)))
+    try:
+        result = remote.segment(oblique.volume, segmentation=segmentation, segment="Brain",
+                                box=box_corners_ras(oblique))
+        np.testing.assert_array_equal(result.mask, engine_mask(logic, oblique))
+        propagated = remote.propagate(oblique.volume, segmentation=segmentation, segment="Brain", axis="K",
+                                      seed_index=SLICE, direction="up", slice_range=(SLICE, SLICE + 2))
+        here = logic.volume(oblique.volume).propagate(0, SLICE, seed_mask=read(segmentation, oblique)[SLICE],
+                                                       direction="up", slice_range=(SLICE, SLICE + 2))
+        np.testing.assert_array_equal(propagated.mask, here.mask)
+        assert propagated.stop_reasons == here.stop_reasons
+    finally:
+        remote.release_volumes()

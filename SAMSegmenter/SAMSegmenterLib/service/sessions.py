@@ -85,6 +85,7 @@ class Session:
         window = self.predictor.window
         return {"session": self.id, "shape": list(self.predictor.volume.shape),
                 "dtype": str(self.predictor.volume.dtype), "model": self.model_name,
+                "device": str(self.predictor.model.device), "precision": self.predictor.model.precision,
                 "backend": self.predictor.model.backend,
                 "window": {"low": window.low, "high": window.high, "name": window.name}}
 

@@ -1,0 +1,297 @@
+"""The InteractionController on a real MRML scene with the real model in a real inference service.
+
+Events are synthetic (what a front end would send after translating its view events); the slice views are
+real vtkMRMLSliceNodes rotated to the volume plane. The volume is the oblique MNI crop (6 slices along K).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import slicer
+from mrml_scene import oblique  # noqa: F401  (fixture)
+from service_fixtures import local_service  # noqa: F401  (fixture)
+
+from SAMSegmenterLib.predictor import SlicePredictor
+from SAMSegmenterLib.prompts import Prompt, box_from_mask
+from SAMSegmenterLib.propagation_plan import affected_range
+from SAMSegmenterLib.service.client import ServiceClient
+from SAMSegmenterMRML.controller import InteractionController, PointerEvent
+from SAMSegmenterMRML.editor import SegmentEditorSession
+from SAMSegmenterMRML.engines import ServiceEngine
+from SAMSegmenterMRML.geometry import ijk_to_world, view_slice, volume_ijk_to_world
+from SAMSegmenterMRML.labelmaps import labelmap_on_volume, segment_labelmap
+from SAMSegmenterMRML.logic import volume_array
+
+SLICE = 2
+
+
+@pytest.fixture(scope="module")
+def engine(local_service):  # noqa: F811
+    return ServiceEngine(client=ServiceClient(local_service))
+
+
+@pytest.fixture(scope="module")
+def local(litemedsam, oblique):  # noqa: F811
+    """The same model in this process, on the same voxels: the masks the controller must show."""
+    return SlicePredictor(litemedsam, volume_array(oblique.volume))
+
+
+@pytest.fixture
+def segmentation(oblique):  # noqa: F811
+    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
+    node.GetSegmentation().AddEmptySegment("Brain", "Brain")
+    yield node
+    oblique.scene.RemoveNode(node)
+
+
+@pytest.fixture
+def writer(oblique, segmentation):  # noqa: F811
+    session = SegmentEditorSession(segmentation, oblique.volume)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def controller(engine, oblique, segmentation, writer):  # noqa: F811
+    states = []
+    made = InteractionController(engine, oblique.volume, segmentation, "Brain", writer, on_change=states.append)
+    made.states = states
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def view(oblique):  # noqa: F811
+    """An axial slice view rotated to the volume plane, through slice K=SLICE."""
+    node = oblique.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    node.SetOrientation("Axial")
+    node.RotateToVolumePlane(oblique.volume)
+    show(node, oblique, SLICE)
+    yield node
+    oblique.scene.RemoveNode(node)
+
+
+def show(node, oblique, index):  # noqa: F811
+    """Move the view to slice K=index (through its centre)."""
+    centre = np.array(oblique.array.shape[::-1], dtype=float) / 2
+    centre[2] = index
+    node.JumpSliceByOffsetting(*ijk_to_world(centre, oblique.ijk_to_ras)[0])
+
+
+def ras(oblique, x, y, k):  # noqa: F811
+    return tuple(ijk_to_world([(x, y, k)], oblique.ijk_to_ras)[0])
+
+
+def drag_box(controller, view, oblique, box, k):  # noqa: F811
+    """Press at one corner of ``box`` (x0, y0, x1, y1 voxels on slice k), move and release at the other."""
+    x0, y0, x1, y1 = box
+    assert controller.pointer(PointerEvent("press", "left", (10, 10), ras(oblique, x0, y0, k), view))
+    assert controller.pointer(PointerEvent("move", "none", (40, 40), ras(oblique, (x0 + x1) / 2, (y0 + y1) / 2, k),
+                                           view))
+    assert controller.pointer(PointerEvent("release", "left", (60, 60), ras(oblique, x1, y1, k), view))
+
+
+def click(controller, view, oblique, x, y, k, button="left", ctrl=False):  # noqa: F811
+    pressed = controller.pointer(PointerEvent("press", button, (30, 30), ras(oblique, x, y, k), view, ctrl=ctrl))
+    released = controller.pointer(PointerEvent("release", button, (30, 30), ras(oblique, x, y, k), view, ctrl=ctrl))
+    return pressed, released
+
+
+def settle(controller, timeout=600):
+    """Poll like a GUI timer until the controller wants no more polls."""
+    deadline = time.monotonic() + timeout
+    while controller.poll():
+        assert time.monotonic() < deadline, controller.state
+        time.sleep(0.02)
+    return controller.state
+
+
+def preview(controller, oblique):  # noqa: F811
+    node = controller.preview.node
+    if node is None or not node.GetDisplayNode().GetVisibility():
+        return np.zeros(oblique.array.shape, bool)
+    return labelmap_on_volume(segment_labelmap(node, "SAMPreview"), oblique.volume, node)
+
+
+def segment(segmentation, oblique):  # noqa: F811
+    return labelmap_on_volume(segment_labelmap(segmentation, "Brain"), oblique.volume, segmentation)
+
+
+def brain_box(oblique, k=SLICE):  # noqa: F811
+    return tuple(int(v) for v in box_from_mask(oblique.brain[k]))
+
+
+def test_box_previews_the_engines_mask_and_apply_writes_it_with_undo(controller, view, oblique, local,
+                                                                     segmentation, writer):
+    box = brain_box(oblique)
+    drag_box(controller, view, oblique, box, SLICE)
+    assert controller.busy and controller.markups.box_corners().shape == (4, 3)
+    state = settle(controller)
+    expected = local.predict(0, SLICE, Prompt(box=box)).mask
+    assert not state.error, state.status
+    assert state.can_apply and state.can_propagate and state.preview_range == (SLICE, SLICE)
+    shown = preview(controller, oblique)
+    np.testing.assert_array_equal(shown[SLICE], expected)
+    assert shown.sum() == expected.sum() > 100
+    assert state.device and "local service" in state.service
+    assert controller.key("Return")
+    after = controller.state
+    assert "Applied to 1 slice" in after.status and not after.can_apply and not after.can_cancel
+    written = segment(segmentation, oblique)
+    np.testing.assert_array_equal(written[SLICE], expected)
+    assert written.sum() == expected.sum()
+    assert preview(controller, oblique).sum() == 0 and controller.markups.is_empty()
+    writer.undo()
+    assert segment(segmentation, oblique).sum() == 0
+
+
+def test_box_only_model_leaves_right_click_to_the_view_and_refuses_clicks(controller, view, oblique):
+    pressed = controller.pointer(PointerEvent("press", "right", (5, 5), ras(oblique, 40, 40, SLICE), view))
+    assert not pressed  # zoom and context menu stay with Slicer
+    assert click(controller, view, oblique, 40, 40, SLICE) == (True, True)
+    state = controller.state
+    assert state.error and "box prompts only" in state.status and not controller.busy
+    assert controller.markups.is_empty()
+    shifted = PointerEvent("press", "left", (5, 5), ras(oblique, 40, 40, SLICE), view, shift=True)
+    assert not controller.pointer(shifted)
+    assert not controller.key("q") and not controller.pointer(PointerEvent("move", "none", (9, 9), (0, 0, 0), view))
+
+
+def test_stop_discards_a_running_prediction(controller, view, oblique):
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    controller.stop()
+    state = settle(controller)
+    assert "Stopped" in state.status and state.preview_range is None and not state.can_apply
+
+
+def test_busy_rule_is_the_same_for_keys_and_the_button(controller, view, oblique):
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    controller.propagate("up")
+    job = controller._job
+    assert job is not None and controller.state.can_stop and not controller.state.can_propagate
+    for refused in (lambda: controller.key("p"), lambda: controller.key("d"), lambda: controller.propagate("both")):
+        refused()
+        assert controller._job is job and controller.state.error and "running" in controller.state.status
+    assert not controller.state.can_apply
+    controller.stop()
+    state = settle(controller)
+    assert state.preview_range == (SLICE, SLICE)  # a stopped propagation leaves the preview as it was
+
+
+@pytest.mark.parametrize("interrupt", ["prompt", "cancel", "window"])
+def test_a_running_propagation_is_cancelled_and_never_shown(controller, view, oblique, interrupt):
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    assert controller.key("p") and controller.busy
+    if interrupt == "prompt":
+        show(view, oblique, SLICE + 1)
+        drag_box(controller, view, oblique, brain_box(oblique, SLICE + 1), SLICE + 1)
+    elif interrupt == "cancel":
+        assert controller.key("x")
+    else:
+        controller.set_window("0,1000")
+    state = settle(controller)
+    expected = {"prompt": (SLICE + 1, SLICE + 1), "cancel": None, "window": None}[interrupt]
+    assert state.preview_range == expected, state.status
+    assert not state.error, state.status
+
+
+def test_propagate_then_correct_a_middle_slice(controller, view, oblique, local, segmentation):
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    assert controller.key("p")
+    propagated = settle(controller)
+    assert not propagated.error, propagated.status
+    first, last = propagated.preview_range
+    assert first < SLICE < last, propagated.status
+    before = preview(controller, oblique)
+    assert [c.index for c in propagated.confidence] == list(range(first, last + 1))
+    assert [c.key for c in propagated.confidence].count(True) == 1 and propagated.stops
+
+    fix = SLICE + 2 if SLICE + 2 <= last else SLICE + 1
+    x0, y0, x1, y1 = brain_box(oblique, fix)
+    smaller = (x0 + 6, y0 + 6, x1 - 6, y1 - 6)
+    show(view, oblique, fix)
+    drag_box(controller, view, oblique, smaller, fix)
+    corrected = settle(controller)
+    assert not corrected.error, corrected.status
+    after = preview(controller, oblique)
+    np.testing.assert_array_equal(after[fix], local.predict(0, fix, Prompt(box=smaller)).mask)  # exactly the new mask
+    span = affected_range({SLICE: None, fix: None}, fix, (first, last))
+    for k in range(oblique.array.shape[0]):
+        if not span[0] <= k <= span[1]:
+            np.testing.assert_array_equal(after[k], before[k])  # outside the affected slices nothing changed
+    np.testing.assert_array_equal(after[SLICE], before[SLICE])  # the other key slice is kept as it was
+    assert {c.index for c in corrected.confidence if c.key} == {SLICE, fix}
+
+    weakest = corrected.weakest()
+    assert weakest is not None and weakest not in (SLICE, fix)
+    controller.jump_to(weakest, view)
+    shown = view_slice(slicer.util.arrayFromVTKMatrix(view.GetSliceToRAS()), volume_ijk_to_world(oblique.volume),
+                       oblique.array.shape)
+    assert shown.index == weakest and shown.axis == 0
+
+    controller.apply()
+    written = segment(segmentation, oblique)
+    np.testing.assert_array_equal(written, after)
+
+
+def test_a_prompt_on_another_axis_keeps_a_propagated_preview(controller, view, oblique):
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    controller.propagate("both")
+    settle(controller)
+    kept = controller.state.preview_range
+    sagittal = oblique.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    sagittal.SetOrientation("Sagittal")
+    sagittal.RotateToVolumePlane(oblique.volume)
+    sagittal.JumpSliceByOffsetting(*ras(oblique, 40, 40, 2))  # through column i = 40
+    try:
+        assert controller.pointer(PointerEvent("press", "left", (0, 0), ras(oblique, 40, 10, 1), sagittal))
+        controller.pointer(PointerEvent("move", "none", (50, 50), ras(oblique, 40, 30, 3), sagittal))
+        controller.pointer(PointerEvent("release", "left", (50, 50), ras(oblique, 40, 60, 4), sagittal))
+        state = controller.state
+        assert state.error and "Apply or cancel the preview" in state.status and state.preview_range == kept
+    finally:
+        oblique.scene.RemoveNode(sagittal)
+
+
+def test_resting_on_a_slice_prefetches_it(engine, oblique, segmentation, writer, view):  # noqa: F811
+    now = [0.0]
+    controller = InteractionController(engine, oblique.volume, segmentation, "Brain", writer, window="0,900",
+                                       clock=lambda: now[0])
+    try:
+        settle(controller)  # the upload
+        cached = engine.client.status()["embedding_cache_mib"]
+        show(view, oblique, 5)
+        controller.view_changed(view)
+        assert controller.poll() and controller.wants_poll  # not yet: the view has not rested long enough
+        now[0] += 1.0
+        controller.poll()
+        assert not controller.wants_poll
+        deadline = time.monotonic() + 300
+        while engine.client.status()["embedding_cache_mib"] <= cached:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        controller.close()
+
+
+def test_the_markups_do_not_take_the_place_tool(oblique, engine, segmentation, writer):  # noqa: F811
+    """Adding the prompt nodes leaves the user's active point list as the target of the place tool."""
+    selection = oblique.scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    mine = oblique.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "my points")
+    assert selection.GetActivePlaceNodeID() == mine.GetID()  # the Markups logic does make new nodes active
+    controller = InteractionController(engine, oblique.volume, segmentation, "Brain", writer)
+    try:
+        assert selection.GetActivePlaceNodeID() == mine.GetID()
+        assert selection.GetActivePlaceNodeClassName() == "vtkMRMLMarkupsFiducialNode"
+    finally:
+        controller.close()
+        oblique.scene.RemoveNode(mine)
