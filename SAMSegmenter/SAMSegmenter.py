@@ -1,46 +1,38 @@
-"""SAM Segmenter module: registers the "SAM" Segment Editor effect and manages models, device and dependencies.
+"""SAM Segmenter module: registers the "SAM" Segment Editor effect; its panel manages the Python packages, the
+models, and the SAM inference service (local or remote) with its compute settings.
 
-All decisions live in the Qt-free SAMSegmenterMRML package; this file only wires Slicer's
-GUI to it. The engine (SAMSegmenterLib) needs PyTorch, so it is imported only after the
-dependency check has passed.
+Decisions live in the Qt-free SAMSegmenterMRML package. Slicer's process never imports PyTorch: model work runs in
+the inference service (another process), downloads run in a subprocess, and a QTimer polls both.
 """
 
+import importlib
 import importlib.util
 import logging
 import os
+import time
 
 import ctk
 import qt
 import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
 
+from SAMSegmenterLib.errors import InputError, SAMSegmenterError
+from SAMSegmenterLib.models.registry import BACKENDS, DEVICES, PRECISIONS
+from SAMSegmenterLib.service.protocol import PREFIX
 from SAMSegmenterMRML import dependencies
 
 EFFECT_NAME = "SAM"
-SETTINGS_MODEL = "SAMSegmenter/Model"
-SETTINGS_DEVICE = "SAMSegmenter/Device"
-SETTINGS_PRECISION = "SAMSegmenter/Precision"
-SETTINGS_CACHE_MB = "SAMSegmenter/EmbeddingCacheMB"
-DEFAULT_CACHE_MB = 1024
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
-PRECISION_CHOICES = ("fp32", "fp16", "bf16")
-
-
-def registerEffect():
-    """Register the SAM effect with the Segment Editor (a second call does nothing)."""
-    import qSlicerSegmentationsEditorEffectsPythonQt as editorEffects
-
-    effectPath = os.path.join(os.path.dirname(__file__), "SegmentEditorSAMLib", "SegmentEditorEffect.py")
-    instance = editorEffects.qSlicerSegmentEditorScriptedEffect(None)
-    instance.setPythonSource(effectPath.replace("\\", "/"))
-    instance.self().register()
-
-
-_dependenciesFound = False
+SETTINGS = {  # saved under SAMSegmenter/<key>, with these defaults
+    "Model": "litemedsam", "Device": "auto", "Precision": "fp32", "Backend": "auto", "EmbeddingCacheMB": 1024,
+    "Service": "local", "ServiceURL": "", "TokenFile": "",
+}
+POLL_MSEC = 100
 UNSUPPORTED_SLICER = "SAMSegmenter needs 3D Slicer 5.10 or later (it uses vtkSlicerSegmentEditorLogic)."
 
 
@@ -49,360 +41,466 @@ def slicerSupported():
     return hasattr(slicer, "vtkSlicerSegmentEditorLogic")
 
 
-def dependenciesReady():
-    """True when Slicer is recent enough and every Python package is importable and recent enough.
+def registerEffect():
+    """Register the SAM effect with the Segment Editor, once: a second registration would build another effect
+    that the factory then refuses (it keeps one effect per name)."""
+    import qSlicerSegmentationsEditorEffectsPythonQt as editorEffects
 
-    Checked until it is true once."""
-    global _dependenciesFound
-    if not _dependenciesFound:
-        _dependenciesFound = slicerSupported() and all(status.ok for status in dependencies.package_statuses())
-    return _dependenciesFound
+    factory = slicer.qSlicerSegmentEditorEffectFactory.instance()
+    if any(effect.name == EFFECT_NAME for effect in factory.registeredEffects()):
+        return
+    if not slicerSupported():
+        logging.error(UNSUPPORTED_SLICER)
+        return
+    effectPath = os.path.join(os.path.dirname(__file__), "SegmentEditorSAMLib", "SegmentEditorEffect.py")
+    instance = editorEffects.qSlicerSegmentEditorScriptedEffect(None)
+    instance.setPythonSource(effectPath.replace("\\", "/"))
+    instance.self().register()
 
 
 def savedSettings():
-    """(model name, device, precision, embedding cache in MB) from the application settings, or the defaults."""
+    """The panel's settings (see SETTINGS) from the application settings."""
     settings = qt.QSettings()
-    return (
-        str(settings.value(SETTINGS_MODEL, "litemedsam")),
-        str(settings.value(SETTINGS_DEVICE, "auto")),
-        str(settings.value(SETTINGS_PRECISION, "fp32")),
-        int(settings.value(SETTINGS_CACHE_MB, DEFAULT_CACHE_MB)),
-    )
+    return {key: type(default)(settings.value(f"SAMSegmenter/{key}", default)) for key, default in SETTINGS.items()}
+
+
+def logicFromSettings(settings):
+    """A new SAMSegmenterLogic for ``settings``: a remote service, or a local one started on first use with the
+    model, device, precision, backend and cache options. Nothing is started or loaded here."""
+    from SAMSegmenterMRML.engines import ServiceEngine
+    from SAMSegmenterMRML.logic import SAMSegmenterLogic
+
+    if settings["Service"] == "remote":
+        if not settings["ServiceURL"]:
+            raise InputError(_("give the address of the remote SAM service"))
+        engine = ServiceEngine(url=settings["ServiceURL"], token_file=settings["TokenFile"] or None)
+    else:
+        engine = ServiceEngine(server_args=[
+            "--model", settings["Model"], "--device", settings["Device"], "--precision", settings["Precision"],
+            "--backend", settings["Backend"], "--cache-mb", str(settings["EmbeddingCacheMB"])])
+    return SAMSegmenterLogic(model=settings["Model"], engine=engine)
+
+
+_sharedFromSettings = False
 
 
 def sharedLogic():
-    """The logic shared by this panel and the effect, configured from the application settings."""
-    from SAMSegmenterMRML.logic import shared_logic
+    """The logic this panel and the effect share (SAMSegmenterMRML.logic.shared_logic), built from the saved
+    settings on first use. SAMSegmenterError when the saved service cannot be used (e.g. its token file is gone)."""
+    global _sharedFromSettings
+    from SAMSegmenterMRML.logic import replace_shared_logic, shared_logic
 
-    logic = shared_logic()
-    modelName, device, precision, cacheMB = savedSettings()
-    logic.configure(model_name=modelName, device=device, precision=precision, cache_bytes=cacheMB << 20, load=False)
-    return logic
+    if not _sharedFromSettings:
+        replace_shared_logic(logicFromSettings(savedSettings()))
+        _sharedFromSettings = True
+    return shared_logic()
+
+
+def useLogic(logic):
+    """Make ``logic`` the shared one; the previous one is closed (its local server stops)."""
+    global _sharedFromSettings
+    from SAMSegmenterMRML.logic import replace_shared_logic
+
+    replace_shared_logic(logic)
+    _sharedFromSettings = True
 
 
 class SAMSegmenter(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "SAM Segmenter"
-        self.parent.categories = ["Segmentation"]
+        self.parent.title = _("SAM Segmenter")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = ["Segmentations"]
         self.parent.contributors = ["SAMSegmenter contributors"]
-        self.parent.helpText = (
-            "Segment Anything (SAM, MedSAM, LiteMedSAM) for 3D medical images. Segment in the "
-            "<b>Segment Editor</b> with the <b>SAM</b> effect: drag a box (or click points) in a slice view, "
-            "Apply, and propagate through the volume. This panel manages models, the compute device and "
-            "the Python packages the models need."
-        )
-        self.parent.acknowledgementText = (
-            "Uses Segment Anything (Meta AI, Apache-2.0), MedSAM and LiteMedSAM (bowang-lab, Apache-2.0)."
-        )
-        slicer.app.connect("startupCompleted()", registerEffect)
+        self.parent.helpText = _(
+            "Segment Anything (SAM, MedSAM, LiteMedSAM) for 3D medical images. Segment in the <b>Segment Editor</b> "
+            "with the <b>SAM</b> effect: drag a box in a slice view, Apply, propagate through the volume and correct "
+            "any slice. This panel manages the Python packages, the models and the SAM service that runs them "
+            "(on this computer or on a remote GPU server).")
+        self.parent.acknowledgementText = _(
+            "Uses Segment Anything (Meta AI, Apache-2.0), MedSAM and LiteMedSAM (bowang-lab, Apache-2.0).")
+        slicer.app.connect("startupCompleted()", registerEffect)  # the only registration
 
 
 class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        registerEffect()
-        self.runner = None
+        self.download = None  # model_store.DownloadProcess running
+        self.downloadCancelled = False
+        self.statusCall = None  # (client call, when it started) of a service status request
         self.pollTimer = qt.QTimer()
-        self.pollTimer.setInterval(100)
+        self.pollTimer.setInterval(POLL_MSEC)
         self.pollTimer.connect("timeout()", self.onPoll)
 
-        dependenciesSection = ctk.ctkCollapsibleButton()
-        dependenciesSection.text = "Python packages"
-        self.layout.addWidget(dependenciesSection)
-        form = qt.QFormLayout(dependenciesSection)
-        self.dependenciesLabel = qt.QLabel()
-        self.dependenciesLabel.wordWrap = True
-        form.addRow(self.dependenciesLabel)
-        self.installButton = qt.QPushButton("Install missing packages...")
-        self.installButton.toolTip = (
-            "Asks before installing anything. PyTorch comes through the PyTorch extension when it is installed."
-        )
-        self.installButton.connect("clicked()", self.onInstall)
-        form.addRow(self.installButton)
-        self.upgradeTorchButton = qt.QPushButton("Upgrade PyTorch...")
-        self.upgradeTorchButton.toolTip = "Replaces the installed PyTorch; other extensions using it are affected."
-        self.upgradeTorchButton.connect("clicked()", self.onUpgradeTorch)
-        form.addRow(self.upgradeTorchButton)
+        form = self.section(_("Python packages"))
+        self.packagesLabel = self.label(form)
+        self.installButton = self.button(form, _("Install missing packages..."), self.onInstall, _(
+            "Asks before installing anything. PyTorch comes through the PyTorch extension when it is installed."))
+        self.upgradeTorchButton = self.button(form, _("Upgrade PyTorch..."), self.onUpgradeTorch, _(
+            "Replaces the installed PyTorch; other extensions that use it are affected."))
 
-        modelSection = ctk.ctkCollapsibleButton()
-        modelSection.text = "Model"
-        self.layout.addWidget(modelSection)
-        form = qt.QFormLayout(modelSection)
+        form = self.section(_("Models"))
         self.modelSelector = qt.QComboBox()
         self.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
-        form.addRow("Model:", self.modelSelector)
-        self.modelStateLabel = qt.QLabel()
-        self.modelStateLabel.wordWrap = True
-        form.addRow(self.modelStateLabel)
+        form.addRow(_("Model:"), self.modelSelector)
+        self.modelLabel = self.label(form)
         buttons = qt.QHBoxLayout()
-        self.downloadButton = qt.QPushButton("Download")
-        self.downloadButton.connect("clicked()", self.onDownload)
-        self.verifyButton = qt.QPushButton("Verify checksum")
-        self.verifyButton.connect("clicked()", self.onVerify)
-        self.deleteButton = qt.QPushButton("Delete")
-        self.deleteButton.connect("clicked()", self.onDelete)
-        for button in (self.downloadButton, self.verifyButton, self.deleteButton):
-            buttons.addWidget(button)
+        self.downloadButton = self.button(buttons, _("Download"), self.onDownload)
+        self.verifyButton = self.button(buttons, _("Verify checksum"), self.onVerify)
+        self.deleteButton = self.button(buttons, _("Delete"), self.onDelete)
         form.addRow(buttons)
-        progressRow = qt.QHBoxLayout()
+        progress = qt.QHBoxLayout()
         self.downloadProgress = qt.QProgressBar()
-        self.downloadProgress.visible = False
-        self.cancelDownloadButton = qt.QPushButton("Cancel")
-        self.cancelDownloadButton.visible = False
-        self.cancelDownloadButton.connect("clicked()", self.onCancelDownload)
-        progressRow.addWidget(self.downloadProgress)
-        progressRow.addWidget(self.cancelDownloadButton)
-        form.addRow(progressRow)
+        progress.addWidget(self.downloadProgress)
+        self.cancelDownloadButton = self.button(progress, _("Cancel"), self.onCancelDownload)
+        form.addRow(progress)
 
-        computeSection = ctk.ctkCollapsibleButton()
-        computeSection.text = "Compute"
-        self.layout.addWidget(computeSection)
-        form = qt.QFormLayout(computeSection)
-        self.deviceSelector = qt.QComboBox()
-        self.deviceSelector.addItems(list(DEVICE_CHOICES))
-        self.deviceSelector.toolTip = "auto: CUDA GPU if present, then Apple MPS, then the CPU."
-        form.addRow("Device:", self.deviceSelector)
-        self.precisionSelector = qt.QComboBox()
-        self.precisionSelector.addItems(list(PRECISION_CHOICES))
-        self.precisionSelector.toolTip = "fp16 needs CUDA or MPS; bf16 needs a CPU or a CUDA GPU that supports it."
-        form.addRow("Precision:", self.precisionSelector)
+        form = self.section(_("SAM service"))
+        self.serviceSelector = qt.QComboBox()
+        self.serviceSelector.addItem(_("Local: on this computer"), "local")
+        self.serviceSelector.addItem(_("Remote server"), "remote")
+        self.serviceSelector.connect("currentIndexChanged(int)", self.updateServiceWidgets)
+        form.addRow(_("Runs:"), self.serviceSelector)
+        self.urlEdit = qt.QLineEdit()
+        self.urlEdit.placeholderText = "https://gpu-server:8443"
+        form.addRow(_("Address:"), self.urlEdit)
+        self.tokenFileEdit = ctk.ctkPathLineEdit()
+        self.tokenFileEdit.filters = ctk.ctkPathLineEdit.Files
+        self.tokenFileEdit.toolTip = _("File holding the server's access token (one line).")
+        form.addRow(_("Token file:"), self.tokenFileEdit)
+        self.selectors = {}  # setting -> combo box
+        for key, label, choices, toolTip in (
+                ("Device", _("Device:"), DEVICES, _("auto: a CUDA GPU if present, then Apple MPS, then the CPU.")),
+                ("Precision", _("Precision:"), PRECISIONS, _("fp16 needs CUDA or MPS; bf16 a CPU or a recent GPU.")),
+                ("Backend", _("Backend:"), BACKENDS, _("Image encoder code; auto measures once per machine."))):
+            selector = self.selectors[key] = qt.QComboBox()
+            selector.addItems(list(choices))
+            selector.toolTip = toolTip
+            form.addRow(label, selector)
         self.cacheSpinBox = qt.QSpinBox()
         self.cacheSpinBox.setRange(64, 65536)
         self.cacheSpinBox.setSingleStep(256)
         self.cacheSpinBox.suffix = " MB"
-        self.cacheSpinBox.toolTip = "Memory for slice embeddings, so prompting a slice again is instant."
-        form.addRow("Embedding cache:", self.cacheSpinBox)
-        self.applySettingsButton = qt.QPushButton("Apply settings")
-        self.applySettingsButton.connect("clicked()", self.onApplySettings)
-        form.addRow(self.applySettingsButton)
-        self.computeLabel = qt.QLabel()
-        self.computeLabel.wordWrap = True
-        form.addRow(self.computeLabel)
+        self.cacheSpinBox.toolTip = _("Memory for slice embeddings, so prompting a slice again is instant.")
+        form.addRow(_("Embedding cache:"), self.cacheSpinBox)
+        buttons = qt.QHBoxLayout()
+        self.applySettingsButton = self.button(buttons, _("Apply settings"), self.onApplySettings, _(
+            "Use the selected model and these settings: a local service restarts with them (in the background)."))
+        self.checkServiceButton = self.button(buttons, _("Check service"), self.checkService, _(
+            "Ask the service for its model and device (starts a local service if needed)."))
+        form.addRow(buttons)
+        self.serviceProgress = qt.QProgressBar()
+        self.serviceProgress.setRange(0, 0)
+        self.serviceProgress.visible = False
+        form.addRow(self.serviceProgress)
+        self.serviceLabel = self.label(form)
 
-        self.openEditorButton = qt.QPushButton("Segment with SAM in the Segment Editor")
-        self.openEditorButton.connect("clicked()", self.onOpenEditor)
-        self.layout.addWidget(self.openEditorButton)
+        self.openEditorButton = self.button(self.layout, _("Segment with SAM in the Segment Editor"), self.onOpenEditor)
         self.layout.addStretch(1)
-
         self.loadSettings()
-        self.updateDependencies()
+        self.updatePackages()
+        self.showDownload()
+
+    def section(self, title):
+        section = ctk.ctkCollapsibleButton()
+        section.text = title
+        self.layout.addWidget(section)
+        return qt.QFormLayout(section)
+
+    @staticmethod
+    def label(form):
+        label = qt.QLabel()
+        label.wordWrap = True
+        form.addRow(label)
+        return label
+
+    @staticmethod
+    def button(layout, title, slot, toolTip=""):
+        button = qt.QPushButton(title)
+        button.toolTip = toolTip
+        button.connect("clicked()", slot)
+        if isinstance(layout, qt.QFormLayout):
+            layout.addRow(button)
+        else:
+            layout.addWidget(button)
+        return button
+
+    def enter(self):
+        self.updatePackages()
+        logic = self.currentLogic()
+        local = logic.engine.local if logic is not None else None
+        if logic is not None and (local is None or local.running):  # a remote service, or a running local one
+            self.checkService()
 
     def cleanup(self):
         self.pollTimer.stop()
         self.pollTimer.disconnect("timeout()", self.onPoll)
-        if self.runner is not None:
-            self.runner.cancel()
+        if self.download is not None:
+            self.download.cancel()
+        if self.statusCall is not None:
+            self.statusCall[0].cancel()
 
-    # dependencies ---------------------------------------------------------------------------------
+    # Python packages ------------------------------------------------------------------------------
 
-    def _plan(self, statuses=None, upgradeTorch=False):
-        if statuses is None:
-            statuses = dependencies.package_statuses()
-        pytorchUtilsAvailable = importlib.util.find_spec("PyTorchUtils") is not None  # the SlicerPyTorch extension
-        return dependencies.install_plan(statuses, pytorchUtilsAvailable, upgradeTorch)
+    def plan(self, statuses=None, upgradeTorch=False):
+        statuses = dependencies.package_statuses() if statuses is None else statuses
+        pytorchUtils = importlib.util.find_spec("PyTorchUtils") is not None  # the SlicerPyTorch extension
+        return dependencies.install_plan(statuses, pytorchUtils, upgradeTorch)
 
-    def updateDependencies(self):
+    def updatePackages(self):
         statuses = dependencies.package_statuses()
-        plan = self._plan(statuses)
+        plan = self.plan(statuses)
         lines = [status.describe() for status in statuses] + plan.notes
         if not slicerSupported():
-            lines.insert(0, f"<b>{UNSUPPORTED_SLICER}</b>")
-        self.dependenciesLabel.text = "<br>".join(lines)
+            lines.insert(0, "<b>" + _("SAMSegmenter needs 3D Slicer 5.10 or later.") + "</b>")
+        self.packagesLabel.text = "<br>".join(lines)
         self.installButton.enabled = plan.needed
         self.upgradeTorchButton.visible = plan.torch == "keep_old"
-        ready = slicerSupported() and all(status.ok for status in statuses)
-        for widget in (
-            self.modelSelector,
-            self.downloadButton,
-            self.verifyButton,
-            self.deleteButton,
-            self.applySettingsButton,
-        ):
-            widget.enabled = ready
-        if ready:
-            self.updateModels()
+        self.updateModels()
 
     def onInstall(self):
-        self._install(self._plan())
+        self.install(self.plan())
 
     def onUpgradeTorch(self):
-        plan = self._plan(upgradeTorch=True)
-        if not slicer.util.confirmOkCancelDisplay(
-            "Replace the installed PyTorch? Other extensions that use PyTorch will use the new version too. "
-            "Slicer may need a restart afterwards.",
-            "Upgrade PyTorch",
-        ):
-            return
-        self._install(plan, confirmed=True)
+        if slicer.util.confirmOkCancelDisplay(
+                _("Replace the installed PyTorch? Other extensions that use PyTorch will use the new version too. "
+                  "Slicer may need a restart afterwards."), _("Upgrade PyTorch")):
+            self.install(self.plan(upgradeTorch=True), confirmed=True)
 
-    def _install(self, plan, confirmed=False):
+    def install(self, plan, confirmed=False):
         if not plan.needed:
             return
         if not confirmed and not slicer.util.confirmOkCancelDisplay(
-            "SAMSegmenter needs additional Python packages. They are downloaded from the internet (PyTorch is "
-            "large) and installed into Slicer's Python. Continue?",
-            "Install Python packages",
-            detailedText="Packages to install: "
-            + plan.summary()
-            + ("\n\n" + "\n".join(plan.notes) if plan.notes else ""),
-        ):
+                _("SAMSegmenter needs additional Python packages. They are downloaded from the internet (PyTorch is "
+                  "large) and installed into Slicer's Python. Continue?"), _("Install Python packages"),
+                detailedText=_("Packages to install: {packages}").format(packages=plan.summary())
+                + ("\n\n" + "\n".join(plan.notes) if plan.notes else "")):
             return
-        with slicer.util.tryWithErrorDisplay("Installing Python packages failed.", waitCursor=True):
-            if plan.torch == "pytorch_utils":
-                import PyTorchUtils
+        with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
+            try:
+                if plan.torch == "pytorch_utils":
+                    import PyTorchUtils
 
-                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                    askConfirmation=False, torchVersionRequirement=f">={dependencies.MINIMUM_TORCH}"
-                )
-                if torch is None:
-                    raise RuntimeError("PyTorch was not installed.")
-            elif plan.torch == "pip":
-                slicer.util.pip_install(dependencies.TORCH.pip)
-            if plan.pip_no_deps:
-                slicer.util.pip_install("--no-deps " + " ".join(plan.pip_no_deps))
-        self.updateDependencies()
+                    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                        askConfirmation=False, torchVersionRequirement=f">={dependencies.MINIMUM_TORCH}")
+                    if torch is None:
+                        raise RuntimeError(_("PyTorch was not installed."))
+                elif plan.torch == "pip":
+                    slicer.util.pip_install(dependencies.TORCH.pip)
+                if plan.pip_no_deps:  # never lets pip touch PyTorch
+                    slicer.util.pip_install("--no-deps " + " ".join(plan.pip_no_deps))
+                if plan.pip_with_deps:  # the service (FastAPI, uvicorn): their dependencies do not include PyTorch
+                    slicer.util.pip_install(" ".join(plan.pip_with_deps))
+            finally:
+                importlib.invalidate_caches()  # so that the packages just installed are found
+        self.updatePackages()
+        try:  # a new logic: the effect then re-checks the packages for its local service
+            useLogic(logicFromSettings(savedSettings()))
+        except SAMSegmenterError as error:
+            self.showService(str(error), error=True)
 
     # models ---------------------------------------------------------------------------------------
 
     def updateModels(self):
         from SAMSegmenterMRML import model_store
 
-        selected = self.modelSelector.currentData or savedSettings()[0]
+        selected = self.modelSelector.currentData or savedSettings()["Model"]
         wasBlocked = self.modelSelector.blockSignals(True)
         self.modelSelector.clear()
         for entry in model_store.model_entries():
             self.modelSelector.addItem(entry.title, entry.name)
-        index = self.modelSelector.findData(selected)
-        self.modelSelector.setCurrentIndex(max(index, 0))
+        self.modelSelector.setCurrentIndex(max(self.modelSelector.findData(selected), 0))
         self.modelSelector.blockSignals(wasBlocked)
         self.onModelSelected()
 
-    def _entry(self):
+    def entry(self):
         from SAMSegmenterMRML import model_store
 
-        name = self.modelSelector.currentData
-        return next((entry for entry in model_store.model_entries() if entry.name == name), None)
+        return next((e for e in model_store.model_entries() if e.name == self.modelSelector.currentData), None)
 
     def onModelSelected(self, index=None):
-        entry = self._entry()
+        entry = self.entry()
         if entry is None:
             return
         where = f"<br>{entry.path}" if entry.path is not None else ""
-        self.modelStateLabel.text = entry.describe() + where + f"<br>Source: {entry.source}"
-        downloading = self.runner is not None and self.runner.busy
-        self.downloadButton.enabled = entry.downloadable and entry.state != "installed" and not downloading
-        self.verifyButton.enabled = entry.state == "installed" and not downloading
-        self.deleteButton.enabled = not entry.embedded and entry.state != "missing" and not downloading
+        self.modelLabel.text = entry.describe() + where + "<br>" + _("Source: {source}").format(source=entry.source)
+        idle = self.download is None
+        self.downloadButton.enabled = entry.downloadable and entry.state != "installed" and idle
+        self.verifyButton.enabled = entry.state == "installed" and idle
+        self.deleteButton.enabled = not entry.embedded and entry.state != "missing" and idle
 
     def onDownload(self):
         from SAMSegmenterMRML import model_store
-        from SAMSegmenterMRML.jobs import BackgroundRunner
 
-        entry = self._entry()
-        if entry is None:
-            return
-        self.runner = BackgroundRunner()
-        runner = self.runner
-        self.runner.submit(
-            entry.name,
-            lambda: model_store.download_model(
-                entry.name, progress=lambda done, total: runner.report(done, total or 0), cancel=runner.cancel_requested
-            ),
-        )
-        self.downloadProgress.visible = True
-        self.cancelDownloadButton.visible = True
-        self.downloadProgress.setRange(0, 0)
+        entry = self.entry()
+        with slicer.util.tryWithErrorDisplay(_("The download cannot start.")):
+            self.download, self.downloadCancelled = model_store.DownloadProcess(entry.name), False
+            self.downloadTitle = entry.title
+            self.pollTimer.start()
+        self.showDownload()
         self.onModelSelected()
-        self.pollTimer.start()
 
     def onCancelDownload(self):
-        if self.runner is not None:
-            self.runner.cancel()
+        if self.download is not None:
+            self.downloadCancelled = True
+            self.download.cancel()
 
-    def onPoll(self):
-        from SAMSegmenterLib.errors import Cancelled
+    def showDownload(self):
+        self.downloadProgress.visible = self.cancelDownloadButton.visible = self.download is not None
+        if self.download is not None:
+            done, total = self.download.progress
+            self.downloadProgress.setRange(0, 1000 if total else 0)
+            self.downloadProgress.value = int(1000 * done / total) if total else 0
+            self.downloadProgress.format = f"{done / 1e6:.0f} / {total / 1e6:.0f} MB" if total else ""
 
-        busy = self.runner.busy
-        for finished in self.runner.poll():
-            if isinstance(finished.error, Cancelled):
-                slicer.util.showStatusMessage("Download cancelled; the next download resumes where it stopped.", 5000)
-            elif finished.error is not None:
-                slicer.util.errorDisplay(f"Download of {finished.tag} failed: {finished.error}")
-            else:
-                slicer.util.showStatusMessage(f"Verified weights saved at {finished.value}", 5000)
-        if self.runner.progress is not None:
-            done, total = self.runner.progress
-            if total:
-                self.downloadProgress.setRange(0, 1000)
-                self.downloadProgress.value = int(1000 * done / total)
-                self.downloadProgress.format = f"{done / 1e6:.0f} / {total / 1e6:.0f} MB"
-        if not busy:
-            self.pollTimer.stop()
-            self.downloadProgress.visible = False
-            self.cancelDownloadButton.visible = False
-            self.updateModels()
+    def downloadFinished(self, code):
+        title = self.downloadTitle
+        if self.downloadCancelled:
+            slicer.util.showStatusMessage(_("Download cancelled; the next download resumes where it stopped."), 5000)
+        elif code == 0:
+            slicer.util.showStatusMessage(_("{model}: verified weights saved.").format(model=title), 5000)
+        else:
+            slicer.util.errorDisplay(_("The download of {model} failed: {error}").format(
+                model=title, error=self.download.error()))
+        self.download = None
+        self.showDownload()
+        self.updateModels()
 
     def onVerify(self):
         from SAMSegmenterMRML import model_store
 
-        entry = self._entry()
-        with slicer.util.tryWithErrorDisplay("Checksum verification failed.", waitCursor=True):
+        entry = self.entry()
+        with slicer.util.tryWithErrorDisplay(_("Checksum verification failed."), waitCursor=True):
             path = model_store.verify_model(entry.name)
-            slicer.util.infoDisplay(f"{entry.title}: SHA-256 matches the published checksum.\n{path}")
+            slicer.util.infoDisplay(_("{model}: the SHA-256 matches the published checksum.\n{path}").format(
+                model=entry.title, path=path))
 
     def onDelete(self):
         from SAMSegmenterMRML import model_store
 
-        entry = self._entry()
-        if not slicer.util.confirmOkCancelDisplay(f"Delete the downloaded weights of {entry.title}?\n{entry.path}"):
-            return
-        with slicer.util.tryWithErrorDisplay("Deleting the weights failed."):
-            model_store.delete_model(entry.name)
-        self.updateModels()
+        entry = self.entry()
+        if slicer.util.confirmOkCancelDisplay(_("Delete the downloaded weights of {model}?\n{path}").format(
+                model=entry.title, path=entry.path)):
+            with slicer.util.tryWithErrorDisplay(_("Deleting the weights failed.")):
+                model_store.delete_model(entry.name)
+            self.updateModels()
 
-    # compute settings -----------------------------------------------------------------------------
+    # the service and its compute settings ---------------------------------------------------------
 
     def loadSettings(self):
-        _, device, precision, cacheMB = savedSettings()
-        self.deviceSelector.setCurrentIndex(max(self.deviceSelector.findText(device), 0))
-        self.precisionSelector.setCurrentIndex(max(self.precisionSelector.findText(precision), 0))
-        self.cacheSpinBox.value = cacheMB
+        settings = savedSettings()
+        self.serviceSelector.setCurrentIndex(max(self.serviceSelector.findData(settings["Service"]), 0))
+        self.urlEdit.text = settings["ServiceURL"]
+        self.tokenFileEdit.currentPath = settings["TokenFile"]
+        for key, selector in self.selectors.items():
+            selector.setCurrentIndex(max(selector.findText(settings[key]), 0))
+        self.cacheSpinBox.value = settings["EmbeddingCacheMB"]
+        self.updateServiceWidgets()
+
+    def settingsFromGUI(self):
+        settings = {key: selector.currentText for key, selector in self.selectors.items()}
+        settings.update(Model=self.modelSelector.currentData or SETTINGS["Model"],
+                        Service=self.serviceSelector.currentData, EmbeddingCacheMB=self.cacheSpinBox.value,
+                        ServiceURL=self.urlEdit.text.strip(), TokenFile=self.tokenFileEdit.currentPath)
+        return settings
+
+    def updateServiceWidgets(self, index=None):
+        remote = self.serviceSelector.currentData == "remote"
+        self.urlEdit.enabled = self.tokenFileEdit.enabled = remote
+        for widget in (*self.selectors.values(), self.cacheSpinBox):
+            widget.enabled = not remote  # a remote server runs with its own options
+
+    def currentLogic(self):
+        """The shared logic, or None (with the reason shown) when the saved service cannot be used."""
+        try:
+            return sharedLogic()
+        except SAMSegmenterError as error:
+            self.showService(_("The saved service settings cannot be used: {error}").format(error=error), error=True)
+            return None
 
     def onApplySettings(self):
-        name = self.modelSelector.currentData
-        with slicer.util.tryWithErrorDisplay("These settings cannot be used.", waitCursor=True):
-            logic = sharedLogic()
-            logic.configure(
-                model_name=name,
-                device=self.deviceSelector.currentText,
-                precision=self.precisionSelector.currentText,
-                cache_bytes=self.cacheSpinBox.value << 20,
-            )
-            settings = qt.QSettings()
-            settings.setValue(SETTINGS_MODEL, name)
-            settings.setValue(SETTINGS_DEVICE, self.deviceSelector.currentText)
-            settings.setValue(SETTINGS_PRECISION, self.precisionSelector.currentText)
-            settings.setValue(SETTINGS_CACHE_MB, self.cacheSpinBox.value)
-            model = logic.model
-            self.computeLabel.text = f"Loaded {model.spec.title} on {model.device} ({model.precision})."
+        settings = self.settingsFromGUI()
+        try:
+            logic = logicFromSettings(settings)
+        except SAMSegmenterError as error:
+            self.showService(_("These settings cannot be used: {error}").format(error=error), error=True)
+            return
+        qsettings = qt.QSettings()
+        for key, value in settings.items():
+            qsettings.setValue(f"SAMSegmenter/{key}", value)
+        if self.statusCall is not None:
+            self.statusCall[0].cancel()
+            self.statusCall = None
+        useLogic(logic)  # the previous logic closes: its local server stops; the effect follows the new logic
+        self.checkService()
+
+    def checkService(self):
+        """Ask the service for its status without waiting (a local one starts and loads its model first)."""
+        logic = self.currentLogic()
+        if logic is None or self.statusCall is not None:
+            return
+        missing = dependencies.missing_for_local_service() if logic.engine.local is not None else []
+        if missing:
+            self.showService(_("The local service needs Python packages that are missing ({packages}): install them "
+                               "above, or use a remote service.").format(packages=", ".join(missing)), error=True)
+            return
+        self.statusCall = (logic.engine.client.call("GET", f"{PREFIX}/status"), time.monotonic())
+        self.serviceProgress.visible = True
+        self.showService(_("Contacting the SAM service ({service})...").format(service=logic.engine.describe()))
+        self.pollTimer.start()
+
+    def serviceStatusArrived(self, call):
+        logic = self.currentLogic()
+        try:
+            status = call.result(0)
+        except SAMSegmenterError as error:
+            local = logic.engine.local if logic is not None else None
+            why = local.log_tail() if local is not None else ""
+            self.showService(_("The SAM service failed: {error}").format(error=error) + (f"<br>{why}" if why else ""),
+                             error=True)
+            return
+        loaded = ", ".join(_("{model} on {device} ({precision}, {backend})").format(**m)
+                           for m in status.get("loaded", []))
+        self.showService(_("Ready: {service}. Loaded: {loaded}. Open volumes: {sessions}.").format(
+            service=logic.engine.describe() if logic is not None else "", loaded=loaded or _("no model yet"),
+            sessions=status.get("sessions", 0)))
+
+    def showService(self, text, error=False):
+        self.serviceLabel.text = text
+        self.serviceLabel.setStyleSheet("color: #c00000" if error else "")
+        self.serviceProgress.visible = self.statusCall is not None
+
+    def onPoll(self):
+        if self.download is not None:
+            code = self.download.poll()
+            if code is None:
+                self.showDownload()
+            else:
+                self.downloadFinished(code)
+        if self.statusCall is not None:
+            call, started = self.statusCall
+            if call.poll():
+                self.statusCall = None
+                self.serviceStatusArrived(call)
+            else:
+                self.serviceLabel.text = _("Waiting for the SAM service (a local one starts and loads its model): "
+                                           "{seconds:.0f} s").format(seconds=time.monotonic() - started)
+        if self.download is None and self.statusCall is None:
+            self.pollTimer.stop()
 
     def onOpenEditor(self):
         slicer.util.selectModule("SegmentEditor")
-        editorWidget = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-        editorWidget.setActiveEffectByName(EFFECT_NAME)
+        slicer.modules.segmenteditor.widgetRepresentation().self().editor.setActiveEffectByName(EFFECT_NAME)
 
 
 class SAMSegmenterTest(ScriptedLoadableModuleTest):
-    """Registration check; the end-to-end effect test is the SAMSegmenterSelfTest module (Testing/Slicer)."""
+    """Registration check; the end-to-end effect test is Testing/Slicer/SAMSegmenterSelfTest.py."""
 
     def runTest(self):
-        self.test_effect_registered()
+        self.test_effect_registered_once()
 
-    def test_effect_registered(self):
+    def test_effect_registered_once(self):
         registerEffect()
-        factory = slicer.qSlicerSegmentEditorEffectFactory.instance()
-        names = [effect.name for effect in factory.registeredEffects()]
-        self.assertIn(EFFECT_NAME, names)
-        logging.info("SAM effect is registered")
+        registerEffect()
+        names = [effect.name for effect in slicer.qSlicerSegmentEditorEffectFactory.instance().registeredEffects()]
+        self.assertEqual(names.count(EFFECT_NAME), 1)

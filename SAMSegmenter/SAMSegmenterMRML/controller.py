@@ -152,6 +152,8 @@ class InteractionController:
         self.window = window
         self.on_change = on_change
         self.clock = clock
+        self.apply_mode = "replace"  # what the apply keys (a, Enter) write: the front end's "Apply as" choice
+        self.slice_range: Optional[tuple[int, int]] = None  # what p / u / d propagate over (None: all slices)
         self.shape = volume_shape(volume_node)
         self.ijk_to_world = volume_ijk_to_world(volume_node)
         scene = volume_node.GetScene()
@@ -296,16 +298,18 @@ class InteractionController:
         return np.array([drag.ras, drag.ras + along_u, drag.ras + along_u + along_v, drag.ras + along_v])
 
     def key(self, keysym: str) -> bool:
-        """Handle a key press; True when it is one of the effect's keys (a, Enter, x, p, u, d)."""
+        """Handle a key press; True when it is one of the effect's keys (a, Enter, x, p, u, d).
+
+        The apply keys write with :attr:`apply_mode`; p / u / d propagate over :attr:`slice_range`."""
         action = KEY_ACTIONS.get(keysym)
         if action is None:
             return False
         if action == "apply":
-            self.apply()
+            self.apply(self.apply_mode)
         elif action == "cancel":
             self.cancel()
         else:
-            self.propagate(action)
+            self.propagate(action, self.slice_range)
         return True
 
     def view_changed(self, slice_node: Any) -> None:

@@ -127,3 +127,44 @@ class SegmentEditorSession:
                 f"segmentation '{self.segmentation_node.GetName()}' stores {name}: "
                 "make binary labelmap its source representation (Segmentations module) first"
             )
+
+
+class ScriptedEffectWriter:
+    """A :class:`labelmaps.SegmentWriter` through a Segment Editor effect (``scripted_effect``: the
+    ``scriptedEffect`` of a Slicer scripted effect): edits go to the editor's selected segment by
+    ``modifySelectedSegmentByLabelmap``, after ``saveStateForUndo``, so the editor's undo, masking and
+    overwrite settings apply as for Slicer's own effects.
+
+    add_mode, remove_mode: the effect's ``ModificationModeAdd`` and ``ModificationModeRemove``.
+    """
+
+    def __init__(self, scripted_effect: object, add_mode: int, remove_mode: int) -> None:
+        self.scripted_effect = scripted_effect
+        self._modes = {"add": add_mode, "remove": remove_mode}
+
+    @property
+    def editor_node(self) -> slicer.vtkMRMLSegmentEditorNode:
+        return self.scripted_effect.parameterSetNode()
+
+    @property
+    def segmentation_node(self) -> slicer.vtkMRMLSegmentationNode:
+        return self.editor_node.GetSegmentationNode()
+
+    def reference_geometry(self) -> slicer.vtkOrientedImageData:
+        image = self.scripted_effect.referenceGeometryImage()
+        if image is None:
+            raise InputError("the segmentation has no reference geometry: select a source volume")
+        return image
+
+    def write(self, segment_id: str, edits: list[LabelmapEdit]) -> None:
+        """Apply ``edits`` to ``segment_id``, which must be the editor's selected segment and visible (the
+        effect asks the user to show a hidden one), after saving the state for undo."""
+        selected = self.editor_node.GetSelectedSegmentID()
+        if segment_id != selected:
+            raise InputError(f"segment {segment_id!r} is not the selected segment ({selected!r}): nothing written")
+        if not self.scripted_effect.confirmCurrentSegmentVisible():
+            raise InputError("the selected segment is hidden: nothing written")
+        self.scripted_effect.saveStateForUndo()
+        for edit in edits:
+            self.scripted_effect.modifySelectedSegmentByLabelmap(edit.labelmap, self._modes[edit.operation],
+                                                                 list(edit.extent))

@@ -1,501 +1,247 @@
-"""The "SAM" Segment Editor effect: prompts in slice views, preview, Apply, propagation.
+"""The "SAM" Segment Editor effect: Qt widgets, scriptedEffect calls and event translation only. Every decision is
+made by SAMSegmenterMRML.controller.InteractionController (tested without Qt); model work runs in the SAM inference
+service, another process, whose non-blocking calls a QTimer polls."""
 
-This file only wires Slicer events and widgets; what the prompts mean, which slice they
-belong to, what is previewed and what Apply writes is decided by
-SAMSegmenterMRML.interactive.InteractiveSession (tested without Qt). Model work runs in a
-background thread (SAMSegmenterMRML.jobs.BackgroundRunner); a QTimer polls it and applies
-results on the main thread.
-"""
-
-import logging
 import os
-import time
 
-import numpy as np
 import qt
 import slicer
 import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
+from slicer.i18n import tr as _
 
-DRAG_PIXELS = 4
-POLL_MSEC = 50
-PREFETCH_DELAY_MSEC = 400
-WRITE_MODES = (("Replace slice", "replace"), ("Add", "add"), ("Remove", "remove"))
-DIRECTIONS = (("Both", "both"), ("Up (increasing index)", "up"), ("Down (decreasing index)", "down"))
+import SAMSegmenter
+from SAMSegmenterLib.errors import SAMSegmenterError
+from SAMSegmenterMRML.controller import InteractionController, PointerEvent
+from SAMSegmenterMRML.editor import ScriptedEffectWriter
+
 WINDOWS = ("auto", "soft_tissue", "lung", "bone", "brain")
-KEY_HELP = (
-    ("Left click", "include point"),
-    ("Ctrl + left click, right click", "exclude point"),
-    ("Left drag", "box"),
-    ("a, Enter", "apply"),
-    ("x", "clear prompts and preview"),
-    ("p / u / d", "propagate both ways / up / down"),
-)
+POINTER_EVENTS = {getattr(vtk.vtkCommand, f"{button.title()}Button{kind.title()}Event"): (kind, button)
+                  for button in ("left", "right", "middle") for kind in ("press", "release")}
+POINTER_EVENTS[vtk.vtkCommand.MouseMoveEvent] = ("move", "none")
+RED, BLUE = "#c00000", "#aac8ff"
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
-    """Segment Anything prompts: include/exclude points and boxes in any slice view aligned to the volume."""
+    """Segment Anything in slice views: a box (points too for SAM ViTs), preview, Apply, propagate, correct."""
 
     def __init__(self, scriptedEffect):
-        scriptedEffect.name = "SAM"  # not translated: modules select effects by name
+        scriptedEffect.name = "SAM"  # no tr: modules select effects by name
+        scriptedEffect.title = _("SAM")
         scriptedEffect.perSegment = True
         scriptedEffect.requireSegments = True
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
-        self.session = None
-        self.runner = None
-        self.prefetchRunner = None
-        self.jobs = {}
-        self.drag = None
-        self.prefetchView = None
-        self.pollTimer = qt.QTimer()
-        self.pollTimer.setInterval(POLL_MSEC)
+        modes = slicer.qSlicerSegmentEditorAbstractEffect
+        self.writer = ScriptedEffectWriter(scriptedEffect, modes.ModificationModeAdd, modes.ModificationModeRemove)
+        self.controller = self.observation = self.lastSliceNode = None
+        self.stripSlices, self.pollTimer = [], qt.QTimer()
+        self.pollTimer.setInterval(50)
         self.pollTimer.connect("timeout()", self.onPoll)
-        self.prefetchTimer = qt.QTimer()
-        self.prefetchTimer.setSingleShot(True)
-        self.prefetchTimer.setInterval(PREFETCH_DELAY_MSEC)
-        self.prefetchTimer.connect("timeout()", self.onPrefetch)
 
     def clone(self):
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
-
         clonedEffect = effects.qSlicerSegmentEditorScriptedEffect(None)
         clonedEffect.setPythonSource(__file__.replace("\\", "/"))
         return clonedEffect
 
     def icon(self):
-        iconPath = os.path.join(os.path.dirname(__file__), "..", "Resources", "Icons", "SegmentEditorSAM.png")
-        return qt.QIcon(iconPath) if os.path.exists(iconPath) else qt.QIcon()
+        return qt.QIcon(os.path.join(os.path.dirname(__file__), "..", "Resources", "Icons", "SegmentEditorSAM.png"))
 
     def helpText(self):
-        keys = "".join(f"<li><b>{key}</b>: {action}</li>" for key, action in KEY_HELP)
-        return (
-            "<html>Segment Anything: prompt the model in a slice view and preview its mask.<p>"
-            "<ul style='margin: 0'>"
-            f"{keys}"
-            "</ul><p>"
-            "Prompts belong to one slice; prompting another slice starts over. LiteMedSAM and MedSAM "
-            "were trained with boxes only: draw a box. Oblique volumes work when the view shows volume "
-            "slices (slice view menu: <i>Rotate to volume plane</i>). <b>Apply</b> writes the preview into "
-            "the selected segment, following <i>Editable area</i>, <i>Editable intensity range</i> and "
-            "<i>Modify other segments</i>; undo restores. <b>Propagate</b> segments neighbouring slices "
-            "from the previewed one. Model, device and packages: <i>SAM Segmenter</i> module.</html>"
-        )
+        return _("""<html><b>Drag a box</b> around a structure in a slice view (SAM ViTs: click to include,
+Ctrl+click or right click to exclude). <b>a</b>/<b>Enter</b>: apply, <b>x</b>: cancel, <b>p</b>/<b>u</b>/<b>d</b>:
+propagate both ways/up/down. A box on a propagated slice corrects it and re-propagates up to the next key slices.
+Click the confidence strip (red: the weakest slice) to show a slice. Settings: <i>SAM Segmenter</i> module.</html>""")
 
     def cleanup(self):
+        self.deactivate()
         self.pollTimer.disconnect("timeout()", self.onPoll)
-        self.prefetchTimer.disconnect("timeout()", self.onPrefetch)
-
-    # options panel ------------------------------------------------------------------------------
 
     def setupOptionsFrame(self):
-        self.statusLabel = qt.QLabel()
-        self.statusLabel.wordWrap = True
+        self.statusLabel, self.serviceLabel, self.axisLabel = qt.QLabel(), qt.QLabel(), qt.QLabel()
+        self.rangeFirst, self.rangeLast, self.progressBar = qt.QSpinBox(), qt.QSpinBox(), qt.QProgressBar()
+        self.statusLabel.wordWrap = self.serviceLabel.wordWrap = True
         self.scriptedEffect.addOptionsWidget(self.statusLabel)
+        self.combos = {}  # effect parameter -> combo box whose item data is its value
+        for parameter, label, toolTip, items in (
+                ("Window", _("Intensity window:"), _("Model input: auto (0.5-99.5 percentiles) or a CT window."),
+                 [(window, window) for window in WINDOWS]),
+                ("WriteMode", _("Apply as:"), _("Replace: on the previewed slices the segment becomes the preview."),
+                 [(_("Replace"), "replace"), (_("Add"), "add"), (_("Remove"), "remove")]),
+                ("Direction", _("Propagate:"), "", [(_("Both ways"), "both"), (_("Up (increasing index)"), "up"),
+                                                    (_("Down (decreasing index)"), "down")])):
+            combo = self.combos[parameter] = qt.QComboBox()
+            for title, value in items:
+                combo.addItem(title, value)
+            combo.toolTip = toolTip
+            combo.connect("currentIndexChanged(int)", self.updateMRMLFromGUI)
+            self.scriptedEffect.addLabeledOptionsWidget(label, combo)
+        self.applyButton = self.button(_("Apply"), _("Write the preview into the selected segment (a, Enter)."),
+                                       lambda c: c.apply(self.combos["WriteMode"].currentData))
+        self.cancelButton = self.button(_("Cancel"), _("Clear prompts and preview (x)."), lambda c: c.cancel())
+        self.addRow(self.cancelButton, self.applyButton)
+        self.rangeCheckBox = qt.QCheckBox(_("Limit to slices"))
+        self.addRow(self.rangeCheckBox, self.rangeFirst, qt.QLabel(_("to")), self.rangeLast, self.axisLabel)
+        self.propagateButton = self.button(_("Propagate"), _("Segment the neighbouring slices (p, u, d)."), lambda c: (
+            c.propagate(self.combos["Direction"].currentData, self.sliceRange())))
+        self.stopButton = self.button(_("Stop"), _("Stop the running job."), lambda c: c.stop())
+        self.addRow(self.propagateButton, self.progressBar, self.stopButton)
+        self.strip = qt.QTableWidget(1, 0)
+        self.strip.verticalHeader().hide()
+        self.strip.setEditTriggers(qt.QAbstractItemView.NoEditTriggers)
+        self.strip.horizontalHeader().setDefaultSectionSize(40)
+        self.strip.setMaximumHeight(64)
+        self.strip.connect("cellClicked(int,int)", self.onStripClicked)
+        self.stripHelp = _("IoU of each previewed slice with its neighbour (score on key slices). Blue: key slices; "
+                           "red: the weakest. Click a slice to show it. Where each walk stopped:")
+        self.scriptedEffect.addLabeledOptionsWidget(_("Confidence:"), self.strip)
+        self.scriptedEffect.addOptionsWidget(self.serviceLabel)
+        self.showState(None)
 
-        self.windowSelector = qt.QComboBox()
-        self.windowSelector.addItems(list(WINDOWS))
-        self.windowSelector.toolTip = (
-            "Intensity window that maps the volume to the model's input (auto: 0.5-99.5 percentiles)."
-        )
-        self.scriptedEffect.addLabeledOptionsWidget("Intensity window:", self.windowSelector)
+    def addRow(self, *widgets):
+        layout = qt.QHBoxLayout()
+        for widget in widgets:
+            layout.addWidget(widget)
+        self.scriptedEffect.addOptionsWidget(layout)
 
-        self.modeSelector = qt.QComboBox()
-        for title, mode in WRITE_MODES:
-            self.modeSelector.addItem(title, mode)
-        self.modeSelector.toolTip = (
-            "Replace: the segment on the previewed slices becomes the preview. Add / Remove: union / erase."
-        )
-        self.scriptedEffect.addLabeledOptionsWidget("Apply as:", self.modeSelector)
-
-        self.applyButton = qt.QPushButton("Apply")
-        self.applyButton.toolTip = "Write the preview into the selected segment (a, Enter)."
-        self.cancelButton = qt.QPushButton("Cancel")
-        self.cancelButton.toolTip = "Clear prompts and preview (x)."
-        row = qt.QHBoxLayout()
-        row.addWidget(self.cancelButton)
-        row.addWidget(self.applyButton)
-        self.scriptedEffect.addOptionsWidget(row)
-
-        self.directionSelector = qt.QComboBox()
-        for title, direction in DIRECTIONS:
-            self.directionSelector.addItem(title, direction)
-        self.scriptedEffect.addLabeledOptionsWidget("Propagate:", self.directionSelector)
-        self.rangeCheckBox = qt.QCheckBox("Limit to slices")
-        self.rangeFirst = qt.QSpinBox()
-        self.rangeLast = qt.QSpinBox()
-        for spinBox in (self.rangeFirst, self.rangeLast):
-            spinBox.setRange(0, 9999)
-        rangeRow = qt.QHBoxLayout()
-        rangeRow.addWidget(self.rangeCheckBox)
-        rangeRow.addWidget(self.rangeFirst)
-        rangeRow.addWidget(qt.QLabel("to"))
-        rangeRow.addWidget(self.rangeLast)
-        self.scriptedEffect.addOptionsWidget(rangeRow)
-        self.propagateButton = qt.QPushButton("Propagate")
-        self.propagateButton.toolTip = "Segment neighbouring slices from the previewed slice (p / u / d)."
-        self.stopButton = qt.QPushButton("Stop")
-        self.progressBar = qt.QProgressBar()
-        self.progressBar.visible = False
-        propagateRow = qt.QHBoxLayout()
-        propagateRow.addWidget(self.propagateButton)
-        propagateRow.addWidget(self.progressBar)
-        propagateRow.addWidget(self.stopButton)
-        self.scriptedEffect.addOptionsWidget(propagateRow)
-
-        self.applyButton.connect("clicked()", self.apply)
-        self.cancelButton.connect("clicked()", self.clearPrompts)
-        self.propagateButton.connect("clicked()", self.onPropagate)
-        self.stopButton.connect("clicked()", self.stop)
-        for widget in (self.windowSelector, self.modeSelector, self.directionSelector):
-            widget.connect("currentIndexChanged(int)", self.updateMRMLFromGUI)
-        self.rangeCheckBox.connect("toggled(bool)", self.updateMRMLFromGUI)
-        for spinBox in (self.rangeFirst, self.rangeLast):
-            spinBox.connect("valueChanged(int)", self.updateMRMLFromGUI)
+    def button(self, title, toolTip, action):
+        button = qt.QPushButton(title)
+        button.toolTip = toolTip
+        button.connect("clicked()", lambda: self.sync() and action(self.controller))
+        return button
 
     def setMRMLDefaults(self):
-        self.scriptedEffect.setParameterDefault("Window", "auto")
-        self.scriptedEffect.setParameterDefault("WriteMode", "replace")
-        self.scriptedEffect.setParameterDefault("Direction", "both")
-        self.scriptedEffect.setParameterDefault("UseRange", 0)
-        self.scriptedEffect.setParameterDefault("RangeFirst", 0)
-        self.scriptedEffect.setParameterDefault("RangeLast", 0)
+        for name, value in (("Window", "auto"), ("WriteMode", "replace"), ("Direction", "both")):
+            self.scriptedEffect.setParameterDefault(name, value)
 
     def updateGUIFromMRML(self):
-        widgets = (
-            self.windowSelector,
-            self.modeSelector,
-            self.directionSelector,
-            self.rangeCheckBox,
-            self.rangeFirst,
-            self.rangeLast,
-        )
-        blocked = [widget.blockSignals(True) for widget in widgets]
-        self.windowSelector.setCurrentIndex(
-            max(self.windowSelector.findText(self.scriptedEffect.parameter("Window")), 0)
-        )
-        self.modeSelector.setCurrentIndex(
-            max(self.modeSelector.findData(self.scriptedEffect.parameter("WriteMode")), 0)
-        )
-        self.directionSelector.setCurrentIndex(
-            max(self.directionSelector.findData(self.scriptedEffect.parameter("Direction")), 0)
-        )
-        self.rangeCheckBox.checked = self.scriptedEffect.integerParameter("UseRange") != 0
-        self.rangeFirst.value = self.scriptedEffect.integerParameter("RangeFirst")
-        self.rangeLast.value = self.scriptedEffect.integerParameter("RangeLast")
-        for widget, wasBlocked in zip(widgets, blocked):
-            widget.blockSignals(wasBlocked)
-        self.updateButtons()
+        for parameter, combo in self.combos.items():
+            wasBlocked = combo.blockSignals(True)
+            combo.setCurrentIndex(max(combo.findData(self.scriptedEffect.parameter(parameter)), 0))
+            combo.blockSignals(wasBlocked)
+        if self.controller is not None:
+            self.controller.set_window(self.combos["Window"].currentData)
 
-    def updateMRMLFromGUI(self, *args):
-        self.scriptedEffect.setParameter("Window", self.windowSelector.currentText)
-        self.scriptedEffect.setParameter("WriteMode", self.modeSelector.currentData)
-        self.scriptedEffect.setParameter("Direction", self.directionSelector.currentData)
-        self.scriptedEffect.setParameter("UseRange", 1 if self.rangeCheckBox.checked else 0)
-        self.scriptedEffect.setParameter("RangeFirst", self.rangeFirst.value)
-        self.scriptedEffect.setParameter("RangeLast", self.rangeLast.value)
-        if self.session is not None and self.session.window != self.windowSelector.currentText:
-            self.clearPrompts()
-            self.session.window = self.windowSelector.currentText
+    def updateMRMLFromGUI(self, *unused):
+        for parameter, combo in self.combos.items():
+            self.scriptedEffect.setParameter(parameter, combo.currentData)
 
-    def updateButtons(self):
-        busy = self.runner is not None and self.runner.busy
-        hasResult = self.session is not None and self.session.result is not None
-        self.applyButton.enabled = hasResult and not busy
-        self.cancelButton.enabled = self.session is not None and (hasResult or not self.session.markups.is_empty())
-        self.propagateButton.enabled = hasResult and not busy
-        self.stopButton.enabled = busy
-        self.rangeFirst.enabled = self.rangeLast.enabled = self.rangeCheckBox.checked
+    def sliceRange(self):
+        first, last = self.rangeFirst.value, self.rangeLast.value
+        return (min(first, last), max(first, last)) if self.rangeCheckBox.checked else None
 
-    def setStatus(self, text):
-        self.statusLabel.text = text
+    def showState(self, state):
+        """Draw the controller's state (None: no controller); poll while the controller has work."""
+        self.statusLabel.text = state.status if state else _("Select a source volume, a segmentation and a segment.")
+        self.statusLabel.setStyleSheet(f"color: {RED}" if state and state.error else "")
+        for button, name in ((self.applyButton, "can_apply"), (self.cancelButton, "can_cancel"),
+                             (self.propagateButton, "can_propagate"), (self.stopButton, "can_stop")):
+            button.enabled = bool(state and getattr(state, name))
+        self.progressBar.visible = bool(state and state.busy)
+        self.progressBar.maximum, self.progressBar.value = ((state and state.progress) or (0, 0))[::-1]  # 0 of 0: busy
+        axis = state.axis if state else None
+        last = self.controller.shape[axis] - 1 if axis is not None else 0
+        if self.rangeLast.maximum != last:  # another axis or volume: the spin boxes span all its slices
+            self.rangeFirst.maximum = self.rangeLast.maximum = self.rangeLast.value = last
+            self.rangeFirst.value = 0
+        self.rangeFirst.enabled = self.rangeLast.enabled = axis is not None
+        self.axisLabel.text = _("along {axis}").format(axis="KJI"[axis]) if axis is not None else ""
+        self.showConfidence(state)
+        self.serviceLabel.text = _("{model} on {device}; {service}").format(
+            model=state.model, device=state.device or "?", service=state.service) if state else ""
+        self.keepPolling()
 
-    # lifecycle -----------------------------------------------------------------------------------
+    def keepPolling(self):
+        if self.controller is not None and self.controller.wants_poll and not self.pollTimer.isActive():
+            self.pollTimer.start()  # (a restart would postpone the next poll)
+
+    def showConfidence(self, state):
+        slices, weakest = (state.confidence, state.weakest()) if state else ((), None)
+        self.stripSlices = [item.index for item in slices]
+        self.strip.setColumnCount(len(slices))
+        self.strip.setHorizontalHeaderLabels([str(index) for index in self.stripSlices])
+        for column, item in enumerate(slices):
+            value = item.score if item.key or item.iou_with_previous is None else item.iou_with_previous
+            cell = qt.QTableWidgetItem("-" if value is None else f"{value:.2f}")
+            if item.key or item.index == weakest:
+                cell.setBackground(qt.QBrush(qt.QColor(BLUE if item.key else RED)))
+            self.strip.setItem(0, column, cell)
+        self.strip.visible = bool(slices)
+        self.strip.toolTip = "<br>".join([self.stripHelp] + [f"{walk}: {why}" for walk, why in state.stops.items()]
+                                         if state else [])
 
     def activate(self):
-        import SAMSegmenter
-
-        if not SAMSegmenter.dependenciesReady():
-            self.setStatus(self.notReadyMessage())
-            return
-        logic = SAMSegmenter.sharedLogic()
-        self.setStatus(f"{logic.model_name} on {logic.device}: drag a box or click in a slice view.")
-        self.updateButtons()
-
-    def notReadyMessage(self):
-        import SAMSegmenter
-
-        if not SAMSegmenter.slicerSupported():
-            return SAMSegmenter.UNSUPPORTED_SLICER
-        return "Python packages are missing: install them in the <b>SAM Segmenter</b> module."
+        node = self.scriptedEffect.parameterSetNode()  # modified when the volume, segmentation or segment changes
+        self.observation = (node, node.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *unused: self.sync()))
+        self.sync()
 
     def deactivate(self):
-        self.closeSession()
+        if self.observation is not None:
+            self.observation[0].RemoveObserver(self.observation[1])
+            self.observation = None
+        self.closeController()
 
-    def closeSession(self):
-        self.prefetchTimer.stop()
-        if self.runner is not None:
-            self.runner.cancel()
-        self.jobs = {}
-        if self.session is not None:
-            self.session.close()
-            self.session = None
-        self.drag = None
-        self.updateButtons()
-
-    def sourceVolumeNodeChanged(self):
-        self.closeSession()
-
-    def referenceGeometryChanged(self):
-        self.closeSession()
-
-    def currentSession(self):
-        """The session for the editor's source volume and segmentation (created on first use), or None."""
-        import SAMSegmenter
-
-        if not SAMSegmenter.dependenciesReady():
-            self.setStatus(self.notReadyMessage())
-            return None
-        parameterNode = self.scriptedEffect.parameterSetNode()
-        volumeNode = parameterNode.GetSourceVolumeNode()
-        segmentationNode = parameterNode.GetSegmentationNode()
-        if volumeNode is None or segmentationNode is None:
-            self.setStatus("Select a segmentation and a source volume.")
-            return None
-        if self.session is not None and (
-            self.session.volume_node is not volumeNode or self.session.segmentation_node is not segmentationNode
-        ):
-            self.closeSession()
-        if self.session is None:
-            from SAMSegmenterMRML.interactive import InteractiveSession
-            from SAMSegmenterMRML.jobs import BackgroundRunner
-
-            self.session = InteractiveSession(
-                SAMSegmenter.sharedLogic(), volumeNode, segmentationNode, self.windowSelector.currentText
-            )
-            if self.runner is None:
-                self.runner = BackgroundRunner()
-                self.prefetchRunner = BackgroundRunner()
-        segmentId = parameterNode.GetSelectedSegmentID()
-        segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentId else None
-        if segment is not None:
-            self.session.color = tuple(segment.GetColor())
-        return self.session
-
-    # scripting API (used by the view interaction below and by tests) ---------------------------------
-
-    def promptPoint(self, ras, include, sliceNode):
-        """Add an include (or exclude) point at world ``ras`` on the slice shown by ``sliceNode``."""
-        self._prompt(
-            lambda session: session.add_point(np.asarray(ras, dtype=float), include, self._sliceToRas(sliceNode))
-        )
-
-    def promptBox(self, cornersRas, sliceNode):
-        """Set the box from its (4, 3) world RAS corners, drawn in the view of ``sliceNode``."""
-        self._prompt(lambda session: session.set_box(np.asarray(cornersRas, dtype=float), self._sliceToRas(sliceNode)))
-
-    def propagate(self, direction=None, sliceRange=None):
-        """Propagate the previewed slice ("up", "down", "both"); sliceRange: (first, last) inclusive or None."""
-        from SAMSegmenterLib.errors import SAMSegmenterError
-
-        if self.session is None:
-            self.setStatus("Segment a slice first.")
-            return
-        direction = direction or self.directionSelector.currentData
-        if sliceRange is None and self.rangeCheckBox.checked:
-            sliceRange = (
-                min(self.rangeFirst.value, self.rangeLast.value),
-                max(self.rangeFirst.value, self.rangeLast.value),
-            )
+    def sync(self):
+        """The controller of the editor's source volume, segmentation and selected segment (None without them)."""
+        node = self.scriptedEffect.parameterSetNode()
+        volume, segmentation = node.GetSourceVolumeNode(), node.GetSegmentationNode()
+        segmentId = node.GetSelectedSegmentID()
         try:
-            job = self.session.propagation_job(direction, sliceRange)
+            logic, now = SAMSegmenter.sharedLogic(), self.controller
+            if now is not None and (now.volume_node is not volume or now.segmentation_node is not segmentation
+                                    or now.engine is not logic.engine or now.spec.name != logic.model_name):
+                self.closeController()
+            if self.controller is None and volume and segmentation and segmentId:
+                self.controller = InteractionController(
+                    logic.engine, volume, segmentation, segmentId, self.writer, model=logic.model_name,
+                    checkpoint=logic.checkpoint, window=self.combos["Window"].currentData, on_change=self.showState)
+                self.showState(self.controller.state)
+            elif self.controller is not None and segmentId and segmentId != self.controller.segment_id:
+                self.controller.set_segment(segmentId)
         except SAMSegmenterError as error:
-            self.setStatus(str(error))
-            return
-        runner = self.runner
-        self._submit(("propagate", job.generation), job, lambda: job.run(runner.report, runner.cancel_requested))
-        self.progressBar.visible = True
-        self.progressBar.setRange(0, 0)
-        self.setStatus(f"Propagating {direction}...")
+            self.closeController()
+            self.statusLabel.text = _("The SAM effect cannot start: {error}").format(error=error)
+            self.statusLabel.setStyleSheet(f"color: {RED}")
+        return self.controller
 
-    def apply(self):
-        """Write the preview into the selected segment (undo is saved first)."""
-        if self.session is None or self.session.result is None or (self.runner is not None and self.runner.busy):
-            return
-        if not self.scriptedEffect.confirmCurrentSegmentVisible():
-            return
-        from SAMSegmenterLib.errors import SAMSegmenterError
-
-        mode = self.modeSelector.currentData
-        current = self.scriptedEffect.selectedSegmentLabelmap() if mode == "replace" else None
-        try:
-            edits = self.session.edits(self.scriptedEffect.referenceGeometryImage(), current, mode)
-        except SAMSegmenterError as error:
-            self.setStatus(str(error))
-            return
-        modes = {
-            "set": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeSet,
-            "add": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd,
-            "remove": slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeRemove,
-        }
-        self.scriptedEffect.saveStateForUndo()
-        for edit in edits:
-            self.scriptedEffect.modifySelectedSegmentByLabelmap(edit.labelmap, modes[edit.operation], list(edit.extent))
-        self.session.clear()
-        self.setStatus("Applied. Undo restores the segment.")
-        self.updateButtons()
-
-    def clearPrompts(self):
-        if self.session is not None:
-            self.session.clear()
-        self.setStatus("Prompts cleared.")
-        self.updateButtons()
-
-    def stop(self):
-        if self.runner is not None:
-            self.runner.cancel()
-
-    def waitForResult(self, timeoutSeconds=300):
-        """Process events until the running job's result is applied (for scripts and tests); False on timeout."""
-        deadline = time.monotonic() + timeoutSeconds
-        while self.runner is not None and (self.runner.busy or self.jobs):
-            slicer.app.processEvents()
-            self.onPoll()
-            if time.monotonic() > deadline:
-                return False
-        return True
-
-    def _sliceToRas(self, sliceNode):
-        return slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
-
-    def _prompt(self, makeJob):
-        from SAMSegmenterLib.errors import SAMSegmenterError
-
-        session = self.currentSession()
-        if session is None:
-            return
-        try:
-            job = makeJob(session)
-        except SAMSegmenterError as error:
-            self.setStatus(str(error))
-            return
-        self._submit(("predict", job.generation), job, job.run)
-        self.setStatus(f"Segmenting slice {job.prompt.ref.axis_name}={job.prompt.ref.index}...")
-
-    def _submit(self, tag, job, work):
-        self.jobs[tag] = job
-        self.runner.submit(tag, work)
-        self.pollTimer.start()
-        self.updateButtons()
+    def closeController(self):
+        self.pollTimer.stop()
+        if self.controller is not None:
+            self.controller.close()
+            self.controller = None
+            self.showState(None)
 
     def onPoll(self):
-        if self.runner is None:
+        if self.controller is None or not self.controller.poll():
             self.pollTimer.stop()
-            return
-        busy = self.runner.busy
-        for finished in self.runner.poll():
-            job = self.jobs.pop(finished.tag, None)
-            if job is None or self.session is None:
-                continue
-            if finished.error is not None:
-                self.setStatus(f"SAM failed: {finished.error}")
-                logging.error("SAM effect job failed: %s", finished.error)
-            elif finished.tag[0] == "predict":
-                if self.session.accept(job, finished.value):
-                    self.setStatus(
-                        f"Slice {self.session.ref.axis_name}={self.session.ref.index}: predicted IoU "
-                        f"{self.session.score:.2f}. Apply, add prompts or propagate."
-                    )
-            elif self.session.accept_propagation(job, finished.value):
-                result = finished.value
-                slab = self.session.result[0]
-                reasons = ", ".join(f"{walk}: {reason}" for walk, reason in result.stop_reasons.items())
-                self.setStatus(f"Propagated over slices {slab.first}-{slab.last} ({reasons}). Apply to keep.")
-            else:
-                self.setStatus("Propagation stopped; nothing changed.")
-        progress = self.runner.progress
-        if progress is not None and progress[1] > 0:
-            self.progressBar.setRange(0, progress[1])
-            self.progressBar.value = progress[0]
-        if not busy:
-            self.pollTimer.stop()
-            self.progressBar.visible = False
-            self.jobs = {}  # jobs still listed were replaced by newer ones before they started
-        self.updateButtons()
 
-    # slice view interaction --------------------------------------------------------------------
+    def onStripClicked(self, row, column):
+        sliceNode = self.lastSliceNode or slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        if self.controller is not None and column < len(self.stripSlices):
+            self.controller.jump_to(self.stripSlices[column], sliceNode)
 
     def processInteractionEvents(self, callerInteractor, eventId, viewWidget):
         if viewWidget.className() != "qMRMLSliceWidget":
             return False
-        sliceNode = viewWidget.sliceLogic().GetSliceNode()
+        ctrl, shift, alt = (bool(key()) for key in (callerInteractor.GetControlKey, callerInteractor.GetShiftKey,
+                                                    callerInteractor.GetAltKey))
         if eventId == vtk.vtkCommand.KeyPressEvent:
-            return self.onKey(callerInteractor.GetKeySym())
+            controller = None if ctrl or alt else self.sync()  # Ctrl/Alt + key: application shortcuts
+            if controller is None:
+                return False
+            controller.apply_mode, controller.slice_range = self.combos["WriteMode"].currentData, self.sliceRange()
+            return bool(controller.key(callerInteractor.GetKeySym()))
+        kind = POINTER_EVENTS.get(eventId)
+        controller = self.sync() if kind and kind[0] == "press" else self.controller
+        if kind is None or controller is None:
+            return False
         xy = callerInteractor.GetEventPosition()
-        if callerInteractor.GetShiftKey() or callerInteractor.GetAltKey():
-            return False  # Shift and Alt keep their slice view meanings (crosshair, window/level)
-        if eventId == vtk.vtkCommand.LeftButtonPressEvent:
-            self.drag = {
-                "start": xy,
-                "sliceNode": sliceNode,
-                "box": False,
-                "include": not callerInteractor.GetControlKey(),
-            }
-            return True
-        if eventId == vtk.vtkCommand.RightButtonPressEvent:
-            self.drag = {"start": xy, "sliceNode": sliceNode, "box": False, "include": False}
-            return True
-        if self.drag is None or self.drag["sliceNode"] is not sliceNode:
-            return False
-        if eventId == vtk.vtkCommand.MouseMoveEvent:
-            start = self.drag["start"]
-            if self.drag["include"] and max(abs(xy[0] - start[0]), abs(xy[1] - start[1])) >= DRAG_PIXELS:
-                self.drag["box"] = True
-                session = self.currentSession()
-                if session is not None:
-                    session.markups.set_box(self.boxCorners(start, xy, viewWidget))
-            return self.drag["box"]
-        if eventId in (vtk.vtkCommand.LeftButtonReleaseEvent, vtk.vtkCommand.RightButtonReleaseEvent):
-            drag, self.drag = self.drag, None
-            if drag["box"]:
-                self.promptBox(self.boxCorners(drag["start"], xy, viewWidget), sliceNode)
-            else:
-                self.promptPoint(self.xyToRas(drag["start"], viewWidget), drag["include"], sliceNode)
-            return True
-        return False
-
-    def boxCorners(self, start, end, viewWidget):
-        """World RAS of the four corners of the rectangle dragged from ``start`` to ``end`` (view pixels)."""
-        corners = ((start[0], start[1]), (end[0], start[1]), (end[0], end[1]), (start[0], end[1]))
-        return [self.xyToRas(corner, viewWidget) for corner in corners]
-
-    def onKey(self, key):
-        actions = {
-            "a": self.apply,
-            "Return": self.apply,
-            "x": self.clearPrompts,
-            "p": lambda: self.propagate("both"),
-            "u": lambda: self.propagate("up"),
-            "d": lambda: self.propagate("down"),
-        }
-        action = actions.get(key)
-        if action is None:
-            return False
-        action()
-        return True
+        sliceNode = viewWidget.sliceLogic().GetSliceNode()
+        self.lastSliceNode = sliceNode if kind[0] == "press" else self.lastSliceNode
+        ras = tuple(self.xyToRas(xy, viewWidget))
+        return bool(controller.pointer(PointerEvent(*kind, (xy[0], xy[1]), ras, sliceNode, ctrl, shift, alt)))
 
     def processViewNodeEvents(self, callerViewNode, eventId, viewWidget):
-        if callerViewNode is not None and callerViewNode.IsA("vtkMRMLSliceNode"):
-            self.prefetchView = callerViewNode
-            self.prefetchTimer.start()
-
-    def onPrefetch(self):
-        """Embed the slice the user stopped on, so the first prompt there is fast."""
-        from SAMSegmenterLib.errors import SAMSegmenterError
-
-        if self.session is None or self.prefetchView is None:
-            return
-        try:
-            work = self.session.prefetch(self._sliceToRas(self.prefetchView))
-        except SAMSegmenterError:
-            return  # the view does not show a volume slice (oblique or outside): nothing to prefetch
-        self.prefetchRunner.submit("prefetch", work)
+        if self.controller is not None and callerViewNode is not None and callerViewNode.IsA("vtkMRMLSliceNode"):
+            self.controller.view_changed(callerViewNode)
+            self.keepPolling()

@@ -91,11 +91,26 @@ def test_extension_metadata_and_subdirectories():
     assert subdirectories == ["SAMSegmenter", "Testing/Slicer"]
     assert ["Slicer", "5.10", "REQUIRED"] in cmake_arguments(text, "find_package")
     testing = (ROOT / "Testing" / "Slicer" / "CMakeLists.txt").read_text()
-    for args in cmake_arguments(testing, "slicer_add_python_unittest") + cmake_arguments(
-        testing, "slicerMacroBuildScriptedModule"
-    ):
+    for args in cmake_arguments(testing, "slicer_add_python_unittest"):
         scripts = [a for a in args if a.endswith(".py")]
         assert scripts and all((ROOT / "Testing" / "Slicer" / s).is_file() for s in scripts)
+
+
+def test_the_self_test_is_a_ctest_that_is_not_installed_and_reports_skips():
+    """Under BUILD_TESTING the self-test is only a Python unittest run by Slicer (a scripted module would be installed
+    and shipped in the extension package), and ctest reports it skipped when unittest skips it."""
+    testing = (ROOT / "Testing" / "Slicer" / "CMakeLists.txt").read_text()
+    assert cmake_arguments(testing, "slicerMacroBuildScriptedModule") == []
+    assert cmake_arguments(testing, "slicer_add_python_unittest") == [["SCRIPT", "SAMSegmenterSelfTest.py"]]
+    (properties,) = cmake_arguments(testing, "set_tests_properties")
+    assert properties[:3] == ["py_SAMSegmenterSelfTest", "PROPERTIES", "SKIP_REGULAR_EXPRESSION"]
+    quoted = re.search(r'SKIP_REGULAR_EXPRESSION\s+"((?:[^"\\]|\\.)*)"', testing).group(1)
+    pattern = re.sub(r"\\(.)", r"\1", quoted)  # CMake string escapes -> the regular expression ctest gets
+    skipped = "test_effect_end_to_end (SAMSegmenterSelfTest.SAMSegmenterSelfTest.test_effect_end_to_end) ... " \
+              "skipped 'x'"
+    assert re.search(pattern, skipped) and not re.search(pattern, skipped.replace("skipped 'x'", "ok"))
+    root = (ROOT / "CMakeLists.txt").read_text()
+    assert "if(BUILD_TESTING)\n  add_subdirectory(Testing/Slicer)\nendif()" in root
 
 
 def test_effect_source_follows_slicers_loading_rules():

@@ -22,7 +22,7 @@ from SAMSegmenterMRML.controller import InteractionController, PointerEvent
 from SAMSegmenterMRML.editor import SegmentEditorSession
 from SAMSegmenterMRML.engines import ServiceEngine
 from SAMSegmenterMRML.geometry import ijk_to_world, view_slice, volume_ijk_to_world
-from SAMSegmenterMRML.labelmaps import labelmap_on_volume, segment_labelmap
+from SAMSegmenterMRML.labelmaps import Slab, labelmap_on_volume, segment_labelmap, write_slab
 from SAMSegmenterMRML.logic import volume_array
 
 SLICE = 2
@@ -295,3 +295,24 @@ def test_the_markups_do_not_take_the_place_tool(oblique, engine, segmentation, w
     finally:
         controller.close()
         oblique.scene.RemoveNode(mine)
+
+
+def test_keys_apply_with_the_front_ends_mode_and_propagate_over_its_range(controller, view, oblique, segmentation,
+                                                                          writer):
+    """The front end's "Apply as" and "Limit to slices" choices hold for the keys as for its buttons."""
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    controller.slice_range = (SLICE, SLICE + 1)
+    assert controller.key("u")
+    state = settle(controller)
+    assert not state.error and state.preview_range == (SLICE, SLICE + 1), state.status
+    shown = preview(controller, oblique)
+
+    kept = np.zeros(oblique.array.shape, bool)
+    kept[SLICE, :3, :3] = True  # drawn before, outside the preview: "replace" would erase it, "add" keeps it
+    assert not (kept & shown).any()
+    write_slab(writer, oblique.volume, "Brain", kept[SLICE:SLICE + 1], Slab(0, SLICE, SLICE), "add")
+    controller.apply_mode = "add"
+    assert controller.key("a")
+    assert "Applied to 2 slices" in controller.state.status
+    np.testing.assert_array_equal(segment(segmentation, oblique), shown | kept)

@@ -294,3 +294,19 @@ def alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_stopped_local_service_is_not_started_again_by_a_late_request(mni152):
+    """Closing a session after its local server was stopped (a front end switching services) fails at once
+    instead of starting the server again and waiting for it."""
+    service = LocalService(args=["--device", "cpu"])
+    try:
+        remote = ServiceClient(service).open_volume(mni152[0][:4])
+        service.stop()
+        started = time.monotonic()
+        remote.close()  # best effort: the server is gone
+        with pytest.raises(ServiceError, match="was stopped"):
+            remote.predict(0, 1, Prompt(box=CASES[0][2]))
+        assert time.monotonic() - started < 5 and service.process is None
+    finally:
+        service.stop()

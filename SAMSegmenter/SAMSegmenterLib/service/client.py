@@ -690,9 +690,11 @@ class LocalService(Endpoint):
         self.process: Optional[subprocess.Popen] = None
         self._address: Optional[tuple[str, str]] = None
         self._stop_at_exit = False
+        self._stopped = False  # by stop(): a late request must not start the server again
 
     def start(self) -> None:
         """Start the server process (returns at once; :meth:`address` says when it is ready)."""
+        self._stopped = False
         self.ready_file.unlink(missing_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
@@ -710,7 +712,10 @@ class LocalService(Endpoint):
         return self.process is not None and self.process.poll() is None
 
     def address(self) -> Optional[tuple[str, str]]:
-        """(url, token) once the server is ready; None while it starts. Restarts a server that died, once."""
+        """(url, token) once the server is ready; None while it starts. Restarts a server that died, once;
+        ServiceError after :meth:`stop` (a late request, e.g. closing a session, must not start it again)."""
+        if self._stopped:
+            raise ServiceError("the SAM service was stopped")
         if self._address is not None and self.running:
             return self._address
         if self.process is None or not self.running:
@@ -770,6 +775,7 @@ class LocalService(Endpoint):
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server: close its input (it exits by itself), then terminate it if needed."""
+        self._stopped = True
         if self.process is None:
             return
         if self.process.stdin is not None:
