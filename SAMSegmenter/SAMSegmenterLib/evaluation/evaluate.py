@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from ..cache import EmbeddingCache
 from ..errors import InputError, PromptError
 from ..io import VOLUME_SUFFIXES, Geometry, read_volume
 from ..metrics import Metrics, compute_metrics, dice, slice_spacing
-from ..models import get_spec, load_model
+from ..models import get_spec
 from ..predictor import SlicePredictor
 from ..prompts import Prompt
 from ..propagation import PropagationOptions, propagate
@@ -65,11 +64,15 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Case:
-    """One image volume and its label volume (same voxel grid); ``name`` identifies it in the rows."""
+    """One image volume and its label volume (same voxel grid); ``name`` identifies it in the rows.
+
+    ``image`` may be a folder holding DICOM series; ``series`` picks one by its UID (see :func:`io.read_volume`).
+    """
 
     name: str
     image: Path
     label: Path
+    series: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def seed_slice(binary: np.ndarray, axis: int) -> int:
 
 def load_case(case: Case) -> tuple[np.ndarray, np.ndarray, Geometry]:
     """(image [k, j, i], label [k, j, i], geometry) of a case, checked to share one voxel grid."""
-    image, image_geo = read_volume(case.image)
+    image, image_geo = read_volume(case.image, case.series)
     label, label_geo = read_volume(case.label)
     _check_geometry(case, image, image_geo, label, label_geo)
     return image, label, image_geo
@@ -225,7 +228,11 @@ _EMBEDDINGS = EmbeddingCache()
 
 def make_predictor(image: np.ndarray, config: EvalConfig) -> SlicePredictor:
     """A predictor on ``image`` with the configured model (loaded once per process) and window."""
+    from ..models import load_model  # imports PyTorch: here, so the command line checks its inputs first
+
     if config.torch_threads:
+        import torch
+
         torch.set_num_threads(config.torch_threads)
     model = load_model(config.model, device=config.device, precision=config.precision,
                        checkpoint=config.checkpoint, backend=config.backend)
