@@ -107,7 +107,7 @@ def test_error_paths(oblique_volume, tmp_path, capsys):
     _assert_fails(capsys, tmp_path, ["segment", vol, "OUT", "--point", "5", "5", "2"], "label must be 1")
     _assert_fails(capsys, tmp_path, ["segment", vol, "OUT", "--point", "5", "5", "1"], "box prompts only")
     _assert_fails(capsys, tmp_path, ["segment", vol, "OUT", "--box", "1", "1", "5", "5", "--checkpoint",
-                                     str(junk)], "cannot read checkpoint")
+                                     str(junk)], "is not a PyTorch weights file")
     import torch
 
     _assert_fails(capsys, tmp_path, ["segment", vol, "OUT", "--box", "1", "1", "5", "5", "--device", "cuda:7"],
