@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
-from errors_support import partials, signal_when, start_cli, write_volume
+from errors_support import cli_env, partials, signal_when, start_cli, write_volume
 
 BOX = ["40", "30", "120", "110"]
 
@@ -17,6 +19,17 @@ BOX = ["40", "30", "120", "110"]
 def volume(tmp_path_factory, mni152):
     """The whole MNI152 template as NIfTI: its label file takes a while to write."""
     return write_volume(tmp_path_factory.mktemp("signals") / "t1.nii.gz", mni152[0])
+
+
+def test_help_and_argument_errors_import_neither_torch_nor_simpleitk():
+    """Command modules import their heavy packages inside ``run``: ``--help`` and argument errors are quick, and
+    the signal handlers are in place before any long import starts."""
+    code = ("import sys\nfrom SAMSegmenterLib.cli import main\n"
+            "try:\n    main(['segment', 'a.nii', 'b.nii', '--axis', 'X'])\nexcept SystemExit as exc:\n"
+            "    assert exc.code == 2\nprint(sorted(m for m in ('torch', 'SimpleITK') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert done.stderr.strip().startswith("error: argument --axis: invalid choice: 'X'")
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.2])

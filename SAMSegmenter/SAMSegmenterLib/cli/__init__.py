@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 import warnings
 from typing import Iterator, NoReturn, Sequence
@@ -73,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as exc:
             print("interrupted", file=sys.stderr)
             return interrupts.exit_code(exc)
+        except BrokenPipeError:  # stdout piped into a program that stopped reading (``| head``)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
         except OSError as exc:  # the file system refused something no check could foresee
             where = f"{exc.filename}: " if exc.filename else ""
             print(f"error: {where}{(exc.strerror or str(exc)).lower()}", file=sys.stderr)

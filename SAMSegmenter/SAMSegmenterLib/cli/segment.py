@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from ..io import Geometry
     from ..models.loader import SamModel
 
-LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")  # io.LABEL_SUFFIXES, without importing SimpleITK
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("segment", help="segment a slice of a NIfTI/NRRD volume from points and a box",
@@ -151,7 +149,7 @@ class Plan:
 
 def preflight(args: argparse.Namespace) -> Plan:
     """Every check that needs no model, cheapest first (see :mod:`checks`); reads the input volume."""
-    from ..io import read_volume
+    from ..io import LABEL_SUFFIXES, read_volume
     from ..outputs import check_output_file
 
     start = time.perf_counter()

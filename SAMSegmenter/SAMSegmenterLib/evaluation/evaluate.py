@@ -401,6 +401,23 @@ def _volumes(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
 
 
+def _csv_cases(path: Path) -> list[Case]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"image", "label"} <= set(reader.fieldnames):
+                raise InputError(f"{path} needs a header with 'image' and 'label' columns (and optionally 'case')")
+            cases = []
+            for line, entry in enumerate(reader, 2):
+                if not entry["image"] or not entry["label"]:
+                    raise InputError(f"{path} line {line}: empty image or label path")
+                image, label = (path.parent / entry[c].strip() for c in ("image", "label"))
+                cases.append(Case((entry.get("case") or "").strip() or volume_stem(image), image, label))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path} is not a readable CSV text file ({exc})") from None
+    return cases
+
+
 def find_cases(path: str | Path) -> list[Case]:
     """Cases listed by a CSV file or found in a folder.
 
@@ -411,16 +428,7 @@ def find_cases(path: str | Path) -> list[Case]:
     """
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            if not reader.fieldnames or not {"image", "label"} <= set(reader.fieldnames):
-                raise InputError(f"{path} needs a header with 'image' and 'label' columns (and optionally 'case')")
-            cases = []
-            for line, entry in enumerate(reader, 2):
-                if not entry["image"] or not entry["label"]:
-                    raise InputError(f"{path} line {line}: empty image or label path")
-                image, label = (path.parent / entry[c].strip() for c in ("image", "label"))
-                cases.append(Case((entry.get("case") or "").strip() or volume_stem(image), image, label))
+        cases = _csv_cases(path)
     elif path.is_dir():
         pairs = [(path / a, path / b) for a, b in (("images", "labels"), ("imagesTr", "labelsTr"),
                                                    ("imagesTs", "labelsTs")) if (path / a).is_dir()]
