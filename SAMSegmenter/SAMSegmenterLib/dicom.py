@@ -122,20 +122,45 @@ def _positions(reader: sitk.ImageSeriesReader, count: int) -> Optional[np.ndarra
 
 
 def _check_spacing(folder: Path, info: SeriesInfo, reader: sitk.ImageSeriesReader) -> None:
+    """InputError unless the slices are in position order, one per position, evenly spaced."""
     count = len(info.files)
     along = _positions(reader, count)
     if along is None or count < 2:
         return
-    gaps = np.abs(np.diff(along))
-    step = float(np.median(gaps))
-    if step < 1e-3:
-        raise InputError(f"DICOM series {info.uid} in {folder} has several images at each slice position "
+    gaps = np.diff(along)
+    if np.any(np.abs(gaps) < 1e-3) or np.any(np.abs(np.diff(np.sort(along))) < 1e-3):
+        raise InputError(f"DICOM series {info.uid} in {folder} has several images at one slice position "
                          "(a time series, multi-echo or repeated acquisition), not one 3D volume")
+    if not (np.all(gaps > 0) or np.all(gaps < 0)):
+        raise InputError(f"DICOM series {info.uid} in {folder}: its files could not be put in slice order")
+    gaps = np.abs(gaps)
+    step = float(np.median(gaps))
     worst = int(np.argmax(np.abs(gaps - step)))
     if abs(gaps[worst] - step) > max(0.01 * step, 1e-3):
         raise InputError(f"DICOM series {info.uid} in {folder} is not evenly spaced: {gaps[worst]:.3g} mm between "
                          f"{Path(info.files[worst]).name} and {Path(info.files[worst + 1]).name}, {step:.3g} mm "
                          "elsewhere (a missing, unreadable or duplicated slice?)")
+
+
+def _diagnose(info: SeriesInfo, exc: RuntimeError) -> str:
+    """Why a series could not be read: slices of different sizes, or the reader's own first line."""
+    sizes = {}
+    for name in info.files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        try:
+            with captured_stderr():
+                reader.ReadImageInformation()
+            sizes[name] = tuple(reader.GetSize()[:2])
+        except RuntimeError:
+            return f"{Path(name).name} cannot be read"
+    common = max(set(sizes.values()), key=list(sizes.values()).count)
+    odd = [name for name, size in sizes.items() if size != common]
+    if odd:
+        return (f"its slices differ in size: {Path(odd[0]).name} is {' x '.join(map(str, sizes[odd[0]]))}, "
+                f"{len(sizes) - len(odd)} others {' x '.join(map(str, common))}")
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    return lines[0] if lines else "unknown error"
 
 
 def read_series(folder: str | Path, series: Optional[str] = None) -> sitk.Image:
@@ -150,10 +175,9 @@ def read_series(folder: str | Path, series: Optional[str] = None) -> sitk.Image:
     reader.SetFileNames(list(info.files))
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        with captured_stderr() as captured:
+        with captured_stderr():
             image = reader.Execute()
     except RuntimeError as exc:
-        lines = captured.lines() or str(exc).strip().splitlines() or ["unknown error"]
-        raise InputError(f"cannot read DICOM series {info.uid} in {folder} ({lines[-1]})") from None
+        raise InputError(f"cannot read DICOM series {info.uid} in {folder}: {_diagnose(info, exc)}") from None
     _check_spacing(folder, info, reader)
     return image

@@ -141,6 +141,17 @@ def test_missing_or_cut_slices_are_refused(tmp_path, ct_like):
     assert any(f"(e.g. {victim.name}: truncated" in str(w.message) for w in caught)
 
 
+def test_slices_of_different_sizes_are_named(tmp_path, ct_like):
+    write_series(tmp_path, ct_like[:4], seed=7)
+    odd = sorted(tmp_path.iterdir())[2]
+    ds = pydicom.dcmread(odd)
+    ds.Rows, ds.Columns = 100, 90
+    ds.PixelData = np.ascontiguousarray(ct_like[0, :100, :90], dtype="<i2").tobytes()
+    ds.save_as(odd)
+    with pytest.raises(InputError, match=f"its slices differ in size: {odd.name} is 90 x 100, 3 others 160 x 150"):
+        read_volume(tmp_path)
+
+
 def test_two_images_per_position_are_refused(tmp_path, ct_like):
     uid = write_series(tmp_path, ct_like[:4], seed=3)
     write_series(tmp_path, ct_like[:4], seed=4, series_uid=uid)  # a second echo in the same series
