@@ -19,7 +19,7 @@ import importlib
 import os
 import sys
 import warnings
-from typing import Iterator, NoReturn, Sequence
+from typing import Iterator, NoReturn, Sequence, TextIO
 
 from ..errors import SAMSegmenterError
 from . import interrupts
@@ -50,15 +50,18 @@ def _hint(exc: SAMSegmenterError) -> str:
     return " (give --series UID)" if isinstance(exc, SeriesChoiceError) else ""
 
 
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the command line: one ``warning: ...`` line on stderr."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Show warnings (as the filters allow: each distinct one once) as one ``warning: ...`` line each."""
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        text = " ".join(str(message).split())
-        print(f"warning: {text}", file=sys.stderr)
-
     with warnings.catch_warnings():
-        warnings.showwarning = show
+        warnings.showwarning = show_warning
         yield
 
 

@@ -17,6 +17,7 @@ import platform
 import signal
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -160,8 +161,11 @@ def _print_table(summary: list[dict]) -> None:
 
 def _worker_start() -> None:
     """In each pool worker: Ctrl-C in the terminal reaches the whole process group; the parent stops the
-    workers itself, so they ignore it instead of printing a traceback each."""
+    workers itself, so they ignore it instead of printing a traceback each. Warnings print as one line."""
+    from . import show_warning
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warnings.showwarning = show_warning
 
 
 def _evaluate(cases: list[Case], config: EvalConfig, workers: int, bar: ProgressBar) -> list[Row]:
