@@ -47,6 +47,16 @@ def create_temporary(folder: Path, suffix: str = "") -> Path:
     raise OutputError(f"cannot create a temporary file in {folder}")
 
 
+def _probe(folder: Path) -> None:
+    """Create and delete a file in ``folder``: the one sure test that it takes files (modes, mounts, root)."""
+    probe = None
+    try:
+        probe = create_temporary(folder)
+    finally:
+        if probe is not None:
+            probe.unlink(missing_ok=True)
+
+
 def check_writable_folder(folder: Path, what: str = "output folder") -> None:
     """OutputError unless ``folder`` is an existing folder a file can be created in (tried, not guessed)."""
     if not folder.exists():
@@ -54,7 +64,7 @@ def check_writable_folder(folder: Path, what: str = "output folder") -> None:
     if not folder.is_dir():
         raise OutputError(f"{what} {folder} is not a folder")
     try:
-        create_temporary(folder).unlink()
+        _probe(folder)
     except OSError as exc:
         raise OutputError(f"cannot write to {what} {folder}: {_reason(exc, folder)}") from None
 
@@ -84,7 +94,7 @@ def check_output_folder(path: str | Path, what: str = "output folder") -> Path:
     if not ancestor.is_dir():
         raise OutputError(f"{what} {path} cannot be created: {ancestor} is a file")
     try:
-        create_temporary(ancestor).unlink()
+        _probe(ancestor)
     except OSError as exc:
         raise OutputError(f"{what} {path} cannot be created in {ancestor}: {_reason(exc, ancestor)}") from None
     return path

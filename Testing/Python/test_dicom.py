@@ -189,3 +189,20 @@ def test_cli_names_the_series_flag(tmp_path, ct_like, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and err.endswith("(give --series UID)") and "\n" not in err
     assert "'one' (3 files)" in err and "'two' (2 files)" in err
+
+
+def test_cases_csv_names_the_series(tmp_path, ct_like, capsys):
+    from SAMSegmenterLib.evaluation.evaluate import find_cases
+
+    first = write_series(tmp_path / "study", ct_like[:3], "one", seed=8)
+    write_series(tmp_path / "study", ct_like[:2], "two", seed=9)
+    label = tmp_path / "label.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray((ct_like[:3] > 100).astype(np.uint8)), str(label))
+    listed = tmp_path / "cases.csv"
+    listed.write_text("image,label\nstudy,label.nii.gz\n")
+    code = main(["evaluate", "--cases", str(listed), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "holds 2 DICOM series" in err and err.endswith(f"(give it in a 'series' column of {listed})")
+    listed.write_text(f"image,label,series\nstudy,label.nii.gz,{first}\n")
+    [case] = find_cases(listed)
+    assert case.series == first and read_volume(case.image, case.series)[0].shape == (3, 150, 160)

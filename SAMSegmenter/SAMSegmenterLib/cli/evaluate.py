@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="image volume of a single case (a file, or a folder holding a DICOM series)")
     src.add_argument("--label", type=Path, help="label volume of that case (same voxel grid)")
     src.add_argument("--cases", type=Path,
-                     help="many cases: a CSV with image,label[,case] columns, or a folder with images/ and "
+                     help="many cases: a CSV with image,label[,case][,series] columns, or a folder with images/ and "
                           "labels/ (or imagesTr/labelsTr) or NAME_image.* + NAME_label.* files")
     add_series_option(src)
     src.add_argument("--label-value", type=int, action="append", dest="label_values", metavar="N",
@@ -106,7 +106,8 @@ def _cases(args: argparse.Namespace) -> list[Case]:
         if args.image is not None or args.label is not None:
             raise InputError("give either --cases or --image with --label, not both")
         if args.series is not None:
-            raise InputError("--series applies to --image; list series in the cases' image paths instead")
+            raise InputError(f"--series applies to --image; give each case's series in a 'series' column of "
+                             f"{args.cases}")
         return find_cases(args.cases)
     if args.image is None or args.label is None:
         raise InputError("give --image and --label (one case) or --cases (a folder or CSV of pairs)")
@@ -130,6 +131,7 @@ def _config(args: argparse.Namespace) -> EvalConfig:
 
 def preflight(args: argparse.Namespace) -> tuple[list[Case], EvalConfig]:
     """Every check that needs no model (see :mod:`checks`): arguments, the --out folder, each case's files."""
+    from ..dicom import SeriesChoiceError
     from ..io import check_volume
     from ..outputs import check_output_folder
 
@@ -143,7 +145,12 @@ def preflight(args: argparse.Namespace) -> tuple[list[Case], EvalConfig]:
     config = _config(args)
     check_output_folder(args.out, "--out folder")
     for case in cases:
-        check_volume(case.image, case.series)
+        try:
+            check_volume(case.image, case.series)
+        except SeriesChoiceError as exc:
+            if args.cases is None:
+                raise
+            raise InputError(f"{exc} (give it in a 'series' column of {args.cases})") from None
         check_volume(case.label)
     checks.weights_and_device(args)
     return cases, config

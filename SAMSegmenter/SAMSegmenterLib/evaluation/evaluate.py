@@ -412,7 +412,8 @@ def _csv_cases(path: Path) -> list[Case]:
                 if not entry["image"] or not entry["label"]:
                     raise InputError(f"{path} line {line}: empty image or label path")
                 image, label = (path.parent / entry[c].strip() for c in ("image", "label"))
-                cases.append(Case((entry.get("case") or "").strip() or volume_stem(image), image, label))
+                cases.append(Case((entry.get("case") or "").strip() or volume_stem(image), image, label,
+                                  (entry.get("series") or "").strip() or None))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path} is not a readable CSV text file ({exc})") from None
     return cases
@@ -421,7 +422,8 @@ def _csv_cases(path: Path) -> list[Case]:
 def find_cases(path: str | Path) -> list[Case]:
     """Cases listed by a CSV file or found in a folder.
 
-    CSV: a header with ``image`` and ``label`` columns (and optionally ``case``); relative paths
+    CSV: a header with ``image`` and ``label`` columns (and optionally ``case``, and ``series``: the
+    DICOM SeriesInstanceUID to read when an image is a folder holding several); relative paths
     are relative to the CSV's folder. Folder: ``images/`` + ``labels/`` (or nnU-Net's
     ``imagesTr``/``labelsTr``, ``imagesTs``/``labelsTs``) matched by file name (an image's
     ``_0000`` channel suffix is ignored), or files named ``NAME_image.nii.gz`` + ``NAME_label.nii.gz``.
