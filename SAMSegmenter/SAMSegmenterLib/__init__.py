@@ -17,7 +17,7 @@ import importlib
 
 _EXPORTS = {
     "Cancelled": "errors", "CheckpointError": "errors", "DeviceError": "errors", "InputError": "errors",
-    "ModelError": "errors", "PromptError": "errors", "SAMSegmenterError": "errors",
+    "ModelError": "errors", "OutputError": "errors", "PromptError": "errors", "SAMSegmenterError": "errors",
     "Prompt": "prompts", "box_from_mask": "prompts",
     "Window": "windowing",
     "EmbeddingCache": "cache",

@@ -14,6 +14,10 @@ class InputError(SAMSegmenterError):
     """An input file or array cannot be used (missing, unreadable, wrong shape)."""
 
 
+class OutputError(SAMSegmenterError):
+    """An output file or folder cannot be written (missing or read-only folder, a folder in the way, full disk)."""
+
+
 class PromptError(SAMSegmenterError):
     """A prompt is empty, malformed or lies outside the image."""
 

@@ -1,14 +1,18 @@
-"""Reading volumes and writing label volumes (SimpleITK), with exact geometry.
+"""Reading volumes (NIfTI, NRRD, MetaImage, DICOM) and writing label volumes (SimpleITK), with exact geometry.
 
 Arrays are indexed ``[k, j, i]`` (SimpleITK's ``GetArrayFromImage`` order, and
 Slicer's ``arrayFromVolume``). Geometry is kept in ITK's LPS convention and
 copied unchanged to outputs, so a label file overlays its source in any viewer.
+
+Inputs are refused with an InputError, before the voxels are read where the header allows,
+when they cannot be right: empty, truncated or damaged files (ITK itself reads a cut NIfTI as
+zeros), headers declaring more voxels than the machine's memory, 4D or multi-component images.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +20,11 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .dicom import choose_series, is_dicom_file, read_series
+from .errors import InputError, OutputError
+from .native_output import Captured, captured_stderr
+from .nifti import check_nifti_complete
+from .outputs import StagedOutputs, check_output_file
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
@@ -51,28 +59,121 @@ def _suffix(path: Path, choices: Sequence[str]) -> str | None:
     return next((s for s in choices if name.endswith(s)), None)
 
 
-def read_volume(path: str | Path) -> tuple[np.ndarray, Geometry]:
-    """Read a scalar NIfTI, NRRD or MetaImage volume -> (array [k, j, i], geometry).
+_BYTES = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
+          sitk.sitkInt32: 4, sitk.sitkFloat32: 4}
 
-    A 2D image becomes a one-slice volume. Raises InputError for a missing,
-    unreadable, multi-component or 4D file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"input file {path} does not exist")
+
+def _memory_bytes() -> int | None:
+    """Physical memory of this machine, or None where the platform does not say."""
     try:
-        image = sitk.ReadImage(str(path))
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _failure(path: Path, exc: RuntimeError, captured: Captured) -> str:
+    """One line saying why ITK could not read ``path``, from its exception and what it printed."""
+    text = str(exc)
+    if "Unable to determine ImageIO reader" in text:
+        if is_dicom_file(path):
+            return (f"{path} is a DICOM file without readable image data (truncated, or not an image such as a "
+                    "report or RT plan)")
+        return f"cannot read {path}: not an image volume in a format SimpleITK knows"
+    if "Failed to allocate memory" in text:
+        return f"cannot read {path}: not enough memory for its voxels"
+    lines = captured.lines() or [line.strip() for line in text.splitlines() if line.strip()] or ["unknown error"]
+    details = [line.replace("[nrrd] ", "") for line in lines
+               if not line.startswith(("Exception thrown", "/")) and not line.endswith(":")]
+    return f"cannot read {path}: {'; '.join(details[-2:]) or lines[-1]}"
+
+
+def _header(path: Path, scalar: bool = True) -> sitk.ImageFileReader:
+    """A reader of ``path`` with its header read and checked: refuses what cannot be right before reading voxels
+    (with ``scalar``, also what is not one grey level per voxel in at most 3 dimensions)."""
+    try:
+        with open(path, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {os.strerror(exc.errno).lower() if exc.errno else exc}") from None
+    if empty:
+        raise InputError(f"{path} is empty (0 bytes)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with captured_stderr() as captured:
+            reader.ReadImageInformation()
     except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown format"
-        raise InputError(f"cannot read {path} as an image volume ({detail})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
-                         "a scalar (grey-level) volume is needed")
+        raise InputError(_failure(path, exc, captured)) from None
+    size, components = reader.GetSize(), reader.GetNumberOfComponents()
+    if scalar and components != 1:
+        raise InputError(f"{path} has {components} components per voxel; a scalar (grey-level) volume is needed")
+    if scalar and len(size) > 3 and math.prod(size[3:]) > 1:
+        raise InputError(f"{path} is {len(size)}D ({' x '.join(map(str, size))}); a 3D volume is needed")
+    declared, memory = math.prod(size) * _BYTES.get(reader.GetPixelID(), 8) * components, _memory_bytes()
+    if memory is not None and declared > memory:
+        raise InputError(f"{path} declares {' x '.join(map(str, size))} voxels ({declared / 1e9:.3g} GB), more than "
+                         f"this machine's memory ({memory / 1e9:.3g} GB): a damaged header?")
+    return reader
+
+
+def _read_file(path: Path, scalar: bool = True) -> sitk.Image:
+    """Read one image file, header first (see :func:`_header`), then check a NIfTI file is complete."""
+    reader = _header(path, scalar)
+    if not is_dicom_file(path):
+        check_nifti_complete(path)
+    try:
+        with captured_stderr() as captured:
+            return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(_failure(path, exc, captured)) from None
+
+
+def check_volume(path: str | Path, series: str | None = None) -> None:
+    """The quick part of :func:`read_volume`: the input exists, and its header (or the folder's DICOM series)
+    is readable and describes a scalar 3D volume. Reads no voxels; raises as :func:`read_volume` does."""
+    path = Path(path)
+    if path.is_dir():
+        choose_series(path, series)
+    elif not path.exists():
+        raise InputError(f"input {path} does not exist")
+    elif series is not None:
+        raise InputError(f"a DICOM series UID applies to a folder of DICOM files; {path} is a file")
+    else:
+        _header(path)
+
+
+def _as_volume(path: Path, image: sitk.Image) -> tuple[np.ndarray, Geometry]:
+    components = image.GetNumberOfComponentsPerPixel()
+    if components != 1:
+        raise InputError(f"{path} has {components} components per voxel; a scalar (grey-level) volume is needed")
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]  # a 3D volume stored with a fourth dimension of size 1
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
     if image.GetDimension() != 3:
-        raise InputError(f"{path} is {image.GetDimension()}D; a 3D volume is needed")
+        size = " x ".join(map(str, image.GetSize()))
+        raise InputError(f"{path} is {image.GetDimension()}D ({size}); a 3D volume is needed")
     return sitk.GetArrayFromImage(image), Geometry.of(image)
+
+
+def read_volume(path: str | Path, series: str | None = None) -> tuple[np.ndarray, Geometry]:
+    """Read a scalar volume -> (array [k, j, i], geometry).
+
+    ``path``: a NIfTI, NRRD or MetaImage file, a DICOM file, or a folder holding a DICOM series
+    (``series``: the SeriesInstanceUID to read when it holds several; see :mod:`dicom`). A 2D image
+    becomes a one-slice volume. Raises InputError for a missing, empty, unreadable, truncated,
+    multi-component or 4D input (SeriesChoiceError, a subclass, when a folder's series is ambiguous).
+    """
+    path = Path(path)
+    if path.is_dir():
+        image = read_series(path, series)
+    elif not path.exists():
+        raise InputError(f"input {path} does not exist")
+    elif series is not None:
+        raise InputError(f"a DICOM series UID applies to a folder of DICOM files; {path} is a file")
+    else:
+        image = _read_file(path)
+    return _as_volume(path, image)
 
 
 def _seg_nrrd_metadata(image: sitk.Image, labels: dict[int, str]) -> None:
@@ -92,30 +193,48 @@ def _seg_nrrd_metadata(image: sitk.Image, labels: dict[int, str]) -> None:
             image.SetMetaData(f"Segment{n}_{key}", text)
 
 
-def write_labels(path: str | Path, labels: np.ndarray, geometry: Geometry,
-                 names: dict[int, str] | None = None) -> Path:
+def write_labels(path: str | Path, labels: np.ndarray, geometry: Geometry, names: dict[int, str] | None = None,
+                 staging: StagedOutputs | None = None) -> Path:
     """Write a label array [k, j, i] (0 = background) with ``geometry``, format by extension.
 
     ``.seg.nrrd`` writes a Slicer segmentation (one segment per label value, named
     from ``names``); ``.nii.gz``/``.nii``/``.nrrd``/``.mha`` a plain label volume.
-    The file appears atomically: a failed write leaves nothing behind.
+    The file appears atomically, with the user's umask: a failed write leaves nothing behind.
+    With ``staging`` it is only staged there and appears when the caller commits it (with the
+    run's other outputs). Raises OutputError (a full disk, a read-only or missing folder).
     """
     path = Path(path)
     suffix = _suffix(path, LABEL_SUFFIXES)
     if suffix is None:
-        raise InputError(f"output {path} must end with one of {', '.join(LABEL_SUFFIXES)}")
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {path.parent} does not exist")
+        raise OutputError(f"output {path} must end with one of {', '.join(LABEL_SUFFIXES)}")
+    if staging is None:
+        check_output_file(path)
+        with StagedOutputs() as staged:
+            write_labels(path, labels, geometry, names, staged)
+            staged.commit()
+        return path
     image = geometry.apply(sitk.GetImageFromArray(np.asarray(labels, dtype=np.uint8)))
     if suffix == ".seg.nrrd":
         values = [int(v) for v in np.unique(labels) if v != 0] or [1]
         _seg_nrrd_metadata(image, {v: (names or {}).get(v, f"Segment_{v}") for v in values})
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    staging.write(path, lambda temporary: write_image(image, temporary))
     return path
+
+
+def write_image(image: sitk.Image, path: Path) -> None:
+    """``sitk.WriteImage`` (compressed where the format allows), then :func:`verify_written`."""
+    with captured_stderr():
+        sitk.WriteImage(image, str(path), True)
+    verify_written(path)
+
+
+def verify_written(path: Path) -> None:
+    """Read a just-written image file back: ITK's writers report a full disk only on stderr, or not at all,
+    and leave a cut or empty file. RuntimeError when the file is not whole."""
+    try:
+        if _suffix(path, (".nii.gz", ".nii")):
+            check_nifti_complete(path, written=True)
+        _read_file(path, scalar=False)
+    except InputError as exc:
+        raise RuntimeError(str(exc)) from None

@@ -35,12 +35,14 @@ from .propagation_plan import (
     check_range,
 )
 from .volume import parse_axis, put_slice
+from .windowing import box_contrast
 
 if TYPE_CHECKING:
     from .predictor import SlicePredictor
 
 __all__ = ["CLEANUPS", "DIRECTIONS", "PROMPT_PARTS", "PropagationOptions", "PropagationResult", "affected_range",
-           "check_range", "clean_slice", "grown_box", "next_prompt", "propagate", "propagate_between", "stop_reason"]
+           "check_range", "clean_slice", "grown_box", "next_prompt", "propagate", "propagate_between", "stop_reason",
+           "structure_stop"]
 
 
 def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
@@ -114,6 +116,20 @@ def clean_slice(mask: np.ndarray, previous: Optional[np.ndarray], options: Propa
     elif options.cleanup == "connected" and previous is not None:
         mask = components_touching(mask, previous)
     return fill_holes(mask) if options.fill_holes else mask
+
+
+def structure_stop(image: np.ndarray, previous: np.ndarray,
+                   options: PropagationOptions) -> Optional[tuple[str, str]]:
+    """("no_structure", explanation) when the box grown from the neighbour's mask ``previous`` holds no image
+    structure on the next slice (``image``: that slice windowed to [0, 1]), else None; see PropagationOptions."""
+    if options.min_contrast is None:
+        return None
+    box = grown_box(previous, options.box_margin, options.box_fraction)
+    contrast = box_contrast(image, box)
+    if contrast >= options.min_contrast:
+        return None
+    return "no_structure", (f"the box holds no image structure (intensity spread {contrast:.4f} < "
+                            f"{options.min_contrast:.4g} of the window)")
 
 
 def stop_reason(mask: np.ndarray, score: float, previous: np.ndarray,
@@ -202,6 +218,11 @@ class _Run:
         index = walk.next
         if index in self.claimed:
             self.stop(walk, "met", f"slice {index} is already segmented")
+            return
+        flat = structure_stop(self.predictor.slice_image(self.axis, index), walk.mask, self.options)
+        if flat is not None:
+            self.stop(walk, flat[0], f"slice {index}: {flat[1]}")
+            self.done += 1
             return
         prompt = next_prompt(walk.mask, walk.logits, self.parts, self.options)
         prediction = self.predictor.predict(self.axis, index, prompt)

@@ -19,6 +19,9 @@ PROMPT_PARTS = ("box", "points", "mask")
 CLEANUPS = ("none", "largest", "connected")
 DIRECTIONS = ("up", "down", "both")
 
+# Below this standard deviation of windowed intensities (0..1), a box shows a display less than about
+# one grey level of 256 of variation: nothing a model can outline (see PropagationOptions).
+MIN_CONTRAST = 1 / 256
 Progress = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
 
@@ -36,10 +39,15 @@ class PropagationOptions:
     cleanup: per-slice clean-up before the mask is accepted and used for the next
     prompt: ``none``, ``largest`` (largest component) or ``connected`` (the components
     overlapping the neighbour's mask). fill_holes: fill holes in each slice.
-    Stop criteria (``None`` disables one): the mask has fewer than ``min_area`` pixels
-    ("empty"); the model's score is below ``min_score`` ("low_score"); its IoU with the
-    neighbour's mask is below ``min_iou`` ("low_iou"); its area differs from the
-    neighbour's by more than a factor ``max_area_ratio`` either way ("area_jump").
+    Stop criteria (``None`` disables one): the box the next slice would be prompted with
+    holds no image structure, the standard deviation of its windowed intensities (in [0, 1])
+    being below ``min_contrast`` ("no_structure", checked before the slice is encoded: a
+    uniform region such as the empty background around a body gives the model nothing to
+    outline, yet it returns a confident blob there, slice after slice); the mask has fewer
+    than ``min_area`` pixels ("empty"); the model's score is below ``min_score``
+    ("low_score"); its IoU with the neighbour's mask is below ``min_iou`` ("low_iou"); its
+    area differs from the neighbour's by more than a factor ``max_area_ratio`` either way
+    ("area_jump").
     """
 
     prompt: str = "box"
@@ -53,6 +61,7 @@ class PropagationOptions:
     min_score: Optional[float] = None
     min_iou: Optional[float] = 0.25
     max_area_ratio: Optional[float] = None
+    min_contrast: Optional[float] = MIN_CONTRAST
 
     def parts(self) -> frozenset[str]:
         """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
@@ -83,6 +92,9 @@ class PropagationOptions:
             raise InputError(f"min_area must be >= 1 pixel, got {self.min_area}")
         if self.max_area_ratio is not None and not self.max_area_ratio > 1:
             raise InputError(f"max_area_ratio must be > 1, got {self.max_area_ratio}")
+        if self.min_contrast is not None and not 0 <= self.min_contrast < 1:
+            raise InputError(f"min_contrast must be in [0, 1) (a standard deviation of intensities windowed to 0..1), "
+                             f"got {self.min_contrast}")
         return parts
 
 
@@ -93,7 +105,7 @@ class PropagationResult:
     mask: (k, j, i) bool, the accepted slices (everything else False); axis: 0, 1 or 2;
     scores: model score per accepted slice index (slices given as masks have none);
     stop_reasons / stop_details: per walk ("up"/"down" for :func:`propagate`,
-    "<index> up"/"<index> down" for :func:`propagate_between`), a reason code (``empty``,
+    "<index> up"/"<index> down" for :func:`propagate_between`), a reason code (``no_structure``, ``empty``,
     ``low_score``, ``low_iou``, ``area_jump``, ``range_end``, ``volume_end``, ``met``: reached
     a slice already segmented, ``cancelled``, ``not_requested``) and a sentence;
     last: per walk, the last slice it accepted; cancelled: the caller cancelled (the mask

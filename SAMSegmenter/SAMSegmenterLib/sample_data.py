@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
-from .io import Geometry, read_volume
+from .outputs import StagedOutputs, check_output_file
+
+if TYPE_CHECKING:
+    from .io import Geometry
 
 SAMPLES = ("mni152", "mni152_brain", "mni152_gm", "mni152_wm", "ct_small")
 
@@ -30,11 +34,26 @@ def _nilearn_image(name: str):
     return loaders[name](resolution=1)
 
 
-def write_sample(name: str, path: str | Path) -> Path:
-    """Write sample ``name`` (see SAMPLES) as a volume file (format by extension)."""
+def write_sample(name: str, path: str | Path, staging: StagedOutputs | None = None) -> Path:
+    """Write sample ``name`` (see SAMPLES) as a volume file (format by extension), atomically.
+
+    With ``staging`` the file is only staged there (it appears when the caller commits) and the
+    temporary file's path is returned, to be read meanwhile; otherwise ``path``. Raises InputError
+    (unknown name, package missing) or OutputError (the file cannot be written).
+    """
     path = Path(path)
     if name not in SAMPLES:
         raise InputError(f"unknown sample {name!r}; choose from {', '.join(SAMPLES)}")
+    if staging is not None:
+        return staging.write(path, lambda temporary: _write(name, temporary))
+    check_output_file(path)
+    with StagedOutputs() as staged:
+        write_sample(name, path, staged)
+        staged.commit()
+    return path
+
+
+def _write(name: str, path: Path) -> None:
     if name == "ct_small":
         try:
             from pydicom.data import get_testdata_file
@@ -43,7 +62,7 @@ def write_sample(name: str, path: str | Path) -> Path:
         import SimpleITK as sitk
 
         sitk.WriteImage(sitk.ReadImage(get_testdata_file("CT_small.dcm")), str(path))
-        return path
+        return
     image = _nilearn_image(name)
     if name != "mni152":  # masks come as float 0/1 or probabilities: store as labels
         import nibabel
@@ -51,10 +70,11 @@ def write_sample(name: str, path: str | Path) -> Path:
         data = (np.asanyarray(image.dataobj) > 0.5).astype(np.uint8)
         image = nibabel.Nifti1Image(data, image.affine)
     image.to_filename(str(path))
-    return path
 
 
 def load_sample(name: str) -> tuple[np.ndarray, Geometry]:
     """Sample ``name`` as (array [k, j, i], geometry), through a temporary NIfTI file."""
+    from .io import read_volume
+
     with tempfile.TemporaryDirectory() as tmp:
         return read_volume(write_sample(name, Path(tmp) / f"{name}.nii.gz"))

@@ -15,23 +15,14 @@ map, so it is an imperfect ground truth.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.overlay import overlay_rgb, write_png
-from ..io import read_volume, write_labels
-from ..metrics import dice
-from ..models import load_model
-from ..postprocess import largest_component
-from ..predictor import SlicePredictor
-from ..prompts import Prompt, box_from_mask
-from ..propagation import propagate
-from ..sample_data import write_sample
-from ..volume import occupied_slices, take_slice
+from ..outputs import StagedOutputs, new_folders
+from . import checks, interrupts, strict_json
 from .options import add_model_options
 
 
@@ -51,9 +42,34 @@ def _progress(done: int, total: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    volume, geometry = read_volume(write_sample("mni152", args.outdir / "mni152_t1.nii.gz"))
-    brain = read_volume(write_sample("mni152_brain", args.outdir / "mni152_brain_mask.nii.gz"))[0] > 0
+    with new_folders(args.outdir), StagedOutputs() as staged:
+        checks.weights_and_device(args)
+        summary = _demo(args, staged)
+        interrupts.finishing()
+        staged.commit()
+    summary["seconds"] = round(time.perf_counter() - start, 1)
+    print(f"cerebellum segmented on {summary['slices_segmented']} slices in {summary['seconds']} s; "
+          f"3D Dice {summary['dice_vs_reference']:.3f} against the reference; results in {args.outdir}/")
+    if args.json:
+        print(strict_json.dumps(summary))
+    return 0
+
+
+def _demo(args: argparse.Namespace, staged: StagedOutputs) -> dict:
+    """Stage the demo's files in ``staged``; returns the summary."""
+    from ..evaluation.overlay import overlay_rgb, write_png
+    from ..io import read_volume, verify_written, write_labels
+    from ..metrics import dice
+    from ..models import load_model
+    from ..postprocess import largest_component
+    from ..predictor import SlicePredictor
+    from ..prompts import Prompt, box_from_mask
+    from ..propagation import propagate
+    from ..sample_data import write_sample
+    from ..volume import occupied_slices, take_slice
+
+    volume, geometry = read_volume(write_sample("mni152", args.outdir / "mni152_t1.nii.gz", staged))
+    brain = read_volume(write_sample("mni152_brain", args.outdir / "mni152_brain_mask.nii.gz", staged))[0] > 0
     k, j, _ = np.indices(brain.shape, sparse=True)
     reference = largest_component(brain & (k <= 32) & (j <= 115))
     axis = 0
@@ -67,17 +83,11 @@ def run(args: argparse.Namespace) -> int:
                        slice_range=(int(slices[0]), int(slices[-1])), progress=_progress)
     sys.stderr.write("\n")
     labels = result.mask.astype(np.uint8)
-    write_labels(args.outdir / "cerebellum.seg.nrrd", labels, geometry, names={1: "cerebellum"})
-    write_labels(args.outdir / "cerebellum.nii.gz", labels, geometry)
-    write_png(args.outdir / "seed_slice.png", overlay_rgb(predictor.slice_image(axis, seed),
-                                                          take_slice(result.mask, axis, seed), prompt,
-                                                          reference=take_slice(reference, axis, seed)))
-    summary = {"outdir": str(args.outdir), "model": model.name, "device": str(model.device), "seed_slice": seed,
-               "slices_segmented": int(result.mask.any(axis=(1, 2)).sum()), "encoder_calls": predictor.encoder_calls,
-               "dice_vs_reference": round(dice(result.mask, reference), 4), "stop_reasons": result.stop_reasons,
-               "seconds": round(time.perf_counter() - start, 1)}
-    print(f"cerebellum segmented on {summary['slices_segmented']} slices in {summary['seconds']} s; "
-          f"3D Dice {summary['dice_vs_reference']:.3f} against the reference; results in {args.outdir}/")
-    if args.json:
-        print(json.dumps(summary))
-    return 0
+    write_labels(args.outdir / "cerebellum.seg.nrrd", labels, geometry, names={1: "cerebellum"}, staging=staged)
+    write_labels(args.outdir / "cerebellum.nii.gz", labels, geometry, staging=staged)
+    picture = overlay_rgb(predictor.slice_image(axis, seed), take_slice(result.mask, axis, seed), prompt,
+                          reference=take_slice(reference, axis, seed))
+    staged.write(args.outdir / "seed_slice.png", lambda path: verify_written(write_png(path, picture)))
+    return {"outdir": str(args.outdir), "model": model.name, "device": str(model.device), "seed_slice": seed,
+            "slices_segmented": int(result.mask.any(axis=(1, 2)).sum()), "encoder_calls": predictor.encoder_calls,
+            "dice_vs_reference": round(dice(result.mask, reference), 4), "stop_reasons": result.stop_reasons}

@@ -10,30 +10,28 @@ slice pixels (x = column, y = row); HD95 and NSD are in mm from the voxel spacin
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import multiprocessing
 import os
 import platform
+import signal
 import sys
 import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import InputError
-from ..evaluation.evaluate import (
-    COLUMNS,
-    Case,
-    EvalConfig,
-    find_cases,
-    local_executor,
-    overlay_examples,
-    run_evaluation,
-    volume_stem,
-)
 from ..evaluation.protocols import PROTOCOL_HELP, PROTOCOLS
-from ..evaluation.report import SUMMARY_COLUMNS, plot_boxplots, plot_overlays, summarize, write_csv
 from ..volume import AXES
-from .options import add_model_options, add_volume_options
+from ..windowing import fixed_window
+from . import checks, interrupts, strict_json
+from .options import add_model_options, add_series_option, add_volume_options
+
+if TYPE_CHECKING:
+    from ..evaluation.evaluate import Case, EvalConfig, Row
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,11 +40,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__ + "\nprotocols:\n" + protocols,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("input")
-    src.add_argument("--image", type=Path, help="image volume of a single case")
+    src.add_argument("--image", type=Path,
+                     help="image volume of a single case (a file, or a folder holding a DICOM series)")
     src.add_argument("--label", type=Path, help="label volume of that case (same voxel grid)")
     src.add_argument("--cases", type=Path,
-                     help="many cases: a CSV with image,label[,case] columns, or a folder with images/ and "
+                     help="many cases: a CSV with image,label[,case][,series] columns, or a folder with images/ and "
                           "labels/ (or imagesTr/labelsTr) or NAME_image.* + NAME_label.* files")
+    add_series_option(src)
     src.add_argument("--label-value", type=int, action="append", dest="label_values", metavar="N",
                      help="label value to evaluate (repeatable; default: every non-zero value)")
     add_volume_options(p)
@@ -76,7 +76,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 class ProgressBar:
     """``[#####-----] done/total name  elapsed`` redrawn in place on a terminal; silent otherwise."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 28, enabled: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, width: int = 28, enabled: bool | None = None):
+        stream = sys.stderr if stream is None else stream  # the current one (tests replace it)
         self.stream = stream
         self.width = width
         self.enabled = stream.isatty() if enabled is None else enabled
@@ -99,16 +100,23 @@ class ProgressBar:
 
 
 def _cases(args: argparse.Namespace) -> list[Case]:
+    from ..evaluation.evaluate import Case, find_cases, volume_stem
+
     if args.cases is not None:
         if args.image is not None or args.label is not None:
             raise InputError("give either --cases or --image with --label, not both")
+        if args.series is not None:
+            raise InputError(f"--series applies to --image; give each case's series in a 'series' column of "
+                             f"{args.cases}")
         return find_cases(args.cases)
     if args.image is None or args.label is None:
         raise InputError("give --image and --label (one case) or --cases (a folder or CSV of pairs)")
-    return [Case(volume_stem(args.image), args.image, args.label)]
+    return [Case(volume_stem(args.image), args.image, args.label, args.series)]
 
 
 def _config(args: argparse.Namespace) -> EvalConfig:
+    from ..evaluation.evaluate import EvalConfig
+
     threads = args.threads
     if threads is None and args.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
@@ -121,6 +129,33 @@ def _config(args: argparse.Namespace) -> EvalConfig:
                       torch_threads=threads)
 
 
+def preflight(args: argparse.Namespace) -> tuple[list[Case], EvalConfig]:
+    """Every check that needs no model (see :mod:`checks`): arguments, the --out folder, each case's files."""
+    from ..dicom import SeriesChoiceError
+    from ..io import check_volume
+    from ..outputs import check_output_folder
+
+    checks.positive(args.workers, "--workers")
+    if args.threads is not None:
+        checks.positive(args.threads, "--threads")
+    if args.overlays < 0:
+        raise InputError(f"--overlays must be 0 or more, got {args.overlays}")
+    fixed_window(args.window)
+    cases = _cases(args)
+    config = _config(args)
+    check_output_folder(args.out, "--out folder")
+    for case in cases:
+        try:
+            check_volume(case.image, case.series)
+        except SeriesChoiceError as exc:
+            if args.cases is None:
+                raise
+            raise InputError(f"{exc} (give it in a 'series' column of {args.cases})") from None
+        check_volume(case.label)
+    checks.weights_and_device(args)
+    return cases, config
+
+
 def _print_table(summary: list[dict]) -> None:
     pooled = [s for s in summary if s["label"] == "all"] or summary
     print(f"{'protocol':<12} {'selection':<11} {'label':>5} {'n':>5} {'Dice median [IQR]':>24} "
@@ -131,51 +166,75 @@ def _print_table(summary: list[dict]) -> None:
               f"{s['hd95_median']:>8.2f} mm")
 
 
+def _worker_start() -> None:
+    """In each pool worker: Ctrl-C in the terminal reaches the whole process group; the parent stops the
+    workers itself, so they ignore it instead of printing a traceback each. Warnings print as one line."""
+    from . import show_warning
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warnings.showwarning = show_warning
+
+
+def _evaluate(cases: list[Case], config: EvalConfig, workers: int, bar: ProgressBar) -> list[Row]:
+    """Rows of every case, here or in a process pool whose workers are stopped at once on an error or interrupt."""
+    from ..evaluation.evaluate import run_evaluation
+
+    if workers == 1:
+        return run_evaluation(cases, config, progress=bar)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_start)
+    try:
+        rows = run_evaluation(cases, config, executor, progress=bar)
+    except BaseException:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    executor.shutdown()
+    return rows
+
+
+def _rounded(value: object) -> object:
+    return round(value, 4) if isinstance(value, float) and math.isfinite(value) else value
+
+
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    cases = _cases(args)
-    config = _config(args)
-    if args.workers < 1:
-        raise InputError(f"--workers must be at least 1, got {args.workers}")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out} exists and is not a folder")
-    args.out.mkdir(parents=True, exist_ok=True)
+    cases, config = preflight(args)
+    from ..evaluation.evaluate import COLUMNS, overlay_examples
+    from ..evaluation.report import SUMMARY_COLUMNS, plot_boxplots, plot_overlays, summarize, write_csv
+    from ..evaluation.run_folder import RunFolder
+
     bar = ProgressBar()
     try:
-        if args.workers > 1:
-            with local_executor(args.workers) as executor:
-                rows = run_evaluation(cases, config, executor, progress=bar)
-        else:
-            rows = run_evaluation(cases, config, progress=bar)
+        rows = _evaluate(cases, config, args.workers, bar)
     finally:
         bar.close()
     summary = summarize(rows)
-    outputs = [write_csv(rows, args.out / "cases.csv", COLUMNS),
-               write_csv(summary, args.out / "summary.csv", SUMMARY_COLUMNS)]
-    if not args.no_figures:
-        outputs.append(plot_boxplots(rows, args.out / "boxplots.png",
-                                     title=f"{config.model} on {len(cases)} case(s), axis {args.axis}"))
-        overlays = overlay_examples(rows, cases, config, args.overlays) if args.overlays > 0 else []
-        if overlays:
-            outputs.append(plot_overlays(overlays, args.out / "overlays.png", columns=args.overlays))
-    elapsed = time.perf_counter() - start
-    run_info = {"cases": [{"case": c.name, "image": str(c.image), "label": str(c.label)} for c in cases],
-                "config": asdict(config), "workers": args.workers, "elapsed_s": round(elapsed, 2),
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}"}
-    (args.out / "run.json").write_text(json.dumps(run_info, indent=2))
+    with RunFolder(args.out) as folder:
+        folder.write("cases.csv", lambda path: write_csv(rows, path, COLUMNS))
+        folder.write("summary.csv", lambda path: write_csv(summary, path, SUMMARY_COLUMNS))
+        if not args.no_figures:
+            title = f"{config.model} on {len(cases)} case(s), axis {args.axis}"
+            folder.write("boxplots.png", lambda path: plot_boxplots(rows, path, title=title))
+            overlays = overlay_examples(rows, cases, config, args.overlays) if args.overlays > 0 else []
+            if overlays:
+                folder.write("overlays.png", lambda path: plot_overlays(overlays, path, columns=args.overlays))
+        elapsed = time.perf_counter() - start
+        run_info = {"cases": [{"case": c.name, "image": str(c.image), "label": str(c.label),
+                               **({"series": c.series} if c.series else {})} for c in cases],
+                    "config": asdict(config), "workers": args.workers, "elapsed_s": round(elapsed, 2),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}"}
+        folder.write("run.json", lambda path: path.write_text(strict_json.dumps(run_info, indent=2)))
+        interrupts.finishing()
+        outputs = folder.commit()
     _print_table(summary)
     print(f"{len(rows)} rows from {len(cases)} case(s) in {elapsed:.1f} s; wrote "
           + ", ".join(p.name for p in outputs) + f" to {args.out}")
     if args.json:
         keep = ("protocol", "selection", "label", "scope", "n", "dice_mean", "dice_median", "dice_q1", "dice_q3",
                 "nsd_median", "hd95_median", "hd95_inf")
-        print(json.dumps({"out": str(args.out), "cases": len(cases), "rows": len(rows), "elapsed_s": round(elapsed, 2),
-                          "summary": [{k: _json_value(s[k]) for k in keep} for s in summary]}))
+        print(strict_json.dumps({"out": str(args.out), "cases": len(cases), "rows": len(rows),
+                                 "elapsed_s": round(elapsed, 2),
+                                 "summary": [{k: _rounded(s[k]) for k in keep} for s in summary]}))
     return 0
-
-
-def _json_value(value: object) -> object:
-    """Floats rounded to 4 decimals; NaN (no finite value) as null so the line is strict JSON."""
-    if isinstance(value, float):
-        return None if value != value else round(value, 4)
-    return value

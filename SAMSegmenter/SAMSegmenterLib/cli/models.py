@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import CheckpointError
 from ..models import MODEL_SPECS, cached_checkpoint, fetch_checkpoint, litemedsam_checkpoint
+from ..models.download import verify_file
+from ..models.registry import ModelSpec
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,13 +19,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_download)
 
 
+def _weights(name: str, spec: ModelSpec) -> str:
+    """Where the weights of ``name`` are, checked as loading would check them (size and SHA-256)."""
+    try:
+        path = litemedsam_checkpoint() if spec.embedded else cached_checkpoint(name)
+    except CheckpointError as exc:
+        return f"missing: {exc}"
+    if not path.is_file():
+        return "not downloaded" + (f" (download {name})" if spec.url else "")
+    try:
+        verify_file(path, spec.sha256, spec.size)
+    except CheckpointError as exc:
+        problem = str(exc).split(";")[0].replace(f"checkpoint {path} ", "")
+        return f"DAMAGED, not usable: {path} {problem}" + (f" (download {name} again)" if spec.url else "")
+    return str(path)
+
+
 def run_list(args: argparse.Namespace) -> int:
     print(f"{'name':<14}{'model':<30}{'size':>9}  {'licence':<11}weights")
     for name, spec in MODEL_SPECS.items():
-        path = litemedsam_checkpoint() if spec.architecture == "tiny_vit" else cached_checkpoint(name)
-        where = str(path) if path.is_file() else "not downloaded" + (f" (download {name})" if spec.url else "")
         size = f"{spec.size / 1e6:.0f} MB" if spec.size else "?"
-        print(f"{name:<14}{spec.title:<30}{size:>9}  {spec.licence:<11}{where}")
+        print(f"{name:<14}{spec.title:<30}{size:>9}  {spec.licence:<11}{_weights(name, spec)}")
     return 0
 
 

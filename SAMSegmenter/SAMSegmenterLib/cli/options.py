@@ -21,6 +21,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="image encoder backend (default auto: measured once per machine; see README, Speed)")
 
 
+def add_series_option(parser: argparse.ArgumentParser) -> None:
+    """--series: which DICOM series of an input folder to read."""
+    parser.add_argument("--series", metavar="UID",
+                        help="SeriesInstanceUID of the DICOM series to read when the input folder holds several")
+
+
 def add_volume_options(parser: argparse.ArgumentParser) -> None:
     """--axis and --window."""
     parser.add_argument("--axis", default="K", type=str.upper, choices=sorted(AXES, key=AXES.get),

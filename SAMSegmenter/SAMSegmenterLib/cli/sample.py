@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..outputs import new_folders
 from ..sample_data import SAMPLES, write_sample
 
 
@@ -17,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    print(f"wrote {write_sample(args.name, args.output)}")
+    with new_folders(args.output.parent):
+        write_sample(args.name, args.output)
+    print(f"wrote {args.output}")
     return 0

@@ -9,30 +9,35 @@ down or both ways until a stop criterion or the --range limit; progress goes to 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ..errors import InputError
-from ..evaluation.overlay import overlay_rgb, write_png
-from ..io import LABEL_SUFFIXES, _suffix, read_volume, write_labels
-from ..models import load_model
-from ..postprocess import fill_holes_per_slice, largest_component
-from ..predictor import SlicePredictor
 from ..prompts import Prompt
-from ..propagation import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range, propagate
-from ..volume import AXES, check_slice, put_slice, take_slice
-from .options import add_model_options, add_volume_options
+from ..propagation_plan import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range
+from ..volume import AXES, check_slice, slice_shape, take_slice
+from ..windowing import ImageWarning, Window, box_contrast, fixed_window, parse_window
+from . import checks, interrupts, strict_json
+from .options import add_model_options, add_series_option, add_volume_options
+
+if TYPE_CHECKING:
+    from ..io import Geometry
+    from ..models.loader import SamModel
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("segment", help="segment a slice of a NIfTI/NRRD volume from points and a box",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", type=Path, help="input volume (.nii.gz, .nii, .nrrd, .mha)")
+    p.add_argument("input", type=Path,
+                   help="input volume (.nii.gz, .nii, .nrrd, .mha), a DICOM file, or a folder holding a DICOM series")
     p.add_argument("output", type=Path, help="output labels: .nii.gz, .nii, .nrrd, or a Slicer .seg.nrrd")
+    add_series_option(p)
     add_volume_options(p)
     p.add_argument("--slice", type=int, help="slice index along --axis (default: the middle slice)")
     p.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
@@ -73,6 +78,10 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
                             f"(default {defaults.min_iou:g}; 0 disables)")
     group.add_argument("--max-area-ratio", type=float, default=defaults.max_area_ratio,
                        help="stop where the area changes by more than this factor from the previous slice")
+    group.add_argument("--min-contrast", type=float, default=defaults.min_contrast,
+                       help="stop where the next slice's box holds no image structure: the standard deviation of "
+                            f"its windowed intensities (0..1) is below this (default {defaults.min_contrast:g}; "
+                            "0 disables)")
     group.add_argument("--largest-3d", action="store_true", help="keep the largest 3D connected component")
     group.add_argument("--fill-holes", action="store_true", help="fill holes in every slice of the result")
 
@@ -80,7 +89,8 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
 def _propagation_options(args: argparse.Namespace) -> PropagationOptions:
     return PropagationOptions(prompt=args.propagation_prompt, box_margin=args.box_margin,
                               box_fraction=args.box_fraction, cleanup=args.cleanup, min_score=args.min_score,
-                              min_iou=args.min_iou, max_area_ratio=args.max_area_ratio)
+                              min_iou=args.min_iou, max_area_ratio=args.max_area_ratio,
+                              min_contrast=args.min_contrast or None)
 
 
 def _check_propagation_args(args: argparse.Namespace) -> None:
@@ -117,45 +127,101 @@ def _prompt(args: argparse.Namespace) -> Prompt:
             raise InputError(f"point label must be 1 (include) or 0 (exclude), got {label:g}")
     points = [(x, y) for x, y, _ in args.point]
     labels = [int(label) for _, _, label in args.point]
-    return Prompt(points, labels, box=args.box)
-
-
-def run(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    if _suffix(args.output, LABEL_SUFFIXES) is None:
-        raise InputError(f"output {args.output} must end with one of {', '.join(LABEL_SUFFIXES)}")
-    if args.output.resolve() == args.input.resolve():
-        raise InputError("output would overwrite the input volume")
-    _check_propagation_args(args)
-    prompt = _prompt(args)
+    prompt = Prompt(points, labels, box=args.box)
     if prompt.is_empty:
         raise InputError("no prompt: give --box X0 Y0 X1 Y1 and/or --point X Y 1")
-    volume, geometry = read_volume(args.input)
+    return prompt
+
+
+@dataclass
+class Plan:
+    """Everything ``segment`` needs, checked before the model loads: volume [k, j, i], slice, prompt, window."""
+
+    volume: np.ndarray
+    geometry: Geometry
+    axis: int
+    index: int
+    prompt: Prompt
+    window: Window
+    options: PropagationOptions
+    read_s: float
+
+
+def preflight(args: argparse.Namespace) -> Plan:
+    """Every check that needs no model, cheapest first (see :mod:`checks`); reads the input volume."""
+    from ..io import LABEL_SUFFIXES, read_volume
+    from ..outputs import check_output_file
+
+    start = time.perf_counter()
+    _check_propagation_args(args)
+    prompt = _prompt(args)
+    options = _propagation_options(args)
+    spec = checks.model_spec(args)
+    if args.propagate:
+        options.check(spec)
+    if len(prompt.points):
+        spec.require_points_support()
+    fixed_window(args.window)
+    checks.distinct_paths(args.input, args.output, args.overlay)
+    check_output_file(args.output, LABEL_SUFFIXES)
+    if args.overlay is not None:
+        check_output_file(args.overlay, (".png",), "overlay")
+    volume, geometry = read_volume(args.input, args.series)
     axis = AXES[args.axis]
     index = volume.shape[axis] // 2 if args.slice is None else args.slice
     check_slice(volume.shape, axis, index)
     if args.propagate:
         check_range(volume.shape[axis], axis, args.range, index)
+    prompt.validate(slice_shape(volume.shape, axis))
+    window = parse_window(args.window, volume)
+    if prompt.box is not None and box_contrast(window.apply(take_slice(volume, axis, index)),
+                                               prompt.box) < PropagationOptions().min_contrast:
+        warnings.warn(f"the box on slice {args.axis}={index} holds no image structure (uniform intensity in the "
+                      "window): the mask the model returns there means nothing", ImageWarning, stacklevel=2)
+    read_s = time.perf_counter() - start
+    checks.weights_and_device(args)
+    return Plan(volume, geometry, axis, index, prompt, window, options, read_s)
+
+
+def _summary(args: argparse.Namespace, plan: Plan, model: SamModel, voxels: int, score: float,
+             timings: dict[str, float], propagated: Optional[PropagationResult], direction: str) -> dict:
+    summary = {"output": str(args.output), "model": model.name, "device": str(model.device), "backend": model.backend,
+               "axis": args.axis, "slice": plan.index, "voxels": voxels, "score": round(score, 4),
+               "timings": {k: round(v, 3) for k, v in timings.items()}}
+    if propagated is not None:
+        summary["propagation"] = _propagation_summary(propagated, direction)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    plan = preflight(args)
+    from ..evaluation.overlay import overlay_rgb, write_png
+    from ..io import verify_written, write_labels
+    from ..models import load_model
+    from ..outputs import StagedOutputs
+    from ..postprocess import fill_holes_per_slice, largest_component
+    from ..predictor import SlicePredictor
+    from ..propagation import propagate
+    from ..volume import put_slice
+
     t_read = time.perf_counter()
     model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint,
                        backend=args.backend)
     t_load = time.perf_counter()
-    options = _propagation_options(args)
-    if args.propagate:
-        options.check(model.spec)
-    predictor = SlicePredictor(model, volume, window=args.window)
-    prompt.validate(predictor.slice_shape(axis))
+    axis, index, prompt = plan.axis, plan.index, plan.prompt
+    predictor = SlicePredictor(model, plan.volume, window=plan.window)
     predictor.embedding(axis, index)
     t_encode = time.perf_counter()
     result = predictor.predict(axis, index, prompt, multimask=args.multimask)
     t_decode = time.perf_counter()
-    labels = np.zeros(volume.shape, dtype=np.uint8)
+    labels = np.zeros(plan.volume.shape, dtype=np.uint8)
     propagated = None
+    direction = args.direction or "both"
     if args.propagate:
-        direction = args.direction or "both"
         propagated = propagate(predictor, axis, index, seed_prompt=prompt, direction=direction,
                                slice_range=tuple(args.range) if args.range else None,
-                               options=options, progress=_stderr_progress)
+                               options=plan.options, progress=_stderr_progress)
         mask = propagated.mask
         if args.fill_holes:
             mask = fill_holes_per_slice(mask, axis)
@@ -165,23 +231,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         put_slice(labels, axis, index, result.mask)
     t_propagate = time.perf_counter()
-    write_labels(args.output, labels, geometry)
-    if args.overlay:
-        write_png(args.overlay, overlay_rgb(predictor.slice_image(axis, index), take_slice(labels, axis, index) > 0,
-                                            prompt))
+    with StagedOutputs() as staged:
+        write_labels(args.output, labels, plan.geometry, staging=staged)
+        if args.overlay:
+            picture = overlay_rgb(predictor.slice_image(axis, index), take_slice(labels, axis, index) > 0, prompt)
+            staged.write(args.overlay, lambda path: verify_written(write_png(path, picture)))
+        interrupts.finishing()
+        staged.commit()
     voxels = int(labels.sum())
-    summary = {
-        "output": str(args.output), "model": model.name, "device": str(model.device), "backend": model.backend,
-        "axis": args.axis, "slice": index, "voxels": voxels, "score": round(result.score, 4),
-        "timings": {"read_s": round(t_read - start, 3), "load_s": round(t_load - t_read, 3),
-                    "encode_s": round(t_encode - t_load, 3), "decode_s": round(t_decode - t_encode, 3),
-                    "total_s": round(time.perf_counter() - start, 3)},
-    }
+    timings = {"read_s": plan.read_s, "load_s": t_load - t_read, "encode_s": t_encode - t_load,
+               "decode_s": t_decode - t_encode}
     if propagated is not None:
-        summary["timings"]["propagate_s"] = round(t_propagate - t_decode, 3)
-        summary["propagation"] = _propagation_summary(propagated, direction)
+        timings["propagate_s"] = t_propagate - t_decode
+    timings["total_s"] = time.perf_counter() - start
+    summary = _summary(args, plan, model, voxels, result.score, timings, propagated, direction)
     if args.json:
-        print(json.dumps(summary))
+        print(strict_json.dumps(summary))
     elif propagated is not None:
         reasons = ", ".join(f"{walk}: {detail} ({propagated.stop_reasons[walk]})"
                             for walk, detail in propagated.stop_details.items())

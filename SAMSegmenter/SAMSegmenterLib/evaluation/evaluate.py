@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import torch
 
 from ..cache import EmbeddingCache
 from ..errors import InputError, PromptError
 from ..io import VOLUME_SUFFIXES, Geometry, read_volume
 from ..metrics import Metrics, compute_metrics, dice, slice_spacing
-from ..models import get_spec, load_model
+from ..models import get_spec
 from ..predictor import SlicePredictor
 from ..prompts import Prompt
 from ..propagation import PropagationOptions, propagate
@@ -65,11 +64,15 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Case:
-    """One image volume and its label volume (same voxel grid); ``name`` identifies it in the rows."""
+    """One image volume and its label volume (same voxel grid); ``name`` identifies it in the rows.
+
+    ``image`` may be a folder holding DICOM series; ``series`` picks one by its UID (see :func:`io.read_volume`).
+    """
 
     name: str
     image: Path
     label: Path
+    series: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def seed_slice(binary: np.ndarray, axis: int) -> int:
 
 def load_case(case: Case) -> tuple[np.ndarray, np.ndarray, Geometry]:
     """(image [k, j, i], label [k, j, i], geometry) of a case, checked to share one voxel grid."""
-    image, image_geo = read_volume(case.image)
+    image, image_geo = read_volume(case.image, case.series)
     label, label_geo = read_volume(case.label)
     _check_geometry(case, image, image_geo, label, label_geo)
     return image, label, image_geo
@@ -225,7 +228,11 @@ _EMBEDDINGS = EmbeddingCache()
 
 def make_predictor(image: np.ndarray, config: EvalConfig) -> SlicePredictor:
     """A predictor on ``image`` with the configured model (loaded once per process) and window."""
+    from ..models import load_model  # imports PyTorch: here, so the command line checks its inputs first
+
     if config.torch_threads:
+        import torch
+
         torch.set_num_threads(config.torch_threads)
     model = load_model(config.model, device=config.device, precision=config.precision,
                        checkpoint=config.checkpoint, backend=config.backend)
@@ -394,17 +401,9 @@ def _volumes(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))
 
 
-def find_cases(path: str | Path) -> list[Case]:
-    """Cases listed by a CSV file or found in a folder.
-
-    CSV: a header with ``image`` and ``label`` columns (and optionally ``case``); relative paths
-    are relative to the CSV's folder. Folder: ``images/`` + ``labels/`` (or nnU-Net's
-    ``imagesTr``/``labelsTr``, ``imagesTs``/``labelsTs``) matched by file name (an image's
-    ``_0000`` channel suffix is ignored), or files named ``NAME_image.nii.gz`` + ``NAME_label.nii.gz``.
-    """
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".csv":
-        with path.open(newline="") as handle:
+def _csv_cases(path: Path) -> list[Case]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not {"image", "label"} <= set(reader.fieldnames):
                 raise InputError(f"{path} needs a header with 'image' and 'label' columns (and optionally 'case')")
@@ -413,7 +412,25 @@ def find_cases(path: str | Path) -> list[Case]:
                 if not entry["image"] or not entry["label"]:
                     raise InputError(f"{path} line {line}: empty image or label path")
                 image, label = (path.parent / entry[c].strip() for c in ("image", "label"))
-                cases.append(Case((entry.get("case") or "").strip() or volume_stem(image), image, label))
+                cases.append(Case((entry.get("case") or "").strip() or volume_stem(image), image, label,
+                                  (entry.get("series") or "").strip() or None))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path} is not a readable CSV text file ({exc})") from None
+    return cases
+
+
+def find_cases(path: str | Path) -> list[Case]:
+    """Cases listed by a CSV file or found in a folder.
+
+    CSV: a header with ``image`` and ``label`` columns (and optionally ``case``, and ``series``: the
+    DICOM SeriesInstanceUID to read when an image is a folder holding several); relative paths
+    are relative to the CSV's folder. Folder: ``images/`` + ``labels/`` (or nnU-Net's
+    ``imagesTr``/``labelsTr``, ``imagesTs``/``labelsTs``) matched by file name (an image's
+    ``_0000`` channel suffix is ignored), or files named ``NAME_image.nii.gz`` + ``NAME_label.nii.gz``.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        cases = _csv_cases(path)
     elif path.is_dir():
         pairs = [(path / a, path / b) for a, b in (("images", "labels"), ("imagesTr", "labelsTr"),
                                                    ("imagesTs", "labelsTs")) if (path / a).is_dir()]

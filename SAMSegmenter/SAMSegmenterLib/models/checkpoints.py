@@ -9,6 +9,7 @@ download).
 from __future__ import annotations
 
 import importlib.util
+import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -40,19 +41,46 @@ def fetch_checkpoint(name: str, progress: Callable[[int, Optional[int]], None] |
     return download(spec.url, cached_checkpoint(name), spec.sha256, spec.size, progress=progress, cancel=cancel)
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+PICKLE_MAGIC = b"\x80"  # the legacy format: a pickle (protocol 2 or later)
+
+
+def check_weights_file(path: Path) -> None:
+    """CheckpointError unless ``path`` looks like a complete PyTorch weights file (cheap: no unpickling).
+
+    Refuses a folder, a missing or empty file, a file that is neither a zip archive (torch.save's
+    format) nor a pickle (the legacy format), and a zip archive whose end is missing (truncated).
+    """
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a weights file")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {(exc.strerror or str(exc)).lower()}") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if head == ZIP_MAGIC:
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"checkpoint {path} is truncated or damaged: its zip archive has no end "
+                                  "(central directory); copy or download it again")
+    elif not head.startswith(PICKLE_MAGIC):
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch weights file (neither torch.save's zip archive "
+                              "nor a legacy pickle)")
+
+
 def resolve_checkpoint(name: str, checkpoint: str | Path | None = None) -> Path:
     """The weights file for ``name``: the user's ``checkpoint``, else the embedded or cached file.
 
     Embedded and cached files are verified by SHA-256; a user's own file (perhaps
-    fine-tuned) is only checked for existence here and by loading.
+    fine-tuned) is checked by :func:`check_weights_file` here, then by loading.
     """
     spec = get_spec(name)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
-        if path.is_dir():
-            raise CheckpointError(f"checkpoint {path} is a folder, not a weights file")
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist")
+        check_weights_file(path)
         return path
     path = litemedsam_checkpoint() if spec.embedded else cached_checkpoint(name)
     if not path.is_file():

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import pickle
 import threading
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +23,7 @@ from ..errors import CheckpointError
 from ..prompts import Prompt
 from . import segment_anything
 from .backends import select_encoder
-from .checkpoints import resolve_checkpoint
+from .checkpoints import check_weights_file, resolve_checkpoint
 from .devices import check_precision, resolve_device
 from .embedding import Decoded, ImageEmbedding
 from .fast_decoder import checked_fast_decoder
@@ -55,31 +57,56 @@ def build_network(spec: ModelSpec) -> nn.Module:
     return segment_anything.build_sam().sam_model_registry[spec.architecture](checkpoint=None)
 
 
+def _misfit(network: nn.Module, state: dict) -> str:
+    """Why ``state`` does not fit ``network``: missing or unexpected tensor names, or a tensor of another shape."""
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of the model's {len(expected)} tensors are missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} tensor(s) the model does not have (e.g. {unexpected[0]})")
+        return ", ".join(parts)
+    for key, tensor in expected.items():
+        given = state[key]
+        if not isinstance(given, torch.Tensor):
+            return f"{key} is a {type(given).__name__}, not a tensor"
+        if tuple(given.shape) != tuple(tensor.shape):
+            return f"{key} has shape {tuple(given.shape)}, the model's {tuple(tensor.shape)}"
+    return "its tensors cannot be copied into the model"
+
+
 def load_weights(network: nn.Module, path: Path) -> None:
     """Load a plain state dict (or ``{"model": state dict}``) into ``network``; CheckpointError says why not.
 
     Only tensors are unpickled (``weights_only=True``): a checkpoint that needs arbitrary
     code to load is refused, never executed.
     """
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    check_weights_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle with code, not a torch file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        reason = ("it holds Python objects other than tensors, which are not loaded for safety"
-                  if "weights_only" in str(exc) else first.rstrip("."))
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}; a complete PyTorch "
-                              "weights file (state dict) is needed") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: our message says what matters
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # what weights_only refuses: code or classes other than tensors
+        text = str(exc)
+        reason = ("holds Python objects other than tensors, which are not loaded for safety"
+                  if "Unsupported global" in text or "weights_only" in text else "is damaged (its pickled data)")
+        raise CheckpointError(f"checkpoint {path} {reason}; a PyTorch weights file (state dict) is needed") from None
+    except Exception as exc:  # truncated or damaged archive, anything else torch cannot read
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first.split(". ")[0].rstrip(".")
+        raise CheckpointError(f"checkpoint {path} is truncated or damaged ({first}); a complete PyTorch weights "
+                              "file (state dict) is needed") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict of weights")
     try:
         network.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} does not fit this model ({first})") from None
+    except (RuntimeError, TypeError, AttributeError):
+        raise CheckpointError(f"checkpoint {path} does not fit this model: {_misfit(network, state)}") from None
 
 
 class SamModel:
