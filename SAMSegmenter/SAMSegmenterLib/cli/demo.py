@@ -23,6 +23,7 @@ import numpy as np
 
 from ..outputs import StagedOutputs, new_folders
 from . import checks, interrupts, strict_json
+from .engine import add_server_options, check_server_args, open_volume
 from .options import add_model_options
 
 
@@ -32,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("outdir", type=Path, nargs="?", default=Path("output"), help="output folder (default: output)")
     p.add_argument("--json", action="store_true", help="print one JSON summary object last")
     add_model_options(p)
+    add_server_options(p)
     p.set_defaults(run=run)
 
 
@@ -43,7 +45,9 @@ def _progress(done: int, total: int) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with new_folders(args.outdir), StagedOutputs() as staged:
-        checks.weights_and_device(args)
+        check_server_args(args)
+        if args.server is None:
+            checks.weights_and_device(args)
         summary = _demo(args, staged)
         interrupts.finishing()
         staged.commit()
@@ -60,13 +64,11 @@ def _demo(args: argparse.Namespace, staged: StagedOutputs) -> dict:
     from ..evaluation.overlay import overlay_rgb, write_png
     from ..io import read_volume, verify_written, write_labels
     from ..metrics import dice
-    from ..models import load_model
     from ..postprocess import largest_component
-    from ..predictor import SlicePredictor
     from ..prompts import Prompt, box_from_mask
-    from ..propagation import propagate
     from ..sample_data import write_sample
     from ..volume import occupied_slices, take_slice
+    from ..windowing import parse_window
 
     volume, geometry = read_volume(write_sample("mni152", args.outdir / "mni152_t1.nii.gz", staged))
     brain = read_volume(write_sample("mni152_brain", args.outdir / "mni152_brain_mask.nii.gz", staged))[0] > 0
@@ -76,18 +78,17 @@ def _demo(args: argparse.Namespace, staged: StagedOutputs) -> dict:
     slices = occupied_slices(reference, axis)
     seed = int(slices[len(slices) // 2])
     prompt = Prompt(box=box_from_mask(take_slice(reference, axis, seed)))
-    model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint,
-                       backend=args.backend)
-    predictor = SlicePredictor(model, volume)
-    result = propagate(predictor, axis, seed, seed_prompt=prompt, direction="both",
-                       slice_range=(int(slices[0]), int(slices[-1])), progress=_progress)
+    predictor, where = open_volume(args, volume, "auto")
+    result = predictor.propagate(axis, seed, seed_prompt=prompt, direction="both",
+                                 slice_range=(int(slices[0]), int(slices[-1])), progress=_progress)
     sys.stderr.write("\n")
     labels = result.mask.astype(np.uint8)
     write_labels(args.outdir / "cerebellum.seg.nrrd", labels, geometry, names={1: "cerebellum"}, staging=staged)
     write_labels(args.outdir / "cerebellum.nii.gz", labels, geometry, staging=staged)
-    picture = overlay_rgb(predictor.slice_image(axis, seed), take_slice(result.mask, axis, seed), prompt,
+    image = parse_window("auto", volume).apply(take_slice(volume, axis, seed))
+    picture = overlay_rgb(image, take_slice(result.mask, axis, seed), prompt,
                           reference=take_slice(reference, axis, seed))
     staged.write(args.outdir / "seed_slice.png", lambda path: verify_written(write_png(path, picture)))
-    return {"outdir": str(args.outdir), "model": model.name, "device": str(model.device), "seed_slice": seed,
-            "slices_segmented": int(result.mask.any(axis=(1, 2)).sum()), "encoder_calls": predictor.encoder_calls,
+    return {"outdir": str(args.outdir), **where, "seed_slice": seed,
+            "slices_segmented": int(result.mask.any(axis=(1, 2)).sum()), "encoder_calls": result.encoder_calls,
             "dice_vs_reference": round(dice(result.mask, reference), 4), "stop_reasons": result.stop_reasons}
