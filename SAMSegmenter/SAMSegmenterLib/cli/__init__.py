@@ -13,7 +13,7 @@ from typing import Sequence
 
 from ..errors import SAMSegmenterError
 
-COMMAND_MODULES = ("segment", "evaluate", "models", "sample", "demo")
+COMMAND_MODULES = ("segment", "evaluate", "models", "sample", "demo", "web")
 
 
 def build_parser() -> argparse.ArgumentParser:
