@@ -65,7 +65,7 @@ class SAMEffectPipeline(SegmentationEffectPipeline[SAMEffect]):
         if event_data.GetType() == KEY_EVENT:
             consumed = host.key(event_data.GetKeySym())
         else:
-            fields = pointer_fields(event_data, self._held_button)
+            fields = pointer_fields(event_data, self.GetViewNode(), self._held_button)
             self._held_button = held_button_after(fields, self._held_button)
             consumed = host.pointer(fields)
         return consumed or self._forward_to_view(event_data)

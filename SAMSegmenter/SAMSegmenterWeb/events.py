@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slicer import vtkMRMLInteractionEventData
+from slicer import vtkMRMLInteractionEventData, vtkMRMLSliceNode
 from vtkmodules.vtkCommonCore import vtkCommand
 from vtkmodules.vtkInteractionWidgets import vtkEvent
 
@@ -27,9 +27,12 @@ POINTER_EVENTS = frozenset([*BUTTON_EVENTS, vtkCommand.MouseMoveEvent])
 KEY_EVENT = vtkCommand.KeyPressEvent
 
 
-def pointer_fields(event_data: vtkMRMLInteractionEventData, held_button: str = "none") -> dict[str, Any] | None:
+def pointer_fields(
+    event_data: vtkMRMLInteractionEventData, slice_node: vtkMRMLSliceNode, held_button: str = "none"
+) -> dict[str, Any] | None:
     """The pointer-event fields of ``event_data`` (see the module docstring), or None for other events.
 
+    slice_node: the node of the view the event happened in (the event data does not carry it).
     held_button: the button pressed before this event, reported as the button of a move.
     """
     event_type = event_data.GetType()
@@ -49,7 +52,7 @@ def pointer_fields(event_data: vtkMRMLInteractionEventData, held_button: str = "
         "button": button,
         "xy": (int(xy[0]), int(xy[1])),
         "ras": tuple(float(v) for v in ras),
-        "slice_node": event_data.GetViewNode(),
+        "slice_node": slice_node,
         "ctrl": bool(modifiers & vtkEvent.ControlModifier),
         "shift": bool(modifiers & vtkEvent.ShiftModifier),
         "alt": bool(modifiers & vtkEvent.AltModifier),

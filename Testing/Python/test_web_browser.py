@@ -131,7 +131,8 @@ def test_dicom_folder_upload_shows_the_new_volume(page, tmp_path):
     before = wait_for_pixels(page, shows_image)
     page.locator("input[type=file][webkitdirectory]").set_input_files(str(folder))
     page.get_by_text("Loaded IM0001.dcm").wait_for(timeout=60_000)
-    after = wait_for_pixels(page, lambda pixels: shows_image(pixels) and np.abs(
-        pixels.astype(int) - before.astype(int)).mean() > 10)
+    after = wait_for_pixels(
+        page, lambda pixels: shows_image(pixels) and np.abs(pixels.astype(int) - before.astype(int)).mean() > 10
+    )
     assert after.shape == before.shape
     assert not segment_names(page), "a new volume starts with an empty segmentation"
