@@ -19,7 +19,6 @@ from trame.app import TrameApp
 from trame_server import Server
 from trame_slicer import module as trame_slicer_module
 from trame_slicer.core import LayoutManager, SlicerApp
-from trame_slicer.rca_view import register_rca_factories
 
 from SAMSegmenterLib.errors import SAMSegmenterError
 
@@ -29,9 +28,9 @@ from .layouts import DEFAULT_LAYOUT, layouts
 from .loading import describe, load_volume, write_uploads
 from .masking import MaskingLogic
 from .panel import panel_state
-from .rendering_settings import RenderSettings
 from .segments import SegmentsLogic
 from .ui import build_ui, slice_view_gutter
+from .views import RenderSettings, register_view_factories
 
 RED_VIEW = "Red"
 
@@ -58,13 +57,9 @@ class SAMSegmenterWebApp(TrameApp):
         super().__init__(server)
         self.server.enable_module(trame_slicer_module)
         self.service = service
-        self.render_settings = render_settings
         self.slicer = SlicerApp()
-        register_rca_factories(
-            self.slicer.view_manager,
-            self.server,
-            slice_view_ui_f=slice_view_gutter,
-            **render_settings.factory_options(),
+        self.slice_view_factory, self.threed_view_factory = register_view_factories(
+            self.slicer.view_manager, self.server, render_settings, slice_view_gutter
         )
         self.layout_manager = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
         self.layout_manager.register_layout_dict(layouts(), lazy_initialization=True)
