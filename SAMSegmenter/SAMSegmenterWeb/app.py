@@ -27,7 +27,7 @@ from .effect import SAMEffect
 from .layouts import DEFAULT_LAYOUT, layouts
 from .loading import describe, load_volume, write_uploads
 from .masking import MaskingLogic
-from .panel import panel_state
+from .panel import WINDOWS, panel_state
 from .segments import SegmentsLogic
 from .ui import build_ui, slice_view_gutter
 from .views import RenderSettings, register_view_factories
@@ -170,7 +170,13 @@ class SAMSegmenterWebApp(TrameApp):
         if not self.editor.get_active_segment_id():
             self.segments.add()
         self.editor.set_active_effect(self.sam_effect)
-        self.host.attach(self.volume_node, self.segmentation_node, self.editor.get_active_segment_id())
+        self._attach(self.editor.get_active_segment_id())
+
+    def _attach(self, segment_id: str) -> None:
+        """Give SAM a controller for ``segment_id``, with the intensity window chosen in the panel."""
+        made = self.host.attach(self.volume_node, self.segmentation_node, segment_id)
+        if made and self.state.sam_window not in (None, WINDOWS[0]):
+            self.host.set_window(self.state.sam_window)
 
     def _on_effect_name(self, _name: str) -> None:
         sam_active = self.editor.active_effect is self.sam_effect
@@ -181,7 +187,7 @@ class SAMSegmenterWebApp(TrameApp):
 
     def _on_active_segment(self, segment_id: str) -> None:
         if self.editor.active_effect is self.sam_effect and segment_id and self.volume_node is not None:
-            self.host.attach(self.volume_node, self.segmentation_node, segment_id)
+            self._attach(segment_id)
 
     def _on_window(self, sam_window: str, **_: Any) -> None:
         self.host.set_window(sam_window)

@@ -80,19 +80,23 @@ class ControllerHost:
 
     def attach(
         self, volume_node: vtkMRMLScalarVolumeNode, segmentation_node: vtkMRMLSegmentationNode, segment_id: str
-    ) -> None:
-        """Make the controller for this volume, segmentation and segment, unless it is the current one."""
+    ) -> bool:
+        """Make the controller for this volume, segmentation and segment unless it is the current one.
+
+        Returns True when a new controller was made.
+        """
         key_ids = (volume_node.GetID(), segmentation_node.GetID(), segment_id)
         if self.support is None or key_ids == self.key_ids:
-            return
+            return False
         self.detach()
         writer = SegmentWriter(self.editor, segmentation_node)
         try:
             self.controller = self.support.create(volume_node, segmentation_node, segment_id, writer, self._on_change)
         except SAMSegmenterError as exc:
             self.on_error(str(exc))
-            return
+            return False
         self.key_ids = key_ids
+        return True
 
     def detach(self) -> None:
         """Cancel what the current controller does and forget it."""
@@ -133,7 +137,7 @@ class ControllerHost:
         self._action("stop")
 
     def jump_to(self, index: int) -> None:
-        """Show slice ``index`` of the preview in the view the user last prompted in (the red view at first)."""
+        """Show slice ``index`` of the preview in the view the pointer was last in (the red view at first)."""
         self._action("jump_to", index, self.last_slice_node or self.default_slice_node())
 
     def set_window(self, spec: str) -> None:

@@ -103,7 +103,8 @@ def red_view(tmp_path_factory):
         effect = editor.get_effect(SAMEffect)
         effect.host = host
         editor.set_active_effect(effect)
-        host.attach(volume, segmentation, segment_id)
+        assert host.attach(volume, segmentation, segment_id)
+        assert not host.attach(volume, segmentation, segment_id), "the same key keeps its controller"
         yield app, view, host, made[0], states, errors
         host.detach()
 
@@ -175,7 +176,7 @@ def test_keys_and_scrolling_reach_the_controller(red_view):
     assert recorder.views and all(node is view.get_view_node() for node in recorder.views)
 
 
-def test_jump_to_uses_the_last_prompted_view(red_view):
+def test_jump_to_uses_the_view_the_pointer_was_last_in(red_view):
     _, view, host, recorder, _, _ = red_view
     host.jump_to(42)
     assert recorder.actions[-1] == ("jump_to", 42, view.get_view_node())
@@ -200,3 +201,12 @@ def test_poll_runs_while_busy_and_stops(red_view):
     asyncio.run(scenario())
     assert recorder.polls_left == 0, "poll() is called until it returns False, then no more"
     assert states[-1] == Busy(True)
+
+
+def test_another_segment_gets_its_own_controller(red_view):
+    app, _, host, recorder, states, _ = red_view
+    segment_id = app.segmentation_editor.add_empty_segment(segment_name="B")
+    assert host.attach(recorder.volume, recorder.segmentation, segment_id)
+    assert ("cancel",) in recorder.actions, "the previous controller is cancelled"
+    assert host.controller is not recorder and host.controller.segment_id == segment_id
+    assert states[-1] is None, "the panel was cleared in between"
