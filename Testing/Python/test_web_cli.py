@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from web_stand_in import ControllerState
 
 from SAMSegmenterLib.cli import main
 
@@ -80,40 +80,11 @@ def test_headless_window_falls_back_to_osmesa_when_egl_fails():
     assert done.stdout.strip().splitlines()[-1] == "vtkOSOpenGLRenderWindow"
 
 
-@dataclass
-class Confidence:
-    index: int
-    score: float | None
-    iou_with_previous: float | None
-    key: bool
-
-
-@dataclass
-class State:
-    """The fields of SAMSegmenterMRML's ControllerState that the panel shows."""
-
-    status: str = "Propagating"
-    error: bool = False
-    busy: bool = True
-    can_apply: bool = False
-    can_cancel: bool = True
-    can_propagate: bool = False
-    can_stop: bool = True
-    progress: tuple | None = (3, 12)
-    axis: int | None = 1
-    preview_range: tuple | None = (40, 51)
-    confidence: tuple = (Confidence(40, 0.91234, None, True), Confidence(41, None, 0.5, False))
-    stops: dict = None
-    model: str = "litemedsam"
-    device: str = "cpu"
-    service: str = "local"
-
-
 def test_panel_state_is_what_the_browser_needs():
     from SAMSegmenterWeb.panel import IDLE_PANEL, panel_state
 
     assert panel_state(None) == IDLE_PANEL
-    shown = panel_state(State(stops={"up": "stopped at slice 52: the mask vanished"}))
+    shown = panel_state(ControllerState())
     assert set(shown) == set(IDLE_PANEL)
     assert shown["attached"] and shown["busy"] and shown["can_stop"] and not shown["can_apply"]
     assert shown["progress"] == {"done": 3, "total": 12, "percent": 25.0}
@@ -123,5 +94,5 @@ def test_panel_state_is_what_the_browser_needs():
         {"index": 41, "score": None, "iou": 0.5, "key": False},
     ]
     assert shown["stops"] == [{"walk": "up", "sentence": "stopped at slice 52: the mask vanished"}]
-    idle = panel_state(State(progress=None, axis=None, preview_range=None, confidence=(), stops={}))
+    idle = panel_state(ControllerState(progress=None, axis=None, preview_range=None, confidence=(), stops={}))
     assert idle["progress"] is None and idle["axis"] == "" and idle["preview_range"] is None

@@ -4,16 +4,16 @@ Real mouse and key events are injected into the red view's VTK interactor; Slice
 style hands them to the displayable managers, the SAM effect pipeline translates them and the
 ControllerHost forwards them to a controller. The interaction controller itself is not part of
 this package (SAMSegmenterMRML provides it), so a small recording controller stands in for it
-here: it records calls and answers ``consumed`` as told, and tests only the translation, the
-fall-through to the view's own interaction, scrolling reports and the poll loop.
+here (web_stand_in.Recorder): it records calls and answers ``consumed`` as told, and these tests
+check only the translation, the fall-through to the view's own interaction, scrolling reports,
+the poll loop and when controllers are made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,44 +21,7 @@ import pytest
 pytest.importorskip("trame_slicer")
 
 from vtkmodules.vtkCommonCore import vtkCommand  # noqa: E402
-
-
-@dataclass
-class Recorder:
-    """Stands in for the interaction controller: records calls, consumes what ``consume`` allows."""
-
-    volume: Any
-    segmentation: Any
-    segment_id: str
-    writer: Any
-    on_change: Any
-    consume: set = field(default_factory=lambda: {"left"})
-    pointers: list = field(default_factory=list)
-    keys: list = field(default_factory=list)
-    views: list = field(default_factory=list)
-    actions: list = field(default_factory=list)
-    polls_left: int = 0
-
-    def pointer(self, event: dict) -> bool:
-        self.pointers.append(event)
-        return event["button"] in self.consume
-
-    def key(self, keysym: str) -> bool:
-        self.keys.append(keysym)
-        return keysym == "a"
-
-    def view_changed(self, slice_node) -> None:
-        self.views.append(slice_node)
-
-    def cancel(self) -> None:
-        self.actions.append(("cancel",))
-
-    def jump_to(self, index: int, slice_node) -> None:
-        self.actions.append(("jump_to", index, slice_node))
-
-    def poll(self) -> bool:
-        self.polls_left -= 1
-        return self.polls_left > 0
+from web_stand_in import Recorder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
