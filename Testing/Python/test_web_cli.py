@@ -37,6 +37,18 @@ def test_bad_command_lines_fail_before_starting(argv, message, capsys, tmp_path,
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+def test_a_port_in_use_fails_before_starting(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["web", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port} (") and "--port" in err and "\n" not in err
+
+
 @pytest.mark.parametrize(
     "host, loopback",
     [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("example.org", False)],

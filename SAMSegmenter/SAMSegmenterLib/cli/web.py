@@ -64,6 +64,18 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--token-file {args.token_file} does not exist")
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise InputError when ``host:port`` cannot be listened on (in use, not an address of this machine)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port "
+                         "(0 picks a free one) or --host") from None
+
+
 def url_host(host: str) -> str:
     """The host name to put in the printed URL (a wildcard address is not browsable)."""
     if host in ("0.0.0.0", "::", ""):
@@ -73,6 +85,7 @@ def url_host(host: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    check_port(args.host, args.port)
     if not is_loopback(args.host):
         print(f"warning: serving on {args.host}: anyone who can reach port {args.port} can use this app and its "
               "data (no login; trame serves one user per process)", file=sys.stderr)
@@ -91,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             from ..sample_data import write_sample
 
-            app.load([write_sample(args.sample or "mni152", Path(tmp) / f"{args.sample or 'mni152'}.nii.gz")])
+            sample = args.sample or "mni152"
+            app.load([write_sample(sample, Path(tmp) / f"{sample}.nii.gz")])
 
     def announce(**_: object) -> None:
         url = f"http://{url_host(args.host)}:{app.server.port}/"
