@@ -24,7 +24,7 @@ from typing import Iterator, NoReturn, Sequence, TextIO
 from ..errors import SAMSegmenterError
 from . import interrupts
 
-COMMAND_MODULES = ("segment", "evaluate", "models", "sample", "demo", "serve")
+COMMAND_MODULES = ("segment", "evaluate", "models", "sample", "demo", "serve", "web")
 
 
 class Parser(argparse.ArgumentParser):

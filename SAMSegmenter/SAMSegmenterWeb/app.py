@@ -1,0 +1,219 @@
+"""SAMSegmenter Web: the browser app, composed from trame-slicer's parts.
+
+One `SAMSegmenterWebApp` serves one user (trame keeps one state per server process). It holds a
+trame-slicer ``SlicerApp`` (MRML scene, logics, segment editor), remote-rendered views in a 2D
+layout by default, and one volume with one segmentation at a time; loading another volume
+replaces both. The SAM effect is registered with the segmentation editor; its events and panel
+go through a `ControllerHost`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLSliceNode
+from trame.app import TrameApp
+from trame_server import Server
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.core import LayoutManager, SlicerApp
+
+from SAMSegmenterLib.errors import SAMSegmenterError
+
+from .controller_host import ControllerHost, ControllerSupport
+from .effect import SAMEffect
+from .layouts import DEFAULT_LAYOUT, layouts
+from .loading import describe, load_volume, write_uploads
+from .masking import MaskingLogic
+from .panel import WINDOWS, panel_state
+from .segments import SegmentsLogic
+from .ui import build_ui, slice_view_gutter
+from .views import RenderSettings, register_view_factories
+
+RED_VIEW = "Red"
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """The inference service the user named on the command line (``--server URL --token-file F``)."""
+
+    url: str
+    token_file: Optional[Path] = None
+
+
+class SAMSegmenterWebApp(TrameApp):
+    """The app; `load` puts a volume in it, `server.start(...)` serves it."""
+
+    def __init__(
+        self,
+        server: Server | str | None = None,
+        *,
+        controller_support: Optional[ControllerSupport] = None,
+        service: Optional[ServiceOptions] = None,
+        render_settings: RenderSettings = RenderSettings(),
+    ) -> None:
+        super().__init__(server)
+        self.server.enable_module(trame_slicer_module)
+        self.service = service
+        self.slicer = SlicerApp()
+        self.slice_view_factory, self.threed_view_factory = register_view_factories(
+            self.slicer.view_manager, self.server, render_settings, slice_view_gutter
+        )
+        self.layout_manager = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
+        self.layout_manager.register_layout_dict(layouts(), lazy_initialization=True)
+        self.editor = self.slicer.segmentation_editor
+        self.segments = SegmentsLogic(self.server, self.slicer)
+        self.masking = MaskingLogic(self.server, self.editor)
+        self.host = ControllerHost(
+            self.editor, controller_support, self._show_controller_state, self.show_error, self._red_slice_node
+        )
+        self.sam_effect = self.editor.get_effect(SAMEffect)
+        self.sam_effect.host = self.host
+        self.editor.active_effect_name_changed.connect(self._on_effect_name)
+        self.editor.active_segment_id_changed.connect(self._on_active_segment)
+        self.volume_node: Optional[vtkMRMLScalarVolumeNode] = None
+        self.segmentation_node: Optional[vtkMRMLSegmentationNode] = None
+        self._init_state()
+        self.ui = build_ui(self)
+        self.layout_manager.set_layout(DEFAULT_LAYOUT)
+
+    def _init_state(self) -> None:
+        state = self.state
+        state.trame__title = "SAMSegmenter"
+        state.web_layout = DEFAULT_LAYOUT
+        state.web_effect = "none"
+        state.web_volume_name = ""
+        state.web_message = None
+        state.web_service = self.service.url if self.service else ""
+        state.sam = panel_state(None)
+        state.change("web_layout")(self._on_layout)
+        state.change("web_effect")(self._on_effect_choice)
+        state.change("sam_window")(self._on_window)
+
+    # Volumes.
+    def load(self, paths: Sequence[Path]) -> vtkMRMLScalarVolumeNode:
+        """Load a volume file or DICOM folder, replacing the current volume and segmentation.
+
+        Raises InputError (scene unchanged) when ``paths`` holds no grey-level volume.
+        """
+        node = load_volume(self.slicer.io_manager, self.slicer.scene, paths)
+        self.host.detach()
+        self.editor.deactivate_effect()
+        for old in (self.volume_node, self.segmentation_node):
+            if old is not None:
+                self.slicer.scene.RemoveNode(old)
+        self.volume_node = node
+        self.segmentation_node = self.editor.create_empty_segmentation_node()
+        self.segmentation_node.SetName(f"{node.GetName()} segmentation")
+        self.editor.set_active_segmentation(self.segmentation_node, node)
+        self._show_volume(reset=True)
+        self.masking.on_volume_changed(node)
+        with self.state:
+            self.state.web_volume_name = node.GetName()
+            self.state.web_effect = "none"
+        return node
+
+    async def load_uploads(self, files: list[dict]) -> None:
+        """Load files the browser sent (one volume file, several files of a series, or a DICOM folder)."""
+        if not files:
+            return
+        names = [Path(entry.get("name") or "upload") for entry in files]
+        with tempfile.TemporaryDirectory(prefix="samsegmenter-upload-") as folder:
+            try:
+                self.load(write_uploads(files, Path(folder)))
+            except SAMSegmenterError as exc:
+                self.show_error(str(exc))
+                return
+        self.show_message("success", f"Loaded {describe(names)}")
+
+    def show_message(self, kind: str, text: str) -> None:
+        """Show ``text`` above the panel; kind is a Vuetify alert type (success, info, warning, error)."""
+        with self.state:
+            self.state.web_message = {"type": kind, "text": text}
+
+    def show_error(self, text: str) -> None:
+        self.show_message("error", text)
+
+    def _show_volume(self, reset: bool) -> None:
+        """Show the volume in every slice view; with reset, or for views that did not show it yet, fit them."""
+        if self.volume_node is None:
+            return
+        for view in self.slicer.view_manager.get_slice_views():
+            if reset or view.get_background_volume_id() != self.volume_node.GetID():
+                view.set_background_volume_id(self.volume_node.GetID())
+                view.set_foreground_volume_id(None)
+                view.reset_view()
+
+    # Layout, effect and segment changes from the browser or the editor.
+    def _on_layout(self, web_layout: str, **_: Any) -> None:
+        self.layout_manager.set_layout(web_layout)
+        self._show_volume(reset=False)
+        has_3d = bool(self.slicer.view_manager.filter_visible_views(self.slicer.view_manager.get_threed_views()))
+        for view in self.slicer.view_manager.get_slice_views():
+            view.set_visible_in_3d(has_3d)
+        if self.segmentation_node is not None:
+            self.editor.set_surface_representation_enabled(has_3d)
+
+    def _on_effect_choice(self, web_effect: str, **_: Any) -> None:
+        if web_effect == "sam":
+            self._activate_sam()
+        elif self.editor.active_effect is self.sam_effect:
+            self.editor.deactivate_effect()
+
+    def _activate_sam(self) -> None:
+        if self.segmentation_node is None:
+            self.show_error("Load a volume before choosing SAM")
+            self.state.web_effect = "none"
+            return
+        if not self.editor.get_active_segment_id():
+            self.segments.add()
+        self.editor.set_active_effect(self.sam_effect)
+        self._attach(self.editor.get_active_segment_id())
+
+    def _attach(self, segment_id: str) -> None:
+        """Give SAM a controller for ``segment_id``, with the intensity window chosen in the panel."""
+        made = self.host.attach(self.volume_node, self.segmentation_node, segment_id)
+        if made and self.state.sam_window not in (None, WINDOWS[0]):
+            self.host.set_window(self.state.sam_window)
+
+    def _on_effect_name(self, _name: str) -> None:
+        sam_active = self.editor.active_effect is self.sam_effect
+        if not sam_active:
+            self.host.detach()
+        with self.state:
+            self.state.web_effect = "sam" if sam_active else "none"
+
+    def _on_active_segment(self, segment_id: str) -> None:
+        if self.editor.active_effect is self.sam_effect and segment_id and self.volume_node is not None:
+            self._attach(segment_id)
+
+    def _on_window(self, sam_window: str, **_: Any) -> None:
+        self.host.set_window(sam_window)
+
+    # SAM effect host callbacks.
+    def _show_controller_state(self, controller_state: Any) -> None:
+        with self.state:
+            self.state.sam = panel_state(controller_state)
+
+    def _red_slice_node(self) -> Optional[vtkMRMLSliceNode]:
+        view = self.slicer.view_manager.get_view(RED_VIEW)
+        return view.get_view_node() if view is not None else None
+
+    # Panel actions.
+    def sam_apply(self) -> None:
+        self.host.apply(self.state.sam_apply_mode)
+
+    def sam_cancel(self) -> None:
+        self.host.cancel()
+
+    def sam_propagate(self) -> None:
+        limit = (int(self.state.sam_first), int(self.state.sam_last)) if self.state.sam_limit else None
+        self.host.propagate(self.state.sam_direction, limit)
+
+    def sam_stop(self) -> None:
+        self.host.stop()
+
+    def sam_jump_to(self, index: int) -> None:
+        self.host.jump_to(int(index))

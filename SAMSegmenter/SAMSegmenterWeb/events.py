@@ -1,0 +1,68 @@
+"""Translation of slice-view interaction events (``vtkMRMLInteractionEventData``) into pointer fields.
+
+The SAM effect's pipeline hands the interaction controller a pointer event with these fields:
+kind ("press", "move", "release"), button ("left", "right", "middle", or "none" for a move with
+no button held), xy (display position in pixels, VTK convention: origin at the bottom-left of
+the view), ras (world position, (3,) millimetres, as the view computed it), slice_node (the
+view's vtkMRMLSliceNode) and the ctrl, shift and alt modifiers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slicer import vtkMRMLInteractionEventData, vtkMRMLSliceNode
+from vtkmodules.vtkCommonCore import vtkCommand
+from vtkmodules.vtkInteractionWidgets import vtkEvent
+
+BUTTON_EVENTS: dict[int, tuple[str, str]] = {
+    vtkCommand.LeftButtonPressEvent: ("press", "left"),
+    vtkCommand.LeftButtonReleaseEvent: ("release", "left"),
+    vtkCommand.RightButtonPressEvent: ("press", "right"),
+    vtkCommand.RightButtonReleaseEvent: ("release", "right"),
+    vtkCommand.MiddleButtonPressEvent: ("press", "middle"),
+    vtkCommand.MiddleButtonReleaseEvent: ("release", "middle"),
+}
+POINTER_EVENTS = frozenset([*BUTTON_EVENTS, vtkCommand.MouseMoveEvent])
+KEY_EVENT = vtkCommand.KeyPressEvent
+
+
+def pointer_fields(
+    event_data: vtkMRMLInteractionEventData, slice_node: vtkMRMLSliceNode, held_button: str = "none"
+) -> dict[str, Any] | None:
+    """The pointer-event fields of ``event_data`` (see the module docstring), or None for other events.
+
+    slice_node: the node of the view the event happened in (the event data does not carry it).
+    held_button: the button pressed before this event, reported as the button of a move.
+    """
+    event_type = event_data.GetType()
+    if event_type == vtkCommand.MouseMoveEvent:
+        kind, button = "move", held_button
+    elif event_type in BUTTON_EVENTS:
+        kind, button = BUTTON_EVENTS[event_type]
+    else:
+        return None
+    xy = [0, 0]
+    event_data.GetDisplayPosition(xy)
+    ras = [0.0, 0.0, 0.0]
+    event_data.GetWorldPosition(ras)
+    modifiers = event_data.GetModifiers()
+    return {
+        "kind": kind,
+        "button": button,
+        "xy": (int(xy[0]), int(xy[1])),
+        "ras": tuple(float(v) for v in ras),
+        "slice_node": slice_node,
+        "ctrl": bool(modifiers & vtkEvent.ControlModifier),
+        "shift": bool(modifiers & vtkEvent.ShiftModifier),
+        "alt": bool(modifiers & vtkEvent.AltModifier),
+    }
+
+
+def held_button_after(fields: dict[str, Any], held_button: str) -> str:
+    """The button held once the event described by ``fields`` has happened."""
+    if fields["kind"] == "press":
+        return fields["button"]
+    if fields["kind"] == "release" and fields["button"] == held_button:
+        return "none"
+    return held_button

@@ -1,0 +1,200 @@
+"""Page layout of the web app (Vuetify 3): app bar, side panel, and the view grid.
+
+Side panel, top to bottom: open a volume file or a DICOM folder (and the message of the last
+load), the segments list, the effect choice (None / SAM), the SAM panel, the masking options.
+App bar: the volume's name, the view layout switch, undo and redo.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from trame.ui.vuetify3 import VAppLayout
+from trame.widgets import client, html
+from trame.widgets import vuetify3 as v3
+from trame_server import Server
+from trame_server.utils.typed_state import TypedState
+from trame_slicer.app.logic import connect_slice_view_slider_to_state
+from trame_slicer.app.ui import (
+    DynamicSelect,
+    LoadVolumeButton,
+    LoadVolumeState,
+    SegmentEditUI,
+    SegmentList,
+    Slider,
+)
+from trame_slicer.views import SliceView
+
+from .layouts import LAYOUT_TITLES
+from .masking import OVERWRITE_ITEMS
+from .panel import SAMPanel
+
+if TYPE_CHECKING:
+    from .app import SAMSegmenterWebApp
+
+PANEL_WIDTH = 380
+
+
+def slice_view_gutter(server: Server, _view_id: str, view: SliceView) -> None:
+    """Overlay of a slice view: a reset button at the top left, the slice slider at the bottom."""
+    with html.Div(style="position: absolute; top: 4px; left: 4px;"):
+        with v3.VBtn(
+            size="small", variant="text", icon=True, click=view.reset_view, raw_attrs=['aria-label="Reset view"']
+        ):
+            v3.VIcon("mdi-fit-to-screen-outline", color="white")
+    with html.Div(style="position: absolute; bottom: 0; left: 0; width: 100%;"):
+        Slider(typed_state=connect_slice_view_slider_to_state(server, view), theme="dark", density="compact")
+
+
+def build_ui(app: SAMSegmenterWebApp) -> VAppLayout:
+    server = app.server
+    with VAppLayout(server, theme="dark") as layout:
+        client.Style("html { overflow-y: hidden; }")
+        with v3.VAppBar(density="compact"):
+            v3.VAppBarTitle("SAMSegmenter", style="flex: 0 0 auto;")
+            html.Span("{{ web_volume_name }}", classes="text-body-2 text-medium-emphasis mx-4")
+            html.Span("model service: {{ web_service }}", v_if="web_service", classes="text-caption mx-2")
+            v3.VSpacer()
+            with v3.VBtnToggle(
+                v_model=("web_layout",),
+                mandatory=True,
+                density="compact",
+                variant="outlined",
+                raw_attrs=['aria-label="View layout"'],
+            ):
+                for layout_id, title in LAYOUT_TITLES.items():
+                    v3.VBtn(title, value=layout_id, size="small")
+            v3.VBtn(
+                icon="mdi-undo", click=app.segments.undo, disabled=("!web_can_undo",), raw_attrs=['aria-label="Undo"']
+            )
+            v3.VBtn(
+                icon="mdi-redo", click=app.segments.redo, disabled=("!web_can_redo",), raw_attrs=['aria-label="Redo"']
+            )
+
+        with v3.VNavigationDrawer(permanent=True, width=PANEL_WIDTH, location="left"):
+            _volume_section(app)
+            v3.VDivider()
+            _segments_section(app)
+            v3.VDivider()
+            _effect_section(app)
+            v3.VDivider()
+            _masking_section(app)
+
+        with v3.VMain(), html.Div(style="height: calc(100vh - 48px); display: flex;"):
+            app.layout_manager.initialize_layout_grid(layout)
+    return layout
+
+
+def _volume_section(app: SAMSegmenterWebApp) -> None:
+    load_state = TypedState(app.state, LoadVolumeState, namespace="web_load")
+    with html.Div(classes="pa-2"):
+        with html.Div(classes="d-flex align-center ga-2"):
+            html.Span("Open", classes="text-subtitle-2")
+            files = LoadVolumeButton(
+                name="Open volume file(s)",
+                load_directory=False,
+                icon="mdi-file-upload",
+                typed_state=load_state.get_sub_state(load_state.name.file_button),
+            )
+            folder = LoadVolumeButton(
+                name="Open DICOM folder",
+                load_directory=True,
+                icon="mdi-folder-upload",
+                typed_state=load_state.get_sub_state(load_state.name.dir_button),
+            )
+        v3.VAlert(
+            v_if="web_message",
+            text=("web_message.text",),
+            type=("web_message.type",),
+            density="compact",
+            variant="tonal",
+            closable=True,
+            raw_attrs=[":role=\"web_message.type === 'error' ? 'alert' : 'status'\""],
+            click_close="web_message = null",
+            classes="mt-2",
+        )
+    files.on_load_volume.connect(app.load_uploads)
+    folder.on_load_volume.connect(app.load_uploads)
+
+
+def _segments_section(app: SAMSegmenterWebApp) -> None:
+    edit_ui = SegmentEditUI()
+    with html.Div(classes="pa-2"):
+        with html.Div(classes="d-flex align-center"):
+            html.Span("Segments", classes="text-subtitle-2")
+            v3.VSpacer()
+            v3.VBtn(
+                "Add segment",
+                prepend_icon="mdi-plus",
+                click=app.segments.add,
+                disabled=("!web_volume_name",),
+                size="small",
+                variant="tonal",
+            )
+        edit_ui._build_color_dialog()
+        segment_list = SegmentList(
+            typed_state=app.segments.list_state, edit_ui=edit_ui, density="compact", raw_attrs=['aria-label="Segments"']
+        )
+    app.segments.connect(segment_list)
+
+
+def _effect_section(app: SAMSegmenterWebApp) -> None:
+    with html.Div(classes="pa-2"):
+        with html.Div(classes="d-flex align-center ga-2"):
+            html.Span("Effect", classes="text-subtitle-2")
+            with v3.VBtnToggle(v_model=("web_effect",), mandatory=True, density="compact", divided=True):
+                v3.VBtn(
+                    "None",
+                    value="none",
+                    prepend_icon="mdi-cursor-default",
+                    size="small",
+                    raw_attrs=['aria-label="No effect"'],
+                )
+                v3.VBtn(
+                    "SAM",
+                    value="sam",
+                    prepend_icon="mdi-auto-fix",
+                    size="small",
+                    raw_attrs=['aria-label="SAM"'],
+                    title="Segment Anything: box and point prompts in the slice views",
+                    disabled=("!web_volume_name",),
+                )
+        SAMPanel(
+            apply=app.sam_apply,
+            cancel=app.sam_cancel,
+            propagate=app.sam_propagate,
+            stop=app.sam_stop,
+            jump_to=app.sam_jump_to,
+            v_if="web_effect === 'sam'",
+        )
+
+
+def _masking_section(app: SAMSegmenterWebApp) -> None:
+    with v3.VExpansionPanels(variant="accordion", flat=True), v3.VExpansionPanel(title="Masking options"):
+        with v3.VExpansionPanelText(), html.Div(classes="d-flex flex-column ga-3"):
+            DynamicSelect(label="Editable area", state=app.masking.area_state)
+            with html.Div():
+                v3.VSwitch(
+                    v_model=("web_mask_intensity",),
+                    label="Editable intensity range",
+                    density="compact",
+                    hide_details=True,
+                    color="primary",
+                )
+                v3.VRangeSlider(
+                    v_model=("web_mask_range",),
+                    min=("web_mask_limits[0]",),
+                    max=("web_mask_limits[1]",),
+                    disabled=("!web_mask_intensity",),
+                    thumb_label=True,
+                    density="compact",
+                    hide_details=True,
+                    raw_attrs=['aria-label="Editable intensity range"'],
+                )
+            v3.VSelect(
+                v_model=("web_mask_overwrite",),
+                items=("web_mask_overwrite_items", OVERWRITE_ITEMS),
+                label="Modify other segments",
+                density="compact",
+                hide_details=True,
+            )

@@ -1,0 +1,165 @@
+"""The web app in a real browser: ``python -m SAMSegmenterLib web`` as a subprocess, Debian's Chromium.
+
+One app (the MNI152 sample) serves the whole module; the tests run in file order and the last
+ones replace its volume by uploads. A screenshot of the app is saved in the module's temporary
+folder (``screenshot_app.png``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+from web_browser import VIEW_IMAGE, launch_chromium, shows_image, start_web_app, wait_for_pixels
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def web_app(tmp_path_factory):
+    app = start_web_app(tmp_path_factory.mktemp("web_app"))
+    yield app
+    assert app.stop() is not None
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with playwright_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(web_app, chromium):
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(web_app.url)
+    page.wait_for_selector(VIEW_IMAGE, timeout=60_000)
+    yield page
+    page.close()
+
+
+SEGMENT_ITEMS = "[aria-label=Segments] [role=option]"
+
+
+def segment_names(page) -> list[str]:
+    """Names in the segments list (each is the value of a text field)."""
+    return page.locator(f"{SEGMENT_ITEMS} input").evaluate_all("fields => fields.map(f => f.value)")
+
+
+def wait_for_segment_count(page, count: int) -> None:
+    page.wait_for_function(f"n => document.querySelectorAll('{SEGMENT_ITEMS}').length === n", arg=count)
+
+
+def test_url_line_and_loopback(web_app):
+    assert web_app.url.startswith("http://127.0.0.1:")
+    (line,) = [line for line in web_app.lines if line.startswith("SAMSegmenter web app")]
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        assert "vtkEGLRenderWindow" in line or "vtkOSOpenGLRenderWindow" in line, line
+
+
+def test_red_view_shows_the_volume(web_app, chromium, tmp_path_factory):
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(web_app.url, wait_until="commit")
+    loading = np.asarray(Image.open(BytesIO(page.screenshot())).convert("RGB"))
+    page.wait_for_selector(VIEW_IMAGE, timeout=60_000)
+    pixels = wait_for_pixels(page, shows_image)
+    box = page.locator(VIEW_IMAGE).bounding_box()
+    x, y = int(box["x"]), int(box["y"])
+    loading_view = loading[y : y + pixels.shape[0], x : x + pixels.shape[1]]
+    assert not shows_image(loading_view), "before the websocket delivers a frame the view area is blank"
+    assert page.get_by_text("mni152", exact=True).is_visible()
+    path = tmp_path_factory.getbasetemp() / "screenshot_app.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+    page.close()
+
+
+def test_layout_switch_shows_three_slice_views(page):
+    page.get_by_role("button", name="3 slices", exact=True).click()
+    page.wait_for_function(f"document.querySelectorAll('{VIEW_IMAGE}').length === 3", timeout=30_000)
+    for index in range(3):
+        wait_for_pixels(page, shows_image, index=index)
+    page.get_by_role("button", name="Axial", exact=True).click()
+    page.wait_for_function(f"document.querySelectorAll('{VIEW_IMAGE}').length === 1", timeout=30_000)
+
+
+def test_add_segment_undo_redo(page):
+    before = segment_names(page)
+    page.get_by_role("button", name="Add segment").click()
+    wait_for_segment_count(page, len(before) + 1)
+    added = segment_names(page)
+    assert added[: len(before)] == before and added[-1].startswith("Segment_")
+    page.get_by_role("button", name="Undo").click()
+    wait_for_segment_count(page, len(before))
+    page.get_by_role("button", name="Redo").click()
+    wait_for_segment_count(page, len(before) + 1)
+
+
+def test_segments_can_be_selected_recoloured_and_deleted(page):
+    for _ in range(2):
+        count = page.locator(SEGMENT_ITEMS).count()
+        page.get_by_role("button", name="Add segment").click()
+        wait_for_segment_count(page, count + 1)
+    items = page.locator(SEGMENT_ITEMS)
+    count = items.count()
+    items.nth(0).locator(".v-list-item__content").click()
+    page.wait_for_function(f"() => document.querySelector('{SEGMENT_ITEMS}').classList.contains('v-list-item--active')")
+    items.nth(0).locator(".mdi-circle").click()
+    for channel, value in (("Red", "255"), ("Green", "0"), ("Blue", "0")):
+        field = page.get_by_label(f"{channel} value")
+        field.fill(value)
+        field.press("Enter")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_function(
+        f"() => getComputedStyle(document.querySelector('{SEGMENT_ITEMS} .mdi-circle')).color === 'rgb(255, 0, 0)'"
+    )
+    name = segment_names(page)[0]
+    items.nth(0).locator(".mdi-delete-outline").click()
+    wait_for_segment_count(page, count - 1)
+    assert name not in segment_names(page)
+
+
+def test_sam_button_selects_the_effect(page):
+    sam = page.get_by_role("button", name="SAM", exact=True)
+    assert sam.count() == 1
+    sam.click()
+    page.wait_for_function("() => document.querySelector('button[value=sam]').classList.contains('v-btn--active')")
+    assert segment_names(page), "choosing SAM gives it a segment to write to"
+    page.get_by_role("button", name="No effect").click()
+    page.wait_for_function("() => document.querySelector('button[value=none]').classList.contains('v-btn--active')")
+
+
+def test_bad_upload_gives_a_message_and_the_app_keeps_working(page, tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image\n")
+    page.locator("input[type=file]:not([webkitdirectory])").set_input_files(str(bad))
+    alert = page.get_by_role("alert")
+    alert.wait_for(timeout=30_000)
+    assert "cannot load notes.txt" in alert.inner_text()
+    assert page.get_by_text("mni152", exact=True).is_visible()
+    wait_for_pixels(page, shows_image)
+    before = len(segment_names(page))
+    page.get_by_role("button", name="Add segment").click()  # the app still responds
+    wait_for_segment_count(page, before + 1)
+
+
+def test_dicom_folder_upload_shows_the_new_volume(page, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "IM0001.dcm")
+    (folder / "README.txt").write_text("a file that is not DICOM is skipped\n")
+    before = wait_for_pixels(page, shows_image)
+    page.locator("input[type=file][webkitdirectory]").set_input_files(str(folder))
+    page.get_by_text("Loaded IM0001.dcm").wait_for(timeout=60_000)
+    after = wait_for_pixels(
+        page, lambda pixels: shows_image(pixels) and np.abs(pixels.astype(int) - before.astype(int)).mean() > 10
+    )
+    assert after.shape == before.shape
+    assert not segment_names(page), "a new volume starts with an empty segmentation"

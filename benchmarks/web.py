@@ -1,0 +1,310 @@
+"""Web app rendering latency: a segment written on the server -> the change visible in Chromium.
+
+The app (SAMSegmenterWeb, MNI152 sample, axial layout unless told otherwise) runs in this process
+on a free loopback port, and Playwright drives Debian's /usr/bin/chromium (headless) on the same
+asyncio loop. Each trial scrolls the red view to another axial slice, waits until nothing renders,
+then writes a mask (nilearn's brain mask on that slice, inside a box) into a segment through the
+app's SegmentWriter, as the SAM effect's Apply does, and measures:
+
+  write      SegmentWriter.write: segment editor logic + undo state (scene update)
+  wait       from the end of the write to the start of the first render of the red view
+  render     that VTK render (llvmpipe) of the red view
+  grab       from the end of that render to the start of its JPEG encode (frame capture, queue)
+  encode     the JPEG encode (trame-rca, thread pool)
+  send       from the end of the encode to the frame handed to the websocket
+  arrive     from the websocket hand-off to the browser's <img> load event (transport + decode)
+  to_frame   write start -> the browser loaded the first frame of the change (its <img> load event)
+  to_visible write start -> a screenshot of the middle of the view, taken after each new frame,
+             shows the change (includes the screenshot itself: an upper bound of the time to screen)
+  kbytes     size of that JPEG frame; mpixels: the pixels the red view rendered (millions)
+
+Variants (the first is trame-slicer's default) are interleaved trial by trial in one run, so
+they see the same machine load. The mouse rests over the red view (as after a drag). Times are
+wall-clock (time.time() here, Date.now() in the page: the same clock, one machine).
+
+    python benchmarks/web.py [--trials N] [--variants NAME ...] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-quic"]
+VIEW_IMAGE = "img.image-display-area"
+STAGES = ("write", "wait", "render", "grab", "encode", "send", "arrive", "to_frame", "to_visible")
+COLUMNS = (*STAGES, "kbytes", "mpixels")  # the frame that showed the change: JPEG size, rendered pixels
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Settings of the red view: MSAA samples, frame rate cap, JPEG quality of the first and of the settled
+    frame (equal: one render per change), cap on the rendered pixels (0: the view's size in the page), layout."""
+
+    name: str
+    multisamples: int = 0
+    fps: float = 30.0
+    interactive_quality: int = 80
+    still_quality: int = 80
+    max_pixels: int = 1_000_000
+    layout: str = "axial"
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("trame_default", multisamples=8, interactive_quality=50, still_quality=90, max_pixels=0),
+        Variant("no_msaa_2_frames", interactive_quality=50, still_quality=90),
+        Variant("app_default"),
+        Variant("quality_60", interactive_quality=60, still_quality=60),
+        Variant("half_pixels", max_pixels=430_000),
+        Variant("no_pixel_cap", max_pixels=0),
+        Variant("fps_60", fps=60.0),
+        Variant("three_slices", layout="slices"),
+    )
+}
+
+
+class Timeline:
+    """Time stamps (time.time(), seconds) of renders, encodes and websocket hand-offs, per view."""
+
+    def __init__(self) -> None:
+        self.renders: list[tuple[str, float, float]] = []
+        self.encodes: list[tuple[float, float, tuple[int, int]]] = []
+        self.pushes: list[tuple[str, float, int]] = []
+        self._render_start: dict[str, float] = {}
+
+    def watch_render_window(self, name: str, window: Any) -> None:
+        window.AddObserver("StartEvent", lambda *_: self._render_start.__setitem__(name, time.time()))
+        window.AddObserver("EndEvent", lambda *_: self.renders.append((name, self._render_start[name], time.time())))
+
+
+def instrument_encoder(timeline: Timeline) -> None:
+    """Time trame-rca's JPEG encoder (Pillow here: PyTurboJPEG is not installed)."""
+    from trame_rca.encoders import image_encoder
+
+    encode = image_encoder.encode_turbo
+
+    def timed_encode(np_image: Any, img_format: str, cols: int, rows: int, *args: Any) -> Any:
+        start = time.time()
+        result = encode(np_image, img_format, cols, rows, *args)
+        timeline.encodes.append((start, time.time(), (cols, rows)))
+        return result
+
+    image_encoder.encode_turbo = image_encoder.encode_pil = timed_encode
+
+
+def hook_views(app: Any, timeline: Timeline, hooked: set[str]) -> None:
+    """Time the renders of the slice views created so far and the frames they hand to the websocket."""
+    for tag in ("Red", "Green", "Yellow"):
+        rca_view = app.slice_view_factory.get_factory_view(tag)
+        if rca_view is None or tag in hooked:
+            continue
+        hooked.add(tag)
+        timeline.watch_render_window(tag, rca_view.slicer_view.render_window())
+        streamer = rca_view.view_adapter.streamer
+        if streamer is not None and not getattr(streamer, "timed_by_benchmark", False):
+            push = streamer.push_content
+
+            def timed_push(area_name: str, meta: dict, content: bytes, _push: Any = push) -> Any:
+                timeline.pushes.append((area_name, time.time(), len(content)))
+                return _push(area_name, meta, content)
+
+            streamer.push_content = timed_push
+            streamer.timed_by_benchmark = True
+
+
+def apply_variant(app: Any, variant: Variant) -> None:
+    app.state.web_layout = variant.layout
+    app.state.flush()
+    rca_view = app.slice_view_factory.get_factory_view("Red")
+    rca_view.slicer_view.render_window().SetMultiSamples(variant.multisamples)
+    adapter = rca_view.view_adapter
+    adapter.target_fps = variant.fps
+    adapter.update_quality(variant.interactive_quality, variant.still_quality)
+    adapter.max_pixel_count = variant.max_pixels
+
+
+async def pixels(page: Any) -> np.ndarray:
+    """Grey levels of the middle of the red view (where the trials write) as the browser shows it."""
+    from PIL import Image
+
+    box = await page.locator(VIEW_IMAGE).first.bounding_box()
+    clip = {"x": box["x"] + box["width"] / 4, "y": box["y"] + box["height"] / 4,
+            "width": box["width"] / 2, "height": box["height"] / 2}
+    png = await page.screenshot(clip=clip)
+    return np.asarray(Image.open(BytesIO(png)).convert("L"), dtype=np.int16)
+
+
+async def wait_idle(timeline: Timeline, quiet_s: float = 0.6, timeout_s: float = 20.0) -> None:
+    """Wait until no view has rendered and no frame was sent for ``quiet_s``."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        last = max([r[2] for r in timeline.renders[-3:]] + [p[1] for p in timeline.pushes[-3:]] + [0.0])
+        if time.time() - last > quiet_s:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def trial(app: Any, page: Any, timeline: Timeline, writer: Any, segment_id: str, brain: np.ndarray,
+                index: int) -> dict[str, float]:
+    """Write the mask on slice ``index`` of the red view and time its way to the browser."""
+    from SAMSegmenterMRML.labelmaps import Slab, labelmap_edits, volume_ijk_to_segmentation
+
+    view = app.slicer.view_manager.get_view("Red")
+    ijk_to_ras = np.zeros((4, 4))
+    matrix = __import__("vtk").vtkMatrix4x4()
+    app.volume_node.GetIJKToRASMatrix(matrix)
+    ijk_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    view.set_slice_value(float((ijk_to_ras @ [0, 0, index, 1])[2]))
+    app.state.flush()
+    await wait_idle(timeline)
+    before = await pixels(page)
+    mask = np.zeros_like(brain[index])
+    rows, cols = np.nonzero(brain[index])
+    box = (slice(int(np.percentile(rows, 30)), int(np.percentile(rows, 70))),
+           slice(int(np.percentile(cols, 20)), int(np.percentile(cols, 60))))
+    mask[box] = brain[index][box]
+    shape = brain.shape
+    edits = labelmap_edits(mask[None], Slab(0, index, index), shape,
+                           volume_ijk_to_segmentation(app.volume_node, app.segmentation_node),
+                           writer.reference_geometry(), writer.segment_labelmap(segment_id), "replace")
+    frames_before = await page.evaluate("window.__frames.length")
+    start = time.time()
+    writer.write(segment_id, edits)
+    written = time.time()
+    visible = None
+    seen = frames_before
+    while visible is None and time.time() - start < 20:
+        # Wait for the next frame of the red view (the page checks on every animation frame), then look.
+        await page.wait_for_function("n => window.__frames.length > n", arg=seen, polling="raf", timeout=20_000)
+        seen = await page.evaluate("window.__frames.length")
+        now = await pixels(page)
+        if now.shape == before.shape and np.abs(now - before).mean() > 0.5:
+            visible = time.time()
+    frames = await page.evaluate(f"window.__frames.slice({frames_before})")
+    size = tuple(view.render_window().GetSize())
+    render = next(r for r in timeline.renders if r[0] == "Red" and r[1] >= written)
+    encode = next(e for e in timeline.encodes if e[0] >= render[2] and sorted(e[2]) == sorted(size))
+    push = next(p for p in timeline.pushes if p[1] >= encode[1] and p[0].endswith("Red"))
+    arrived = next((f / 1000.0 for f in frames if f / 1000.0 >= push[1] - 0.002), float("nan"))
+    app.segments.undo()
+    app.state.flush()
+    seconds = {
+        "write": written - start,
+        "wait": render[1] - written,
+        "render": render[2] - render[1],
+        "grab": encode[0] - render[2],
+        "encode": encode[1] - encode[0],
+        "send": push[1] - encode[1],
+        "arrive": arrived - push[1],
+        "to_frame": arrived - start,
+        "to_visible": (visible - start) if visible else float("nan"),
+    }
+    return {**{k: round(1000.0 * v, 1) for k, v in seconds.items()}, "kbytes": round(push[2] / 1000.0, 1),
+            "mpixels": round(size[0] * size[1] / 1e6, 2)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from SAMSegmenterWeb.rendering import configure_headless
+
+    window = configure_headless()
+    from playwright.async_api import async_playwright
+
+    from SAMSegmenterLib.sample_data import load_sample, write_sample
+    from SAMSegmenterWeb.app import SAMSegmenterWebApp
+    from SAMSegmenterWeb.writer import SegmentWriter
+
+    app = SAMSegmenterWebApp()
+    with tempfile.TemporaryDirectory() as tmp:
+        app.load([write_sample("mni152", Path(tmp) / "mni152.nii.gz")])
+    brain = load_sample("mni152_brain")[0] > 0
+    segment_id = app.segments.add()
+    writer = SegmentWriter(app.editor, app.segmentation_node)
+    timeline = Timeline()
+    instrument_encoder(timeline)
+    sys.argv = sys.argv[:1]
+    app.server.start(port=0, host="127.0.0.1", exec_mode="task", open_browser=False, show_connection_info=False,
+                     timeout=0, disable_logging=True)
+    await app.server.ready
+    url = f"http://127.0.0.1:{app.server.port}/"
+    variants = [VARIANTS[name] for name in args.variants]
+    results: dict[str, list[dict[str, float]]] = {v.name: [] for v in variants}
+    hooked: set[str] = set()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": args.width, "height": args.height},
+                                      device_scale_factor=args.pixel_ratio)
+        await page.goto(url)
+        await page.wait_for_selector(VIEW_IMAGE, timeout=60_000)
+        slices = np.nonzero(brain.any(axis=(1, 2)))[0]
+        indices = np.linspace(slices[len(slices) // 4], slices[3 * len(slices) // 4], args.trials).astype(int)
+        for number, index in enumerate(indices):
+            for variant in variants:
+                apply_variant(app, variant)
+                await asyncio.sleep(0.5)
+                hook_views(app, timeline, hooked)
+                await page.evaluate(
+                    "() => { window.__frames = window.__frames || []; const img = document.querySelector"
+                    f"('{VIEW_IMAGE}'); if (!img.__timed) {{ img.__timed = true; img.addEventListener('load',"
+                    " () => window.__frames.push(Date.now())); } }")
+                box = await page.locator(VIEW_IMAGE).first.bounding_box()
+                await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                row = await trial(app, page, timeline, writer, segment_id, brain, int(index))
+                results[variant.name].append(row)
+                print(f"trial {number + 1}/{len(indices)} {variant.name:15s} " +
+                      " ".join(f"{k}={v:.0f}" for k, v in row.items()), file=sys.stderr, flush=True)
+        await browser.close()
+    await app.server.stop()
+    return {"window": window, "results": results}
+
+
+def median(rows: list[dict[str, float]], key: str) -> float:
+    values = [row[key] for row in rows if not np.isnan(row[key])]
+    return statistics.median(values) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=8, help="slices per variant (default 8)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--width", type=int, default=1400, help="browser viewport width (default 1400)")
+    parser.add_argument("--height", type=int, default=900, help="browser viewport height (default 900)")
+    parser.add_argument("--pixel-ratio", type=float, default=1.0,
+                        help="the browser's device pixel ratio (2: a HiDPI screen; default 1)")
+    parser.add_argument("--json", action="store_true", help="end with one line of JSON")
+    args = parser.parse_args()
+    outcome = asyncio.run(run(args))
+    print(f"Web rendering latency, median of {args.trials} slices per variant (ms); {platform.machine()}, "
+          f"{os.cpu_count()} CPUs, {outcome['window']}, viewport {args.width}x{args.height} at pixel ratio "
+          f"{args.pixel_ratio:g}")
+    print(f"{'variant':16s} " + " ".join(f"{c:>10s}" for c in COLUMNS))
+    summary = {}
+    for name, rows in outcome["results"].items():
+        summary[name] = {column: round(median(rows, column), 1) for column in COLUMNS}
+        print(f"{name:16s} " + " ".join(f"{summary[name][c]:10.{2 if c == 'mpixels' else 0}f}" for c in COLUMNS))
+    if args.json:
+        print(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "window": outcome["window"],
+                          "viewport": [args.width, args.height], "pixel_ratio": args.pixel_ratio,
+                          "trials": args.trials, "median": summary, "trials_ms": outcome["results"]}))
+
+
+if __name__ == "__main__":
+    main()
