@@ -174,9 +174,7 @@ class SAMSegmenterWebApp(TrameApp):
 
     def _attach(self, segment_id: str) -> None:
         """Give SAM a controller for ``segment_id``, with the intensity window chosen in the panel."""
-        made = self.host.attach(self.volume_node, self.segmentation_node, segment_id)
-        if made and self.state.sam_window not in (None, WINDOWS[0]):
-            self.host.set_window(self.state.sam_window)
+        self.host.attach(self.volume_node, self.segmentation_node, segment_id, self.state.sam_window or WINDOWS[0])
 
     def _on_effect_name(self, _name: str) -> None:
         sam_active = self.editor.active_effect is self.sam_effect

@@ -30,7 +30,7 @@ from .writer import SegmentWriter
 POLL_PERIOD_S = 0.05
 
 CreateController = Callable[
-    [vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, str, SegmentWriter, Callable[[Any], None]], Any
+    [vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, str, SegmentWriter, Callable[[Any], None], str], Any
 ]
 
 
@@ -38,13 +38,25 @@ CreateController = Callable[
 class ControllerSupport:
     """How the web app makes interaction controllers.
 
-    create(volume_node, segmentation_node, segment_id, writer, on_change) returns a controller
-    that reports each new state through ``on_change(state)``; pointer_event(**fields) builds the
-    controller's pointer event from the fields of `SAMSegmenterWeb.events.pointer_fields`.
+    create(volume_node, segmentation_node, segment_id, writer, on_change, window) returns a
+    controller that reports each new state through ``on_change(state)``; pointer_event(**fields)
+    builds the controller's pointer event from the fields of `SAMSegmenterWeb.events.pointer_fields`.
     """
 
     create: CreateController
     pointer_event: Callable[..., Any]
+
+
+def service_support(engine: Any, model: str, checkpoint: Optional[str]) -> ControllerSupport:
+    """Controllers of the SAM effect running ``model`` (and its ``checkpoint``) on the inference service
+    ``engine`` (a ``SAMSegmenterMRML.engines.ServiceEngine``)."""
+    from SAMSegmenterMRML.controller import InteractionController, PointerEvent
+
+    def create(volume_node, segmentation_node, segment_id, writer, on_change, window):
+        return InteractionController(engine, volume_node, segmentation_node, segment_id, writer, model=model,
+                                     checkpoint=checkpoint, window=window, on_change=on_change)
+
+    return ControllerSupport(create, PointerEvent)
 
 
 class ControllerHost:
@@ -79,9 +91,14 @@ class ControllerHost:
         return self.support is not None
 
     def attach(
-        self, volume_node: vtkMRMLScalarVolumeNode, segmentation_node: vtkMRMLSegmentationNode, segment_id: str
+        self,
+        volume_node: vtkMRMLScalarVolumeNode,
+        segmentation_node: vtkMRMLSegmentationNode,
+        segment_id: str,
+        window: str = "auto",
     ) -> bool:
-        """Make the controller for this volume, segmentation and segment unless it is the current one.
+        """Make the controller for this volume, segmentation and segment (with the intensity ``window``)
+        unless it is the current one.
 
         Returns True when a new controller was made.
         """
@@ -91,11 +108,14 @@ class ControllerHost:
         self.detach()
         writer = SegmentWriter(self.editor, segmentation_node)
         try:
-            self.controller = self.support.create(volume_node, segmentation_node, segment_id, writer, self._on_change)
+            self.controller = self.support.create(
+                volume_node, segmentation_node, segment_id, writer, self._on_change, window
+            )
         except SAMSegmenterError as exc:
             self.on_error(str(exc))
             return False
         self.key_ids = key_ids
+        self._keep_polling()
         return True
 
     def detach(self) -> None:
@@ -122,6 +142,7 @@ class ControllerHost:
     def view_changed(self, slice_node: vtkMRMLSliceNode) -> None:
         if self.controller is not None:
             self._call(self.controller.view_changed, slice_node)
+            self._keep_polling()
 
     # Panel actions.
     def apply(self, mode: str) -> None:
@@ -156,8 +177,21 @@ class ControllerHost:
 
     def _on_change(self, state: Any) -> None:
         self.on_state(state)
-        if state.busy and (self._poll_task is None or self._poll_task.done()):
-            self._poll_task = asyncio.get_event_loop().create_task(self._poll())
+        self._keep_polling()
+
+    def _keep_polling(self) -> None:
+        """Start the poll loop when the controller has work (a job, an upload, a prefetch due) and none runs."""
+        wants = self.controller is not None and getattr(self.controller, "wants_poll", True)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the server's loop (scripts, tests): the thread's loop, if any
+            try:
+                loop = asyncio.get_event_loop()
+            except RuntimeError:
+                return
+        task = self._poll_task
+        if wants and (task is None or task.done() or task.get_loop() is not loop):
+            self._poll_task = loop.create_task(self._poll())
 
     async def _poll(self) -> None:
         """Call the current controller's ``poll()`` every POLL_PERIOD_S until it asks for no more."""

@@ -1,24 +1,24 @@
 """Segment writes of the SAM effect through trame-slicer's segment editor, with masking and undo.
 
-The interaction controller computes a list of ``SAMSegmenterMRML.labelmaps.LabelmapEdit`` from
-the images this writer gives it (the editor logic's reference geometry and the segment's current
-labelmap on that grid) and hands them back to `SegmentWriter.write`, which applies them in order
-through ``SegmentModifier.apply_labelmap``: the editor node's masking (editable area, editable
-intensity range) and overwrite mode apply, and the whole list is one step of the app's undo stack.
+`SegmentWriter` is the web app's ``SAMSegmenterMRML.labelmaps.SegmentWriter``: the interaction
+controller computes a list of ``LabelmapEdit`` on the editor logic's reference geometry (with the
+editor node's settings) and hands it to `SegmentWriter.write`, which applies them in order through
+``SegmentModifier.apply_labelmap``: the editor node's masking (editable area, editable intensity
+range) and overwrite mode apply, and the whole list is one step of the app's undo stack.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from slicer import vtkMRMLSegmentationNode, vtkOrientedImageData
+from slicer import vtkMRMLSegmentationNode, vtkMRMLSegmentEditorNode, vtkOrientedImageData
 from trame_slicer.core import SegmentationEditor
 from trame_slicer.segmentation import ModificationMode, SegmentModifier
 
 from SAMSegmenterLib.errors import InputError
 from SAMSegmenterMRML.labelmaps import LabelmapEdit
 
-MODIFICATION_MODES = {"set": ModificationMode.Set, "add": ModificationMode.Add, "remove": ModificationMode.Remove}
+MODIFICATION_MODES = {"add": ModificationMode.Add, "remove": ModificationMode.Remove}
 
 
 class SegmentWriter:
@@ -28,26 +28,17 @@ class SegmentWriter:
         self.editor = editor
         self.segmentation_node = segmentation_node
 
+    @property
+    def editor_node(self) -> vtkMRMLSegmentEditorNode:
+        """The editor node whose masking and overwrite settings the writes follow."""
+        return self._modifier().logic.GetSegmentEditorNode()
+
     def reference_geometry(self) -> vtkOrientedImageData:
         """The segmentation's reference geometry image (a copy, no scalars), as effects see it."""
         logic = self._modifier().logic
         if not logic.UpdateReferenceGeometryImage():
             raise InputError("the segmentation has no reference geometry: load a volume first")
         return _copy(logic.GetReferenceGeometryImage())
-
-    def segment_labelmap(self, segment_id: str) -> vtkOrientedImageData:
-        """A copy of the segment's labelmap (0/1) on the reference grid; its extent is empty for an empty segment."""
-        self._require_segment(segment_id)
-        logic = self._modifier().logic
-        editor_node = logic.GetSegmentEditorNode()
-        selected = editor_node.GetSelectedSegmentID()
-        editor_node.SetSelectedSegmentID(segment_id)
-        try:
-            if not logic.UpdateSelectedSegmentLabelmap():
-                raise InputError(f"could not read segment {segment_id!r}")
-            return _copy(logic.GetSelectedSegmentLabelmap())
-        finally:
-            editor_node.SetSelectedSegmentID(selected)
 
     def write(self, segment_id: str, edits: Sequence[LabelmapEdit]) -> None:
         """Apply ``edits`` to ``segment_id`` in order, as one undo step, honouring the editor's masking."""

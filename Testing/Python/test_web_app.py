@@ -115,7 +115,7 @@ def test_choosing_sam_makes_a_controller_for_a_new_segment(web):
         segment_id,
     )
     assert controller.writer.segmentation_node is app.segmentation_node
-    assert controller.actions == [("set_window", "brain")]
+    assert controller.window == "brain" and controller.actions == []
     assert app.editor.active_effect is app.sam_effect
 
 

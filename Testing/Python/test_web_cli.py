@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
         (["--volume", "missing.nii.gz"], "--volume missing.nii.gz does not exist"),
         (["--sample", "mni152", "--volume", "."], "give --volume or --sample, not both"),
         (["--port", "70000"], "--port must be between 0 and 65535"),
-        (["--token-file", "token"], "--token-file needs --server URL"),
-        (["--server", "https://gpu.example:8443", "--token-file", "missing-token"], "--token-file missing-token"),
+        (["--token-file", "token"], "--token-file only applies with --server URL"),
+        (["--server", "https://gpu.example:8443"], "--server needs --token-file FILE"),
+        (["--server", "https://gpu.example:8443", "--token-file", "missing-token"],
+         "token file missing-token does not exist"),
     ],
 )
 def test_bad_command_lines_fail_before_starting(argv, message, capsys, tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """SegmentWriter against a real trame-slicer scene: the MNI152 sample loaded from a NIfTI file,
-edits from SAMSegmenterMRML.labelmaps.labelmap_edits, masks from nilearn's real tissue maps.
+edits from SAMSegmenterMRML.labelmaps.write_slab, masks from nilearn's real tissue maps.
 
 Checks what lands in the segments (replace, add, remove), the editor's masking (editable area,
 editable intensity range, overwrite of other segments), and that each write is one undo step.
@@ -16,9 +16,9 @@ from SAMSegmenterLib.errors import InputError  # noqa: E402
 from SAMSegmenterMRML.labelmaps import (  # noqa: E402
     LabelmapEdit,
     Slab,
-    labelmap_array,
-    labelmap_edits,
-    volume_ijk_to_segmentation,
+    labelmap_on_volume,
+    segment_labelmap,
+    write_slab,
 )
 
 SLICE = 90  # an axial slice through the lateral ventricles
@@ -64,27 +64,15 @@ def editing(web_scene):
 
 
 def segment_array(writer, segment_id: str, shape: tuple[int, int, int]) -> np.ndarray:
-    """The segment as a bool [k, j, i] array on the volume grid (the reference grid here)."""
-    labelmap = writer.segment_labelmap(segment_id)
-    out = np.zeros(shape, bool)
-    values = labelmap_array(labelmap)
-    if values.size:
-        i0, _, j0, _, k0, _ = labelmap.GetExtent()
-        out[k0 : k0 + values.shape[0], j0 : j0 + values.shape[1], i0 : i0 + values.shape[2]] = values > 0
-    return out
+    """The segment as a bool [k, j, i] array on the volume grid, read through the segmentation node."""
+    node, volume = writer.segmentation_node, writer.editor.active_volume_node
+    array = labelmap_on_volume(segment_labelmap(node, segment_id), volume, node)
+    assert array.shape == shape
+    return array
 
 
 def write(writer, segment_id: str, mask_2d: np.ndarray, index: int, mode: str, shape) -> None:
-    edits = labelmap_edits(
-        mask_2d[None],
-        Slab(0, index, index),
-        shape,
-        volume_ijk_to_segmentation(writer.editor.active_volume_node, writer.segmentation_node),
-        writer.reference_geometry(),
-        writer.segment_labelmap(segment_id),
-        mode,
-    )
-    writer.write(segment_id, edits)
+    write_slab(writer, writer.editor.active_volume_node, segment_id, mask_2d[None], Slab(0, index, index), mode)
 
 
 def test_the_volume_is_read_voxel_for_voxel(web_scene, mni152):
@@ -161,7 +149,7 @@ def test_bad_writes_are_refused(editing, web_scene, mni152_masks):
 
     editor, writer, a, _, voxels = editing
     with pytest.raises(InputError, match="segment 'nope' not found"):
-        writer.segment_labelmap("nope")
+        writer.write("nope", [])
     edit = LabelmapEdit(writer.reference_geometry(), "invert", (0, -1, 0, -1, 0, -1))
     with pytest.raises(InputError, match="unknown labelmap operation 'invert'"):
         writer.write(a, [edit])

@@ -16,13 +16,14 @@ from SAMSegmenterLib.errors import InputError
 
 @dataclass
 class Recorder:
-    """Made by ControllerSupport.create(volume, segmentation, segment_id, writer, on_change)."""
+    """Made by ControllerSupport.create(volume, segmentation, segment_id, writer, on_change, window)."""
 
     volume: Any
     segmentation: Any
     segment_id: str
     writer: Any
     on_change: Any
+    window: str = "auto"
     consume: set = field(default_factory=lambda: {"left"})
     pointers: list = field(default_factory=list)
     keys: list = field(default_factory=list)

@@ -1,7 +1,9 @@
 """``web``: serve the SAMSegmenter web app (3D Slicer's libraries through trame-slicer) to a browser.
 
 Prints the app's URL (and a ``SAMSEGMENTER_WEB_URL <url>`` line for scripts), then serves until
-interrupted. Needs the ``web`` extra (trame-slicer); trame is imported only when the command runs.
+interrupted. The model runs in an inference service: a local one started with the app (with the
+model options given here), or the one at --server. Needs the ``web`` extra (trame-slicer); trame
+is imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
+from .engine import add_server_options, check_server_args
+from .options import add_model_options
 
 URL_LINE = "SAMSEGMENTER_WEB_URL"
 WEB_SAMPLES = ("mni152",)
@@ -32,8 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0 picks a free port)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a non-loopback --host: the app has no login and serves one user per process")
-    p.add_argument("--server", metavar="URL", help="inference service to run the model on")
-    p.add_argument("--token-file", type=Path, metavar="F", help="file holding the inference service's token")
+    add_model_options(p)
+    add_server_options(p)
     p.set_defaults(run=run)
 
 
@@ -58,10 +62,7 @@ def check_args(args: argparse.Namespace) -> None:
     if not is_loopback(args.host) and not args.allow_remote:
         raise InputError(f"--host {args.host} is reachable from other machines; add --allow-remote to serve there "
                          "(the app has no login)")
-    if args.token_file is not None and args.server is None:
-        raise InputError("--token-file needs --server URL")
-    if args.token_file is not None and not args.token_file.is_file():
-        raise InputError(f"--token-file {args.token_file} does not exist")
+    check_server_args(args)
 
 
 def check_port(host: str, port: int) -> None:
@@ -94,10 +95,21 @@ def run(args: argparse.Namespace) -> int:
     from SAMSegmenterWeb.rendering import configure_headless
 
     window = configure_headless()
+    from SAMSegmenterMRML.engines import ServiceEngine
     from SAMSegmenterWeb.app import SAMSegmenterWebApp, ServiceOptions
+    from SAMSegmenterWeb.controller_host import service_support
 
+    from ..service.client import ServiceClient
+
+    if args.server:
+        engine = ServiceEngine(ServiceClient.remote(args.server, token_file=args.token_file, cafile=args.cafile))
+    else:
+        options = ["--model", args.model, "--device", args.device, "--precision", args.precision, "--backend",
+                   args.backend, *(["--checkpoint", args.checkpoint] if args.checkpoint else [])]
+        engine = ServiceEngine(server_args=options)
+        engine.local.start()  # loads the model while the app starts: the first box does not wait for it
     service = ServiceOptions(args.server, args.token_file) if args.server else None
-    app = SAMSegmenterWebApp(service=service)
+    app = SAMSegmenterWebApp(service=service, controller_support=service_support(engine, args.model, args.checkpoint))
     with tempfile.TemporaryDirectory(prefix="samsegmenter-web-") as tmp:
         if args.volume:
             app.load(args.volume)
