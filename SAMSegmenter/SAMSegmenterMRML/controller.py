@@ -245,7 +245,8 @@ class InteractionController:
         else:
             self._after_open = action
             self._open()
-            self._say("Preparing the volume in the SAM service...")
+            self._say("Starting the SAM service (loading the model)..." if self.engine.starting
+                      else "Preparing the volume in the SAM service...")
 
     # view events ------------------------------------------------------------------------------
 

@@ -45,11 +45,15 @@ class ServiceEngine:
         """Upload ``volume`` and open it on the server (blocking; the controller uses the client's calls)."""
         return self.client.open_volume(volume, window, model, checkpoint)
 
+    @property
+    def starting(self) -> bool:
+        """Whether a local server is still starting (loading its model)."""
+        return self.local is not None and not self.local.ready
+
     def describe(self) -> str:
         local = self.local
         if local is not None:
-            address = local._address
-            return f"local service {address[0]}" if address else "local service (starting)"
+            return f"local service {local.address()[0]}" if local.ready else "local service (starting)"
         return f"service {self.client.endpoint.address()[0]}"
 
     def close(self) -> None:

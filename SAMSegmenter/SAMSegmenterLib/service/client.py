@@ -711,6 +711,11 @@ class LocalService(Endpoint):
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def ready(self) -> bool:
+        """Whether the server has announced that it serves (its model is loaded)."""
+        return self._address is not None and self.running
+
     def address(self) -> Optional[tuple[str, str]]:
         """(url, token) once the server is ready; None while it starts. Restarts a server that died, once;
         ServiceError after :meth:`stop` (a late request, e.g. closing a session, must not start it again)."""
