@@ -127,7 +127,7 @@ class EvalConfig:
         if self.slices not in SLICE_MODES:
             raise InputError(f"slices must be one of {', '.join(SLICE_MODES)}, got {self.slices!r}")
         if self.every < 1:
-            raise InputError(f"--every must be at least 1, got {self.every}")
+            raise InputError(f"every must be at least 1 (every Nth labelled slice), got {self.every}")
         if self.tolerance_mm < 0:
             raise InputError(f"NSD tolerance must be >= 0 mm, got {self.tolerance_mm}")
 
