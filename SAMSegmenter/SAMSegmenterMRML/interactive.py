@@ -38,11 +38,11 @@ class PredictionJob:
     generation: int
     predictor: Callable[[], SlicePredictor]
     prompt: SlicePrompt
-    multimask: bool = False
+    selection: Optional[str] = None
 
     def run(self) -> SlicePrediction:
         return self.predictor().predict(
-            self.prompt.ref.axis, self.prompt.ref.index, self.prompt.engine_prompt(), self.multimask
+            self.prompt.ref.axis, self.prompt.ref.index, self.prompt.engine_prompt(), self.selection
         )
 
 

@@ -232,11 +232,15 @@ class SAMSegmenterLogic:
         volume_node: slicer.vtkMRMLScalarVolumeNode,
         prompt: SlicePrompt,
         window: Optional[str] = None,
-        multimask: bool = False,
+        selection: Optional[str] = None,
     ) -> SlicePrediction:
-        """Run the model on the prompt's slice; the mask is (rows, columns) of that slice."""
+        """Run the model on the prompt's slice; the mask is (rows, columns) of that slice.
+
+        selection: which decoder output to keep (SAMSegmenterLib.selection.SELECTIONS); None: the
+        default for the prompt (box_fit for a box).
+        """
         return self.predictor(volume_node, window).predict(
-            prompt.ref.axis, prompt.ref.index, prompt.engine_prompt(), multimask
+            prompt.ref.axis, prompt.ref.index, prompt.engine_prompt(), selection
         )
 
     # writing ------------------------------------------------------------------------------------
@@ -333,7 +337,7 @@ class SAMSegmenterLogic:
         coordinates: str = "RAS",
         axis: Optional[Axis] = None,
         window: Optional[str] = None,
-        multimask: bool = False,
+        selection: Optional[str] = None,
         mode: str = "replace",
         editor_node: Optional[slicer.vtkMRMLSegmentEditorNode] = None,
     ) -> SegmentResult:
@@ -346,10 +350,10 @@ class SAMSegmenterLogic:
         ``axis`` ("K", "J", "I") names its axis, otherwise it is the one axis along which
         all prompts share the same voxel index. The slice is written with ``mode``
         ("replace", "add", "remove"), following ``editor_node``'s masking and overwrite
-        settings; `undo` restores the segmentation.
+        settings; `undo` restores the segmentation. ``selection``: as in `predict`.
         """
         prompt = self.slice_prompt(volume_node, points, labels, box, coordinates, axis)
-        prediction = self.predict(volume_node, prompt, window, multimask)
+        prediction = self.predict(volume_node, prompt, window, selection)
         shape = volume_shape(volume_node)
         slab = Slab.of(prompt.ref)
         self.write(

@@ -24,6 +24,7 @@ from ..postprocess import fill_holes_per_slice, largest_component
 from ..predictor import SlicePredictor
 from ..prompts import Prompt
 from ..propagation import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range, propagate
+from ..selection import SELECTIONS
 from ..volume import AXES, check_slice, put_slice, take_slice
 from .options import add_model_options, add_volume_options
 
@@ -39,8 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="box corners in slice pixels (x = column, y = row), inclusive")
     p.add_argument("--point", type=float, nargs=3, action="append", default=[], metavar=("X", "Y", "LABEL"),
                    help="a point in slice pixels; LABEL 1 = include, 0 = exclude (repeatable)")
-    p.add_argument("--multimask", action="store_true",
-                   help="ask for three masks and keep the one with the best predicted IoU")
+    p.add_argument("--selection", choices=SELECTIONS,
+                   help="which of the decoder's four masks to keep: single output, best predicted IoU of the "
+                        "three multimask outputs, or the one whose extent fits the box (default: box_fit for a "
+                        "box, single or best_score for points)")
     p.add_argument("--overlay", type=Path, help="also write a PNG of the slice with mask and prompt")
     p.add_argument("--json", action="store_true", help="print one JSON object (voxels, score, timings) last")
     _add_propagation_options(p)
@@ -85,8 +88,8 @@ def _propagation_options(args: argparse.Namespace) -> PropagationOptions:
 
 def _check_propagation_args(args: argparse.Namespace) -> None:
     if args.propagate:
-        if args.multimask:
-            raise InputError("--multimask applies to one slice; it cannot be combined with --propagate")
+        if args.selection:
+            raise InputError("--selection applies to one slice; it cannot be combined with --propagate")
         return
     given = [flag for flag, value in (("--direction", args.direction), ("--range", args.range),
                                       ("--largest-3d", args.largest_3d), ("--fill-holes", args.fill_holes))
@@ -130,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
     prompt = _prompt(args)
     if prompt.is_empty:
         raise InputError("no prompt: give --box X0 Y0 X1 Y1 and/or --point X Y 1")
+    if args.selection == "box_fit" and prompt.box is None:
+        raise InputError("--selection box_fit needs --box (use single or best_score with points only)")
     volume, geometry = read_volume(args.input)
     axis = AXES[args.axis]
     index = volume.shape[axis] // 2 if args.slice is None else args.slice
@@ -147,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     prompt.validate(predictor.slice_shape(axis))
     predictor.embedding(axis, index)
     t_encode = time.perf_counter()
-    result = predictor.predict(axis, index, prompt, multimask=args.multimask)
+    result = predictor.predict(axis, index, prompt, selection=args.selection)
     t_decode = time.perf_counter()
     labels = np.zeros(volume.shape, dtype=np.uint8)
     propagated = None
@@ -173,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "output": str(args.output), "model": model.name, "device": str(model.device), "backend": model.backend,
         "axis": args.axis, "slice": index, "voxels": voxels, "score": round(result.score, 4),
+        "selection": result.selection, "candidate": result.index,
         "timings": {"read_s": round(t_read - start, 3), "load_s": round(t_load - t_read, 3),
                     "encode_s": round(t_encode - t_load, 3), "decode_s": round(t_decode - t_encode, 3),
                     "total_s": round(time.perf_counter() - start, 3)},
@@ -188,5 +194,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {voxels} voxels on {len(propagated.slices)} slices along {args.axis} "
               f"(seed {index}, score {result.score:.3f}); stopped {reasons}")
     else:
-        print(f"wrote {args.output}: {voxels} voxels on slice {args.axis}={index}, score {result.score:.3f}")
+        print(f"wrote {args.output}: {voxels} voxels on slice {args.axis}={index}, score {result.score:.3f} "
+              f"({result.selection})")
     return 0
