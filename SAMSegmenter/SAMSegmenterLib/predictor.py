@@ -21,6 +21,7 @@ from .encoder_gate import gate_for
 from .errors import InputError
 from .models.embedding import ImageEmbedding
 from .prompts import Prompt
+from .selection import resolve_selection, select
 from .volume import check_slice, parse_axis, slice_shape, take_slice
 from .windowing import Window, parse_window
 
@@ -33,10 +34,12 @@ if TYPE_CHECKING:
 class SlicePrediction:
     """Result on one slice.
 
-    mask: (rows, columns) bool, the selected output; score: its predicted IoU;
-    low_res_logits: (256, 256) float32 logits of the selected output, usable as
-    ``Prompt(mask_input=...)`` on a neighbouring slice; masks/scores: every
-    output the decoder produced (1, or 3 with multimask).
+    mask: (rows, columns) bool, the chosen candidate; score: its predicted IoU;
+    low_res_logits: (256, 256) float32 logits of the chosen candidate, usable as
+    ``Prompt(mask_input=...)`` on a neighbouring slice; masks/scores: the four candidates
+    of the decoder, (4, rows, columns) bool and (4,) predicted IoUs, the single output first,
+    then SAM's three multimask outputs; index: the chosen candidate's index in them;
+    selection: the rule that chose it (see :mod:`selection`); reason: why, in a few words.
     """
 
     mask: np.ndarray
@@ -44,6 +47,9 @@ class SlicePrediction:
     low_res_logits: np.ndarray
     masks: np.ndarray
     scores: np.ndarray
+    index: int
+    selection: str
+    reason: str
 
 
 def volume_fingerprint(volume: np.ndarray) -> str:
@@ -123,21 +129,24 @@ class SlicePredictor:
         if key not in self.cache:
             self.gate.prefetch(key, lambda: self._compute(axis, index), lambda e: self.cache.put(key, e), owner=self)
 
-    def predict(self, axis: int | str, index: int, prompt: Prompt, multimask: bool = False) -> SlicePrediction:
-        """Segment slice ``index`` along ``axis`` from ``prompt``.
+    def predict(self, axis: int | str, index: int, prompt: Prompt, selection: str | None = None) -> SlicePrediction:
+        """Segment slice ``index`` along ``axis`` from ``prompt`` (slice pixels, x = column, y = row).
 
-        multimask=False uses the model's single output (what LiteMedSAM and MedSAM
-        were tuned for); True asks for SAM's three masks and selects the one with
-        the highest predicted IoU (all three stay in ``masks``/``scores``).
+        One decoder pass gives four candidates (the single output, then SAM's three multimask
+        outputs); ``selection`` names the rule that picks one (:data:`selection.SELECTIONS`:
+        ``single``, ``best_score``, ``box_fit``), None the default for the prompt
+        (:func:`selection.default_selection`: ``box_fit`` for a box).
         """
         axis = parse_axis(axis)
         check_slice(self.volume.shape, axis, index)
         prompt.validate(self.slice_shape(axis))
-        decoded = self.model.decode(self.embedding(axis, index), prompt, multimask=multimask)
-        best = int(np.argmax(decoded.scores))
+        rule = resolve_selection(selection, prompt)
+        decoded = self.model.decode_candidates(self.embedding(axis, index), prompt)
+        choice = select(decoded.masks, decoded.scores, rule, prompt.box)
+        best = choice.index
         return SlicePrediction(mask=decoded.masks[best], score=float(decoded.scores[best]),
                                low_res_logits=decoded.low_res_logits[best], masks=decoded.masks,
-                               scores=decoded.scores)
+                               scores=decoded.scores, index=best, selection=choice.selection, reason=choice.reason)
 
     def propagate(self, axis: int | str, seed_index: int, **kwargs: Any) -> PropagationResult:
         """:func:`propagation.propagate` on this predictor (same keyword arguments)."""

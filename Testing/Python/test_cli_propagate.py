@@ -78,7 +78,7 @@ def test_propagate_up_only_with_postprocessing(case, tmp_path, capsys):
     (["--direction", "up"], "only apply with --propagate"),
     (["--propagate", "--range", "10", "99"], "outside the volume"),
     (["--propagate", "--range", "0", "5"], "seed slice 12 lies outside the slice range 0..5"),
-    (["--propagate", "--multimask"], "cannot be combined with --propagate"),
+    (["--propagate", "--selection", "best_score"], "cannot be combined with --propagate"),
     (["--propagate", "--propagation-prompt", "box+points"], "box prompts only"),
 ])
 def test_propagation_errors_are_one_line(case, tmp_path, capsys, args, message):

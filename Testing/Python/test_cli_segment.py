@@ -54,7 +54,8 @@ def test_segment_keeps_geometry(oblique_volume, tmp_path, suffix):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["slice"] == 3 and summary["voxels"] > 1000 and 0 < summary["score"] <= 1
-    assert set(summary["timings"]) >= {"load_s", "encode_s", "decode_s", "total_s"}
+    assert summary["selection"] == "box_fit" and summary["candidate"] in (0, 1, 2, 3)  # the default for a box
+    assert set(summary["timings"]) >= {"load_s", "predict_s", "total_s"}
     source = sitk.ReadImage(str(oblique_volume))
     labels = sitk.ReadImage(str(out))
     assert labels.GetSize() == source.GetSize()
@@ -117,6 +118,31 @@ def test_error_paths(oblique_volume, tmp_path, capsys):
     bad_out = tmp_path / "labels.png"
     assert main(["segment", vol, str(bad_out), "--box", "1", "1", "5", "5"]) == 2
     assert "must end with" in capsys.readouterr().err and not bad_out.exists()
+
+
+def test_selection_option(oblique_volume, tmp_path, capsys):
+    """--selection picks which of the decoder's four masks is written; the summary says which."""
+    written = {}
+    for rule in ("single", "best_score", "box_fit"):
+        out = tmp_path / f"{rule}.nii.gz"
+        args = ["segment", str(oblique_volume), str(out), "--slice", "3", "--box", "20", "15", "140", "130",
+                "--selection", rule, "--json"]
+        assert main(args) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert summary["selection"] == rule
+        assert summary["candidate"] in {"single": {0}, "best_score": {1, 2, 3}, "box_fit": {0, 1, 2, 3}}[rule]
+        written[rule] = (summary["candidate"], read_volume(out)[0][3] > 0)
+    for rule, (candidate, mask) in written.items():
+        same = [other for other, (c, _) in written.items() if c == candidate]
+        for other in same:
+            assert np.array_equal(mask, written[other][1])  # the same candidate gives the same mask
+    assert dice(written["single"][1], written["best_score"][1]) < 1.0  # different candidates differ
+    _assert_fails(capsys, tmp_path, ["segment", str(oblique_volume), "OUT", "--point", "5", "5", "1",
+                                     "--selection", "box_fit"], "--selection box_fit needs --box")
+    with pytest.raises(SystemExit):
+        main(["segment", str(oblique_volume), str(tmp_path / "x.nii.gz"), "--box", "1", "1", "5", "5",
+              "--selection", "oracle"])
+    assert "invalid choice: 'oracle'" in capsys.readouterr().err
 
 
 def test_unknown_model_is_rejected_by_the_parser(oblique_volume, tmp_path):

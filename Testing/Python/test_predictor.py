@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from conftest import dice
@@ -66,11 +68,34 @@ def test_box_only_model_refuses_points(litemedsam, phantom):
         predictor.predict(0, 1, Prompt(points=[(120, 60)], labels=[1], box=box_from_mask(target)))
 
 
-def test_multimask_selects_best_score(litemedsam, phantom):
+def test_four_candidates_and_the_selection_rules(litemedsam, phantom):
+    """One decoder pass gives the single output and the three multimask outputs; each rule picks one of them."""
     volume, target = phantom
-    result = SlicePredictor(litemedsam, volume).predict(0, 1, Prompt(box=box_from_mask(target)), multimask=True)
-    assert result.masks.shape == (3, 150, 200) and result.scores.shape == (3,)
-    assert result.score == pytest.approx(float(result.scores.max()))
+    predictor = SlicePredictor(litemedsam, volume)
+    prompt = Prompt(box=box_from_mask(target))
+    default = predictor.predict(0, 1, prompt)
+    assert default.masks.shape == (4, 150, 200) and default.scores.shape == (4,)
+    # a clear object: a multimask output reproduces the single output, which box_fit then keeps
+    assert (default.selection, default.index) == ("box_fit", 0) and "unambiguous" in default.reason
+    assert np.array_equal(default.mask, default.masks[default.index])
+    assert default.score == pytest.approx(float(default.scores[default.index]))
+    embedding = predictor.embedding(0, 1)
+    single, multi = litemedsam.decode(embedding, prompt), litemedsam.decode(embedding, prompt, multimask=True)
+    logits = np.concatenate([single.low_res_logits, multi.low_res_logits])
+    np.testing.assert_allclose(default.low_res_logits, logits[default.index], atol=1e-4)
+    for rule, index in (("single", 0), ("best_score", 1 + int(np.argmax(multi.scores)))):
+        result = predictor.predict(0, 1, prompt, selection=rule)
+        assert (result.selection, result.index) == (rule, index)
+    chosen = predictor.predict(0, 1, prompt, selection="single")
+    np.testing.assert_allclose(chosen.low_res_logits, logits[0], atol=1e-4)
+    np.testing.assert_allclose(chosen.scores, np.concatenate([single.scores, multi.scores]), atol=1e-5)
+    assert np.mean(chosen.masks != np.concatenate([single.masks, multi.masks])) < 1e-4  # float rounding at most
+    reference = copy.copy(litemedsam)
+    reference.fast_decoder = None  # segment-anything's own decoder gives the same four
+    np.testing.assert_allclose(reference.decode_candidates(embedding, prompt).low_res_logits, logits, atol=1e-3)
+    assert predictor.encoder_calls == 1
+    with pytest.raises(PromptError, match="unknown mask selection 'multimask'"):
+        predictor.predict(0, 1, prompt, selection="multimask")
 
 
 def test_real_ct_vertebra(litemedsam, ct_small):
@@ -88,14 +113,14 @@ def test_real_ct_vertebra(litemedsam, ct_small):
 
 
 def test_mni152_slices_along_each_axis(litemedsam, mni152, mni152_masks):
-    """Box prompts on the brain mask of the MNI152 template, one slice per axis (best of three masks)."""
+    """Box prompts on the brain mask of the MNI152 template, one slice per axis (best of the four candidates)."""
     volume, _ = mni152
     brain = mni152_masks["brain"]
     predictor = SlicePredictor(litemedsam, volume)
     for axis in (0, 1, 2):
         index = volume.shape[axis] // 2
         truth = take_slice(brain, axis, index)
-        result = predictor.predict(axis, index, Prompt(box=box_from_mask(truth)), multimask=True)
+        result = predictor.predict(axis, index, Prompt(box=box_from_mask(truth)))
         assert result.mask.shape == truth.shape
         best = max(dice(m, truth) for m in result.masks)
         assert best > 0.75, (axis, best)

@@ -46,8 +46,11 @@ def test_sam_vit_b_from_user_checkpoint(tmp_path):
     try:
         assert model.spec.preprocessing.size == 1024
         volume = np.random.default_rng(0).random((1, 90, 120)).astype(np.float32)
-        result = SlicePredictor(model, volume).predict(0, 0, Prompt(points=[(60, 45), (5, 5)], labels=[1, 0]),
-                                                       multimask=True)
-        assert result.masks.shape == (3, 90, 120) and np.isfinite(result.scores).all()
+        predictor = SlicePredictor(model, volume)
+        result = predictor.predict(0, 0, Prompt(points=[(60, 45), (5, 5)], labels=[1, 0]))
+        assert result.masks.shape == (4, 90, 120) and np.isfinite(result.scores).all()
+        assert (result.selection, result.index) == ("single", 0)  # several points: SAM's single output
+        result = predictor.predict(0, 0, Prompt(points=[(60, 45)]))
+        assert result.selection == "best_score" and result.index in (1, 2, 3)  # one point is ambiguous
     finally:
         unload_model(model)

@@ -21,14 +21,16 @@ import numpy as np
 from ..errors import InputError
 from ..prompts import Prompt
 from ..propagation_plan import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range
+from ..selection import SELECTIONS
 from ..volume import AXES, check_slice, slice_shape, take_slice
 from ..windowing import ImageWarning, Window, box_contrast, fixed_window, parse_window
 from . import checks, interrupts, strict_json
+from .engine import add_server_options, check_server_args, open_volume
 from .options import add_model_options, add_series_option, add_volume_options
 
 if TYPE_CHECKING:
     from ..io import Geometry
-    from ..models.loader import SamModel
+    from ..predictor import SlicePrediction
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -44,12 +46,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="box corners in slice pixels (x = column, y = row), inclusive")
     p.add_argument("--point", type=float, nargs=3, action="append", default=[], metavar=("X", "Y", "LABEL"),
                    help="a point in slice pixels; LABEL 1 = include, 0 = exclude (repeatable)")
-    p.add_argument("--multimask", action="store_true",
-                   help="ask for three masks and keep the one with the best predicted IoU")
+    p.add_argument("--selection", choices=SELECTIONS,
+                   help="which of the decoder's four masks to keep: single output, best predicted IoU of the "
+                        "three multimask outputs, or the one whose extent fits the box (default: box_fit for a "
+                        "box, single or best_score for points)")
     p.add_argument("--overlay", type=Path, help="also write a PNG of the slice with mask and prompt")
     p.add_argument("--json", action="store_true", help="print one JSON object (voxels, score, timings) last")
     _add_propagation_options(p)
     add_model_options(p)
+    add_server_options(p)
     p.set_defaults(run=run)
 
 
@@ -95,8 +100,8 @@ def _propagation_options(args: argparse.Namespace) -> PropagationOptions:
 
 def _check_propagation_args(args: argparse.Namespace) -> None:
     if args.propagate:
-        if args.multimask:
-            raise InputError("--multimask applies to one slice; it cannot be combined with --propagate")
+        if args.selection:
+            raise InputError("--selection applies to one slice; it cannot be combined with --propagate")
         return
     given = [flag for flag, value in (("--direction", args.direction), ("--range", args.range),
                                       ("--largest-3d", args.largest_3d), ("--fill-holes", args.fill_holes))
@@ -130,6 +135,8 @@ def _prompt(args: argparse.Namespace) -> Prompt:
     prompt = Prompt(points, labels, box=args.box)
     if prompt.is_empty:
         raise InputError("no prompt: give --box X0 Y0 X1 Y1 and/or --point X Y 1")
+    if args.selection == "box_fit" and prompt.box is None:
+        raise InputError("--selection box_fit needs --box (use single or best_score with points only)")
     return prompt
 
 
@@ -153,6 +160,7 @@ def preflight(args: argparse.Namespace) -> Plan:
     from ..outputs import check_output_file
 
     start = time.perf_counter()
+    check_server_args(args)
     _check_propagation_args(args)
     prompt = _prompt(args)
     options = _propagation_options(args)
@@ -179,14 +187,15 @@ def preflight(args: argparse.Namespace) -> Plan:
         warnings.warn(f"the box on slice {args.axis}={index} holds no image structure (uniform intensity in the "
                       "window): the mask the model returns there means nothing", ImageWarning, stacklevel=2)
     read_s = time.perf_counter() - start
-    checks.weights_and_device(args)
+    if args.server is None:  # a service checks its own weights and device
+        checks.weights_and_device(args)
     return Plan(volume, geometry, axis, index, prompt, window, options, read_s)
 
 
-def _summary(args: argparse.Namespace, plan: Plan, model: SamModel, voxels: int, score: float,
+def _summary(args: argparse.Namespace, plan: Plan, where: dict[str, str], voxels: int, result: SlicePrediction,
              timings: dict[str, float], propagated: Optional[PropagationResult], direction: str) -> dict:
-    summary = {"output": str(args.output), "model": model.name, "device": str(model.device), "backend": model.backend,
-               "axis": args.axis, "slice": plan.index, "voxels": voxels, "score": round(score, 4),
+    summary = {"output": str(args.output), **where, "axis": args.axis, "slice": plan.index, "voxels": voxels,
+               "score": round(result.score, 4), "selection": result.selection, "candidate": result.index,
                "timings": {k: round(v, 3) for k, v in timings.items()}}
     if propagated is not None:
         summary["propagation"] = _propagation_summary(propagated, direction)
@@ -198,30 +207,23 @@ def run(args: argparse.Namespace) -> int:
     plan = preflight(args)
     from ..evaluation.overlay import overlay_rgb, write_png
     from ..io import verify_written, write_labels
-    from ..models import load_model
     from ..outputs import StagedOutputs
     from ..postprocess import fill_holes_per_slice, largest_component
-    from ..predictor import SlicePredictor
-    from ..propagation import propagate
     from ..volume import put_slice
 
     t_read = time.perf_counter()
-    model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint,
-                       backend=args.backend)
-    t_load = time.perf_counter()
     axis, index, prompt = plan.axis, plan.index, plan.prompt
-    predictor = SlicePredictor(model, plan.volume, window=plan.window)
-    predictor.embedding(axis, index)
-    t_encode = time.perf_counter()
-    result = predictor.predict(axis, index, prompt, multimask=args.multimask)
-    t_decode = time.perf_counter()
+    predictor, where = open_volume(args, plan.volume, args.window)
+    t_load = time.perf_counter()
+    result = predictor.predict(axis, index, prompt, selection=args.selection)
+    t_predict = time.perf_counter()
     labels = np.zeros(plan.volume.shape, dtype=np.uint8)
     propagated = None
     direction = args.direction or "both"
     if args.propagate:
-        propagated = propagate(predictor, axis, index, seed_prompt=prompt, direction=direction,
-                               slice_range=tuple(args.range) if args.range else None,
-                               options=plan.options, progress=_stderr_progress)
+        propagated = predictor.propagate(axis, index, seed_prompt=prompt, direction=direction,
+                                         slice_range=tuple(args.range) if args.range else None,
+                                         options=plan.options, progress=_stderr_progress)
         mask = propagated.mask
         if args.fill_holes:
             mask = fill_holes_per_slice(mask, axis)
@@ -234,17 +236,17 @@ def run(args: argparse.Namespace) -> int:
     with StagedOutputs() as staged:
         write_labels(args.output, labels, plan.geometry, staging=staged)
         if args.overlay:
-            picture = overlay_rgb(predictor.slice_image(axis, index), take_slice(labels, axis, index) > 0, prompt)
+            picture = overlay_rgb(plan.window.apply(take_slice(plan.volume, axis, index)),
+                                  take_slice(labels, axis, index) > 0, prompt)
             staged.write(args.overlay, lambda path: verify_written(write_png(path, picture)))
         interrupts.finishing()
         staged.commit()
     voxels = int(labels.sum())
-    timings = {"read_s": plan.read_s, "load_s": t_load - t_read, "encode_s": t_encode - t_load,
-               "decode_s": t_decode - t_encode}
+    timings = {"read_s": plan.read_s, "load_s": t_load - t_read, "predict_s": t_predict - t_load}
     if propagated is not None:
-        timings["propagate_s"] = t_propagate - t_decode
+        timings["propagate_s"] = t_propagate - t_predict
     timings["total_s"] = time.perf_counter() - start
-    summary = _summary(args, plan, model, voxels, result.score, timings, propagated, direction)
+    summary = _summary(args, plan, where, voxels, result, timings, propagated, direction)
     if args.json:
         print(strict_json.dumps(summary))
     elif propagated is not None:
@@ -253,5 +255,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {voxels} voxels on {len(propagated.slices)} slices along {args.axis} "
               f"(seed {index}, score {result.score:.3f}); stopped {reasons}")
     else:
-        print(f"wrote {args.output}: {voxels} voxels on slice {args.axis}={index}, score {result.score:.3f}")
+        print(f"wrote {args.output}: {voxels} voxels on slice {args.axis}={index}, score {result.score:.3f} "
+              f"({result.selection})")
     return 0

@@ -11,12 +11,13 @@ Volumes are arrays ``[k, j, i]``; ``axis`` 0/1/2 (K/J/I) picks the slices as in 
 Each row is one (case, label, slice, protocol, selection) for the 2D protocols, scored on that
 slice with the slice's in-plane spacing; or one (case, label, protocol) for ``propagate3d``,
 scored on the whole 3D object with the volume spacing (``scope`` = ``object``, ``slice`` = the
-seed slice). Mask selections on 2D protocols:
+seed slice). Mask selections on 2D protocols, all among the same four candidates of one decoder
+pass (see :mod:`selection`):
 
-* ``single``: the model's single-mask output (``multimask=False``), what LiteMedSAM and MedSAM
-  were trained for;
+* ``single``: the model's single-mask output, what LiteMedSAM and MedSAM were trained for;
 * ``best_score``: of SAM's three multimask outputs, the one with the highest predicted IoU;
-* ``oracle``: of the same three, the one with the highest Dice against the reference (an
+* ``box_fit``: the candidate whose bounding box best matches the prompt box (prompts with a box);
+* ``oracle``: of the four candidates, the one with the highest Dice against the reference (an
   upper bound a user picking by eye could reach, not a fair automatic result).
 
 ``score`` is the model's predicted IoU of the chosen mask (for ``propagate3d``, the mean over
@@ -42,6 +43,8 @@ from ..models import get_spec
 from ..predictor import SlicePredictor
 from ..prompts import Prompt
 from ..propagation import PropagationOptions, propagate
+from ..selection import SELECTIONS as MASK_SELECTIONS
+from ..selection import select
 from ..volume import occupied_slices, take_slice
 from .protocols import (
     POINT_PROTOCOLS,
@@ -54,7 +57,7 @@ from .protocols import (
 )
 from .report import Overlay
 
-SELECTIONS = ("single", "best_score", "oracle")
+SELECTIONS = (*MASK_SELECTIONS, "oracle")
 SLICE_MODES = ("all", "largest")
 COLUMNS = ("case", "label", "axis", "slice", "scope", "protocol", "selection", "dice", "iou", "hd95", "nsd",
            "score", "ref_voxels", "pred_voxels")
@@ -185,17 +188,17 @@ def _chosen_slices(binary: np.ndarray, axis: int, config: EvalConfig) -> list[in
 
 def predict_selections(predictor: SlicePredictor, axis: int, index: int, prompt: Prompt,
                        reference: np.ndarray) -> dict[str, tuple[np.ndarray, float]]:
-    """``{selection: (mask (rows, cols) bool, predicted IoU)}`` for every name in :data:`SELECTIONS`.
+    """``{selection: (mask (rows, cols) bool, predicted IoU)}`` for every name in :data:`SELECTIONS`
+    that applies to ``prompt`` (``box_fit`` needs a box), all chosen among the same four candidates.
 
-    ``reference`` is the slice's true mask, used only to pick the ``oracle`` output.
+    ``reference`` is the slice's true mask, used only to pick the ``oracle`` candidate.
     """
-    single = predictor.predict(axis, index, prompt, multimask=False)
-    multi = predictor.predict(axis, index, prompt, multimask=True)
-    best = int(np.argmax(multi.scores))
-    oracle = max(range(len(multi.masks)), key=lambda m: (dice(multi.masks[m], reference), -m))
-    return {"single": (single.mask, single.score),
-            "best_score": (multi.masks[best], float(multi.scores[best])),
-            "oracle": (multi.masks[oracle], float(multi.scores[oracle]))}
+    candidates = predictor.predict(axis, index, prompt, selection="single")
+    masks, scores = candidates.masks, candidates.scores
+    chosen = {rule: select(masks, scores, rule, prompt.box).index for rule in MASK_SELECTIONS
+              if rule != "box_fit" or prompt.box is not None}
+    chosen["oracle"] = max(range(len(masks)), key=lambda m: (dice(masks[m], reference), -m))
+    return {rule: (masks[m], float(scores[m])) for rule, m in chosen.items()}
 
 
 def _row(case: Case, value: int, axis: int, index: int, scope: str, protocol: str, selection: str,

@@ -25,7 +25,7 @@ from ..errors import SAMSegmenterError
 from ..prompts import Prompt
 
 METRICS = ("dice", "iou", "hd95", "nsd")
-SELECTION_COLOURS = {"single": "#4c72b0", "best_score": "#dd8452", "oracle": "#55a868"}
+SELECTION_COLOURS = {"single": "#4c72b0", "best_score": "#dd8452", "box_fit": "#c44e52", "oracle": "#55a868"}
 
 
 @dataclass

@@ -34,7 +34,8 @@ class Decoded:
     """Decoder output for one prompt.
 
     masks: (M, H, W) bool in slice pixels; scores: (M,) predicted IoU; low_res_logits:
-    (M, 256, 256) float32. M is 1 (single output) or 3 (SAM's multimask outputs).
+    (M, 256, 256) float32. M is 1 (single output), 3 (SAM's multimask outputs) or 4 (all of them,
+    the single output first).
     """
 
     masks: np.ndarray

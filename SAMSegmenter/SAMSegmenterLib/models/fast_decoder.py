@@ -16,7 +16,7 @@
 - the upscaling runs on chunks of image tokens, each turned into mask logits at
   once: a few megabytes of intermediates instead of tens, which stay in cache and
   are not handed back to the operating system (and page-faulted in again) per call;
-- only the requested outputs (mask 0, or masks 1-3 with ``multimask``) are made.
+- only the requested outputs (mask 0, masks 1-3 with ``multimask``, or all four) are made.
 
 It shares its parameters with the reference modules (float32).
 """
@@ -161,6 +161,13 @@ class FastMaskDecoder(nn.Module):
                 dense_prompt_embeddings: torch.Tensor, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """image_embeddings (1, C, H, W); sparse (B, N, C); dense (B, C, H, W) ->
         (masks (B, M, 4H, 4W), iou (B, M)), M = 3 with ``multimask_output`` else 1."""
+        selected = range(1, self.decoder.num_mask_tokens) if multimask_output else range(0, 1)
+        return self.predict_outputs(image_embeddings, sparse_prompt_embeddings, dense_prompt_embeddings, selected)
+
+    def predict_outputs(self, image_embeddings: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
+                        dense_prompt_embeddings: torch.Tensor, selected: range) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``forward`` for the mask tokens in ``selected`` (0: the single output, 1-3: SAM's
+        multimask outputs), from one pass of the transformer: M = ``len(selected)``."""
         dec = self.decoder
         transformer = dec.transformer
         b = sparse_prompt_embeddings.shape[0]
@@ -175,7 +182,6 @@ class FastMaskDecoder(nn.Module):
         attn_out = _tokens_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + self.image_pe, keys)
         queries = transformer.norm_final_attn(queries + attn_out)
 
-        selected = range(1, dec.num_mask_tokens) if multimask_output else range(0, 1)
         hyper = torch.stack([dec.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in selected], dim=1)
         hyper = hyper.transpose(1, 2)
         masks = torch.cat([torch.matmul(self._upscale(keys[:, start:start + UPSCALE_CHUNK]), hyper)
@@ -189,8 +195,8 @@ class FastMaskDecoder(nn.Module):
 def checked_fast_decoder(prompt_encoder: nn.Module, mask_decoder: nn.Module) -> FastMaskDecoder | None:
     """A :class:`FastMaskDecoder` that matched the reference decoder on a random embedding, else None.
 
-    Checked once per loaded model, in float32, with a box prompt, single and
-    multimask output; a failure (an operator missing on this device, a mismatch) is
+    Checked once per loaded model, in float32, with a box prompt, for the single output,
+    the multimask outputs and all four together; a failure (an operator missing on this device, a mismatch) is
     logged and the caller keeps the reference decoder.
     """
     try:
@@ -203,11 +209,13 @@ def checked_fast_decoder(prompt_encoder: nn.Module, mask_decoder: nn.Module) -> 
         box = torch.tensor([[0.2 * side[1], 0.25 * side[0], 0.7 * side[1], 0.8 * side[0]]], device=device)
         with torch.inference_mode():
             sparse, dense = prompt_encoder(points=None, boxes=box, masks=None)
-            for multimask in (False, True):
-                ref = mask_decoder(image_embeddings=image, image_pe=prompt_encoder.get_dense_pe(),
-                                   sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                   multimask_output=multimask)
-                out = fast(image.contiguous(memory_format=torch.channels_last), sparse, dense, multimask)
+            ref_masks, ref_iou = mask_decoder.predict_masks(
+                image_embeddings=image, image_pe=prompt_encoder.get_dense_pe(), sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense)
+            count = mask_decoder.num_mask_tokens
+            for selected in (range(0, 1), range(1, count), range(0, count)):
+                out = fast.predict_outputs(image.contiguous(memory_format=torch.channels_last), sparse, dense, selected)
+                ref = (ref_masks[:, selected.start:selected.stop], ref_iou[:, selected.start:selected.stop])
                 for a, b in zip(out, ref):
                     if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-2, atol=1e-2):
                         raise ValueError(f"fast decoder differs from the reference by "

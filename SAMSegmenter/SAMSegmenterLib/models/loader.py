@@ -166,13 +166,22 @@ class SamModel:
         features = features.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
         return ImageEmbedding(features, original_size, input_size)
 
-    @torch.inference_mode()
     def decode(self, embedding: ImageEmbedding, prompt: Prompt, multimask: bool = False) -> Decoded:
         """Masks for ``prompt`` (slice pixel coordinates, x = column, y = row) on an embedded slice.
 
         Returns 1 mask (``multimask=False``, what LiteMedSAM and MedSAM were tuned
         for) or SAM's 3 candidate masks, each with its predicted IoU.
         """
+        count = self.network.mask_decoder.num_mask_tokens
+        return self._decode(embedding, prompt, range(1, count) if multimask else range(0, 1))
+
+    def decode_candidates(self, embedding: ImageEmbedding, prompt: Prompt) -> Decoded:
+        """All four outputs of one decoder pass: the single output (index 0), then SAM's three
+        multimask outputs (1-3), each with its predicted IoU (see :mod:`selection`)."""
+        return self._decode(embedding, prompt, range(0, self.network.mask_decoder.num_mask_tokens))
+
+    @torch.inference_mode()
+    def _decode(self, embedding: ImageEmbedding, prompt: Prompt, selected: range) -> Decoded:
         prompt.validate(embedding.original_size)
         if len(prompt.points):
             self.spec.require_points_support()
@@ -192,11 +201,12 @@ class SamModel:
         with self.autocast():
             sparse, dense = net.prompt_encoder(points=points, boxes=boxes, masks=masks)
             if self.fast_decoder is not None:
-                low_res, iou = self.fast_decoder(embedding.features, sparse, dense, multimask)
+                low_res, iou = self.fast_decoder.predict_outputs(embedding.features, sparse, dense, selected)
             else:
-                low_res, iou = net.mask_decoder(
+                low_res, iou = net.mask_decoder.predict_masks(
                     image_embeddings=embedding.features, image_pe=net.prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+                low_res, iou = low_res[:, selected.start:selected.stop], iou[:, selected.start:selected.stop]
         low_res = low_res.float()
         logits = masks_to_original(pre, low_res, embedding.original_size, embedding.input_size)
         return Decoded(masks=(logits[0] > 0).cpu().numpy(), scores=iou[0].float().cpu().numpy(),
