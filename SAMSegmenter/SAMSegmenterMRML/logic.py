@@ -227,9 +227,8 @@ class SAMSegmenterLogic:
     def predict(self, volume_node: slicer.vtkMRMLScalarVolumeNode, prompt: SlicePrompt,
                 window: Optional[str] = None, selection: Optional[str] = None) -> SlicePrediction:
         """Run the model on the prompt's slice; the mask is (rows, columns) of that slice."""
-        extra = {} if selection is None else {"selection": selection}
         return self.volume(volume_node, window).predict(prompt.ref.axis, prompt.ref.index, prompt.engine_prompt(),
-                                                        **extra)
+                                                        selection=selection)
 
     # where results go ---------------------------------------------------------------------------
 

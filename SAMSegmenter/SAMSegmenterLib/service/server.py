@@ -272,8 +272,7 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
         predictor = registry.session(session_id).predictor
         check_slice(predictor.volume.shape, body.axis, body.index)
         prompt = prompt_from_json(body.prompt.model_dump())
-        extra = {} if body.selection is None else {"selection": body.selection}
-        prediction = predictor.predict(body.axis, body.index, prompt, **extra)
+        prediction = predictor.predict(body.axis, body.index, prompt, selection=body.selection)
         return prediction_to_json(prediction, logits=body.logits)
 
     @app.post(f"{PREFIX}/sessions/{{session_id}}/prefetch", status_code=202)
