@@ -310,3 +310,32 @@ def test_a_stopped_local_service_is_not_started_again_by_a_late_request(mni152):
         assert time.monotonic() - started < 5 and service.process is None
     finally:
         service.stop()
+
+
+def test_an_unpolled_job_is_cancelled_and_its_session_closed_only_when_the_client_is_gone(litemedsam):
+    """The registry's sweep (what the server runs every few seconds), with the real model, in this process."""
+    from SAMSegmenterLib.cache import EmbeddingCache
+    from SAMSegmenterLib.propagation_plan import PropagationResult
+    from SAMSegmenterLib.service import sessions
+    from SAMSegmenterLib.service.sessions import Limits, Registry
+
+    registry = Registry(Limits(job_lease_s=10.0), lambda name, checkpoint: litemedsam, EmbeddingCache())
+    session = registry.open("client", np.zeros((2, 16, 16), np.int16), "0,1", "litemedsam", None)
+    stopped = threading.Event()
+
+    def work(progress, cancel):
+        while not cancel():
+            time.sleep(0.01)
+        stopped.set()
+        return PropagationResult(mask=np.zeros((2, 16, 16), bool), axis=0, cancelled=True)
+
+    job = registry.start_job(session, "propagate", work)
+    now = time.monotonic()
+    session.touched = now + 20  # the client kept using the volume (prompts) but stopped polling this job
+    assert registry.sweep(now + 25) == [] and stopped.wait(10)
+    assert registry.session(session.id) is session  # still open
+    job.state = "running"  # as if a second job were abandoned too, now with the client gone
+    assert registry.sweep(now + 1000) == [session.id]
+    with pytest.raises(sessions.NotFound):
+        registry.session(session.id)
+    registry.shutdown()

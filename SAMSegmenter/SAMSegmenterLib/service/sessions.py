@@ -2,8 +2,9 @@
 
 A session holds one volume (``[k, j, i]``) with a model, as a :class:`predictor.SlicePredictor` sharing
 the server's embedding cache; jobs (propagations) run in worker threads at the encoder gate's JOB
-priority. Idle sessions expire; a running job that nobody has polled for ``job_lease_s`` is cancelled
-and its session closed (the client went away); finished jobs are kept ``finished_job_s`` for a late poll.
+priority. Idle sessions expire; a running job that nobody has polled for ``job_lease_s`` is cancelled,
+and its session closed unless the client used it meanwhile (the client went away); finished jobs are
+kept ``finished_job_s`` for a late poll.
 """
 
 from __future__ import annotations
@@ -198,23 +199,29 @@ class Registry:
             return job
 
     def sweep(self, now: Optional[float] = None) -> list[str]:
-        """Expire idle sessions, sessions whose running job lost its client, and old finished jobs.
+        """Cancel running jobs nobody polls any more; close sessions whose client went away (a job lost its
+        lease and nothing else touched the session meanwhile) or that stayed idle; forget old finished jobs.
 
         Returns the ids of the sessions closed.
         """
         now = time.monotonic() if now is None else now
         limits = self.limits
         with self._lock:
-            abandoned = {job.session_id for job in self._jobs.values()
-                         if job.state == "running" and now - job.touched > limits.job_lease_s}
+            abandoned = [job for job in self._jobs.values()
+                         if job.state == "running" and now - job.touched > limits.job_lease_s]
+            for job in abandoned:
+                job.cancel_event.set()
+            gone = {job.session_id for job in abandoned}
             closing = [s for s in self._sessions.values()
-                       if s.id in abandoned or (now - s.touched > limits.session_idle_s
-                                                and not any(j.state == "running" for j in s.jobs.values()))]
+                       if (s.id in gone and now - s.touched > limits.job_lease_s)
+                       or (now - s.touched > limits.session_idle_s
+                           and not any(j.state == "running" for j in s.jobs.values()))]
             for session in closing:
                 del self._sessions[session.id]
+            closed = {s.id for s in closing}
             for job_id, job in list(self._jobs.items()):
                 finished_long_ago = job.state != "running" and now - job.touched > limits.finished_job_s
-                if finished_long_ago or job.session_id in abandoned:
+                if finished_long_ago or job.session_id in closed:
                     del self._jobs[job_id]
         for session in closing:
             self._release(session)
