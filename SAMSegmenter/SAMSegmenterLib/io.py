@@ -157,12 +157,19 @@ def _as_volume(path: Path, image: sitk.Image) -> tuple[np.ndarray, Geometry]:
 
 
 def read_volume(path: str | Path, series: str | None = None) -> tuple[np.ndarray, Geometry]:
-    """Read a scalar volume -> (array [k, j, i], geometry).
+    """Read a scalar volume.
 
-    ``path``: a NIfTI, NRRD or MetaImage file, a DICOM file, or a folder holding a DICOM series
-    (``series``: the SeriesInstanceUID to read when it holds several; see :mod:`dicom`). A 2D image
-    becomes a one-slice volume. Raises InputError for a missing, empty, unreadable, truncated,
-    multi-component or 4D input (SeriesChoiceError, a subclass, when a folder's series is ambiguous).
+    Args:
+        path: a NIfTI, NRRD or MetaImage file, a DICOM file, or a folder holding a DICOM series.
+        series: the SeriesInstanceUID to read when the folder holds several (see :mod:`dicom`).
+
+    Returns:
+        (array, geometry): the voxels indexed [k, j, i] (a 2D image becomes one slice) and the grid
+        (spacing and origin in (i, j, k) order, direction; ITK's LPS convention).
+
+    Raises:
+        InputError: a missing, empty, unreadable, truncated, multi-component or 4D input
+        (SeriesChoiceError, a subclass, when a folder's series is ambiguous).
     """
     path = Path(path)
     if path.is_dir():
@@ -195,13 +202,22 @@ def _seg_nrrd_metadata(image: sitk.Image, labels: dict[int, str]) -> None:
 
 def write_labels(path: str | Path, labels: np.ndarray, geometry: Geometry, names: dict[int, str] | None = None,
                  staging: StagedOutputs | None = None) -> Path:
-    """Write a label array [k, j, i] (0 = background) with ``geometry``, format by extension.
+    """Write a label array with the grid of its source volume; the format follows the extension.
 
-    ``.seg.nrrd`` writes a Slicer segmentation (one segment per label value, named
-    from ``names``); ``.nii.gz``/``.nii``/``.nrrd``/``.mha`` a plain label volume.
-    The file appears atomically, with the user's umask: a failed write leaves nothing behind.
-    With ``staging`` it is only staged there and appears when the caller commits it (with the
-    run's other outputs). Raises OutputError (a full disk, a read-only or missing folder).
+    Args:
+        path: ``.seg.nrrd`` (a Slicer segmentation, one segment per label value), or ``.nii.gz``,
+            ``.nii``, ``.nrrd``, ``.mha`` (a plain label volume).
+        labels: [k, j, i] integer array, 0 = background.
+        geometry: the source volume's grid (from :func:`read_volume`), copied exactly.
+        names: segment names per label value (``.seg.nrrd``).
+        staging: when given, the file is only staged there and appears when the caller commits it
+            (with the run's other outputs).
+
+    Returns:
+        ``path``. The file appears atomically, with the user's umask: a failed write leaves nothing.
+
+    Raises:
+        OutputError: a full disk, a read-only or missing folder, a wrong extension.
     """
     path = Path(path)
     suffix = _suffix(path, LABEL_SUFFIXES)

@@ -130,12 +130,24 @@ class SlicePredictor:
             self.gate.prefetch(key, lambda: self._compute(axis, index), lambda e: self.cache.put(key, e), owner=self)
 
     def predict(self, axis: int | str, index: int, prompt: Prompt, selection: str | None = None) -> SlicePrediction:
-        """Segment slice ``index`` along ``axis`` from ``prompt`` (slice pixels, x = column, y = row).
+        """Segment one slice from a prompt.
 
-        One decoder pass gives four candidates (the single output, then SAM's three multimask
-        outputs); ``selection`` names the rule that picks one (:data:`selection.SELECTIONS`:
-        ``single``, ``best_score``, ``box_fit``), None the default for the prompt
-        (:func:`selection.default_selection`: ``box_fit`` for a box).
+        Args:
+            axis: 0/"K" (``volume[index]``, rows = j, columns = i), 1/"J" (rows = k, columns = i) or
+                2/"I" (rows = k, columns = j).
+            index: the slice along ``axis``.
+            prompt: points and/or a box in that slice's pixels (x = column, y = row, boxes inclusive).
+            selection: the rule that picks one of the decoder's four candidates (the single output,
+                then SAM's three multimask outputs): ``single``, ``best_score`` or ``box_fit``
+                (:data:`selection.SELECTIONS`); None: the measured default for the prompt
+                (:func:`selection.default_selection`: ``box_fit`` for a box).
+
+        Returns:
+            A :class:`SlicePrediction`: ``mask`` (rows, columns) bool, ``score``, the candidates.
+
+        Raises:
+            InputError: axis or slice outside the volume. PromptError: an empty prompt, a prompt
+            outside the slice, or points for a box-only model.
         """
         axis = parse_axis(axis)
         check_slice(self.volume.shape, axis, index)

@@ -281,13 +281,25 @@ def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_
               progress: Optional[Progress] = None, cancel: Optional[CancelCheck] = None) -> PropagationResult:
     """Segment a structure through the volume from one seed slice.
 
-    seed_mask: the seed slice's (rows, columns) bool mask, or seed_prompt: a
-    :class:`Prompt` segmented on the seed slice first (exactly one of the two).
-    direction: ``up`` (increasing index), ``down`` or ``both``; slice_range:
-    (first, last) inclusive, containing ``seed_index`` (default: the whole axis).
-    progress(done, total) is called after each slice; cancel() is polled before
-    each slice: when it returns True the walks stop, the result holds the slices
-    finished so far and ``cancelled`` is True.
+    Args:
+        predictor: the volume [k, j, i] with its model (a SlicePredictor, or a service's RemoteVolume).
+        axis: 0/"K", 1/"J" or 2/"I": the slices walked (as in :meth:`SlicePredictor.predict`).
+        seed_index: the seed slice along ``axis``.
+        seed_mask: the seed slice's (rows, columns) bool mask, or
+        seed_prompt: a :class:`Prompt` (slice pixels) segmented on the seed slice first (exactly one).
+        direction: ``up`` (increasing index), ``down`` or ``both``.
+        slice_range: (first, last) inclusive, containing ``seed_index`` (default: the whole axis).
+        options: per-slice prompt, clean-up and stop criteria (:class:`PropagationOptions`).
+        progress: progress(done, total), called after each slice.
+        cancel: polled before each slice; when it returns True the walks stop.
+
+    Returns:
+        A :class:`PropagationResult`: ``mask`` (k, j, i) bool, ``slices``, per-slice ``scores``, per-walk
+        ``stop_reasons``/``stop_details``, ``cancelled`` (then the slices finished so far).
+
+    Raises:
+        InputError: a bad axis, direction, range or mask shape. PromptError: no seed, an empty seed
+        slice, or points for a box-only model.
     """
     axis = parse_axis(axis)
     if direction not in DIRECTIONS:
@@ -321,14 +333,21 @@ def propagate_between(predictor: SlicePredictor, axis: int | str, key_masks: Map
                       slice_range: Optional[tuple[int, int]] = None, extend: bool = True,
                       options: PropagationOptions = PropagationOptions(), progress: Optional[Progress] = None,
                       cancel: Optional[CancelCheck] = None) -> PropagationResult:
-    """Segment a structure from several key slices given as (rows, columns) masks.
+    """Segment a structure from several key slices (user-drawn or corrected masks).
 
-    Key slices are kept as given (an empty key mask marks a slice where the structure
-    is absent). Between two neighbouring keys, walks start from both ends and meet;
-    next to an empty key only the non-empty side walks. With ``extend``, walks also
-    leave the outermost non-empty keys outwards until a stop criterion or the end of
-    ``slice_range`` (inclusive; default the whole axis), which must contain every key.
-    progress and cancel as in :func:`propagate`.
+    Key slices are kept as given (an empty key mask marks a slice where the structure is
+    absent). Between two neighbouring keys, walks start from both ends and meet; next to an
+    empty key only the non-empty side walks.
+
+    Args:
+        predictor, axis, options, progress, cancel: as for :func:`propagate`.
+        key_masks: {slice index along ``axis``: (rows, columns) bool mask}.
+        slice_range: (first, last) inclusive, holding every key (default: the whole axis).
+        extend: also walk outwards from the outermost non-empty keys, until a stop criterion or the
+            end of ``slice_range``.
+
+    Returns:
+        A :class:`PropagationResult` (walks named "<key> up" / "<key> down").
     """
     axis = parse_axis(axis)
     first, last = check_range(predictor.num_slices(axis), axis, slice_range)
