@@ -1,4 +1,29 @@
-"""Web app rendering latency: a segment written on the server -> the change visible in Chromium.
+"""Web app latency in Chromium: the SAM effect (--sam: drag release -> mask visible) or rendering alone.
+
+SAM (--sam). The app (SAMSegmenterWeb, MNI152 sample, axial layout) runs in this process with the real
+interaction controller; the inference service runs as its own process (``serve``, as the app starts
+it, with LiteMedSAM on --device), its predictor's work timed into a file; Chromium drives the page.
+Each trial moves the red view to a new axial slice and drags a box over the middle of the brain's
+cross-section, either at once ("fresh": the slice was never embedded; the drag ends before the
+view has rested long enough for a prefetch) or once the slice's prefetch has finished ("cached"),
+and measures, from the release of the mouse button:
+
+  input        the release reaching the controller (browser -> websocket -> the view's event)
+  submit       the controller's work until the predict request is made
+  to_server    the request's way to the model (first poll, HTTP, the server's dispatch)
+  encoder      the slice's embedding (the image encoder on a fresh slice; the cache otherwise)
+  decoder      the rest of the model's work (prompt encoder, mask decoder, mask)
+  from_server  the answer's way back until poll() takes it (JSON, HTTP, the wait for the poll)
+  scene        the preview shown (segmentation node) and the panel's state
+  wait .. arrive, to_frame, to_visible: as below, for the render that showed the preview
+  head_start   on a fresh slice, how long before the release its prefetch began (0: none)
+  renders      renders of the red view from the release to the one that showed the preview
+
+Variants (interleaved trial by trial, so they share the machine's load) are how the app's host
+polls the controller: "before" (the first poll after 50 ms, then every 50 ms: the wiring as it
+was) and "app" (at once, then every 10 ms: the app now).
+
+Rendering (default). A segment written on the server -> the change visible in Chromium.
 
 The app (SAMSegmenterWeb, MNI152 sample, axial layout unless told otherwise) runs in this process
 on a free loopback port, and Playwright drives Debian's /usr/bin/chromium (headless) on the same
@@ -23,6 +48,7 @@ they see the same machine load. The mouse rests over the red view (as after a dr
 wall-clock (time.time() here, Date.now() in the page: the same clock, one machine).
 
     python benchmarks/web.py [--trials N] [--variants NAME ...] [--json]
+    python benchmarks/web.py --sam [--trials N] [--sam-variants NAME ...] [--device cpu] [--backend auto] [--json]
 """
 
 from __future__ import annotations
