@@ -163,6 +163,7 @@ class InteractionController:
         self._opening: Any = None
         self._after_open: Optional[Callable[[], None]] = None
         self._job: Optional[_Job] = None
+        self._cancelled: list[Any] = []  # cancelled calls, polled until the service has stopped them
         self._drag: Optional[_Drag] = None
         self._ref: Optional[SliceRef] = None  # the slice the current prompts belong to
         self._axis: Optional[int] = None  # axis of the preview
@@ -186,8 +187,10 @@ class InteractionController:
 
     @property
     def wants_poll(self) -> bool:
-        """Whether poll() has work: a job or an upload in flight, or a prefetch waiting for its delay."""
-        return self._job is not None or self._opening is not None or self._prefetch is not None
+        """Whether poll() has work: a job or an upload in flight, a cancelled job the service has not yet been
+        told to stop, or a prefetch waiting for its delay."""
+        return (self._job is not None or self._opening is not None or self._prefetch is not None
+                or bool(self._cancelled))
 
     @property
     def state(self) -> ControllerState:
@@ -457,13 +460,15 @@ class InteractionController:
     def _cancel_job(self) -> None:
         self._after_open = None
         if self._job is not None:
-            self._job.call.cancel()
+            self._job.call.cancel()  # a propagation's cancel request goes out from poll(): keep polling it
+            self._cancelled.append(self._job.call)
             self._job = None
 
     def poll(self) -> bool:
         """Advance uploads and jobs, show finished results, send due prefetches; True while more polls are
         wanted. Never blocks."""
         changed = False
+        self._cancelled = [call for call in self._cancelled if not call.poll()]  # results never shown
         if self._opening is not None and self._opening.poll():
             changed = True
             opening, self._opening = self._opening, None

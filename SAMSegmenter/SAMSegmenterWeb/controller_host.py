@@ -8,8 +8,14 @@ All decisions (prompts, jobs, previews, what a key does) belong to the interacti
 - forwards the view events the effect pipeline translated (`pointer`, `key`, `view_changed`)
   and the panel's actions (`apply`, `cancel`, `propagate`, `stop`, `jump_to`, `set_window`);
 - passes each state the controller reports (``on_change``) to the panel, and calls
-  ``controller.poll()`` every `POLL_PERIOD_S` on the server's asyncio loop while the state
-  says busy, until ``poll()`` returns False.
+  ``controller.poll()`` on the server's asyncio loop while the controller wants polls
+  (``wants_poll``: a job or an upload in flight, a prefetch due): at once when it starts wanting
+  them, then every `POLL_PERIOD_S`, until ``poll()`` returns False.
+
+The client of the inference service sends a request and reads its answer only inside ``poll()``,
+so the poll period adds to every prompt's latency twice (a request waits for the first poll, an
+answer for the next one after it arrived); a poll that has nothing to do costs a few
+microseconds. docs/web.md has the measurements.
 
 Without a `ControllerSupport` no controller is ever created and every event is left to the view.
 """
@@ -27,7 +33,7 @@ from SAMSegmenterLib.errors import SAMSegmenterError
 
 from .writer import SegmentWriter
 
-POLL_PERIOD_S = 0.05
+POLL_PERIOD_S = 0.01
 
 CreateController = Callable[
     [vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, str, SegmentWriter, Callable[[Any], None], str], Any
@@ -194,8 +200,7 @@ class ControllerHost:
             self._poll_task = loop.create_task(self._poll())
 
     async def _poll(self) -> None:
-        """Call the current controller's ``poll()`` every POLL_PERIOD_S until it asks for no more."""
-        while True:
+        """Call the current controller's ``poll()`` now (in the loop's next turn), then every POLL_PERIOD_S,
+        until it asks for no more."""
+        while self.controller is not None and self._call(self.controller.poll):
             await asyncio.sleep(POLL_PERIOD_S)
-            if self.controller is None or not self._call(self.controller.poll):
-                return

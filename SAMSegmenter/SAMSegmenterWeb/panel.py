@@ -102,7 +102,9 @@ class SAMPanel(html.Div):
         jump_to: Callable[[int], None],
         **kwargs: Any,
     ) -> None:
-        super().__init__(classes="d-flex flex-column ga-2 pa-2", **kwargs)
+        super().__init__(
+            classes="d-flex flex-column ga-2 pa-2", raw_attrs=['role="region"', 'aria-label="SAM effect"'], **kwargs
+        )
         with self:
             html.Div(
                 "No SAM controller is attached: events in the views go to the viewer.",
@@ -174,7 +176,9 @@ class SAMPanel(html.Div):
             )
         with html.Div(classes="d-flex ga-2"):
             v3.VBtn("Propagate", click=propagate, disabled=("!sam.can_propagate",), size="small")
-            v3.VBtn("Stop", click=stop, disabled=("!sam.can_stop",), size="small", color="warning")
+            v3.VBtn(
+                "Stop", click=stop, disabled=("!sam.can_stop",), size="small", color=("sam.can_stop ? 'warning' : ''",)
+            )
         v3.VSelect(
             v_model=("sam_window", "auto"),
             items=("sam_windows", list(WINDOWS)),

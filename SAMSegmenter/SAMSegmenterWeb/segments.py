@@ -1,19 +1,97 @@
 """The segments list of the web app: add, select, rename, colour, show/hide, delete, undo and redo.
 
 Mirrors trame-slicer's SegmentationEditor (the active segmentation's segments and the undo stack)
-into trame state for its ``SegmentList`` widget, and runs the list's actions on the editor.
+into trame state for its ``SegmentList`` widget, and runs the list's actions on the editor. Each
+segment's size (voxels, and millilitres from the voxel spacing) is shown under its name and
+recomputed whenever the segmentation or the undo stack changes.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
+import numpy as np
+from slicer import vtkMRMLSegmentationNode, vtkSegment, vtkSegmentationConverter
+from trame.widgets import client, html
+from trame.widgets.vuetify3 import Template, VIcon, VListItem
 from trame_server import Server
 from trame_server.utils.typed_state import TypedState
 from trame_slicer.app.logic import SegmentEditLogic
 from trame_slicer.app.ui import SegmentList, SegmentListState, SegmentState
+from trame_slicer.app.ui.text_components import TextField
 from trame_slicer.core import SegmentationEditor, SlicerApp
 from undo_stack import UndoStack
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
 UNDO_LIMIT = 10
+SIZES_KEY = "web_segment_sizes"
+
+
+def segment_size(segment: vtkSegment) -> Optional[tuple[int, float]]:
+    """(voxels, millilitres) of a segment's binary labelmap, or None when it has no labelmap."""
+    image = segment.GetRepresentation(vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    scalars = image.GetPointData().GetScalars() if image is not None else None
+    if scalars is None:
+        return None
+    voxels = int(np.count_nonzero(vtk_to_numpy(scalars) == segment.GetLabelValue()))
+    matrix = vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    voxel_mm3 = abs(np.linalg.det(np.array([[matrix.GetElement(r, c) for c in range(3)] for r in range(3)])))
+    return voxels, voxels * voxel_mm3 / 1000.0
+
+
+def describe_size(size: Optional[tuple[int, float]]) -> str:
+    """What the list shows: "12,345 voxels · 12.3 mL", "empty", or "" (no labelmap)."""
+    if size is None:
+        return ""
+    voxels, millilitres = size
+    if voxels == 0:
+        return "empty"
+    return f"{voxels:,} voxel{'s' if voxels != 1 else ''} · {millilitres:.{2 if millilitres < 10 else 1}f} mL"
+
+
+def segment_sizes(segmentation_node: Optional[vtkMRMLSegmentationNode]) -> dict[str, str]:
+    """segment id -> describe_size of each segment of ``segmentation_node``."""
+    if segmentation_node is None:
+        return {}
+    segmentation = segmentation_node.GetSegmentation()
+    return {
+        segment_id: describe_size(segment_size(segmentation.GetSegment(segment_id)))
+        for segment_id in segmentation.GetSegmentIDs()
+    }
+
+
+class SizedSegmentList(SegmentList):
+    """trame-slicer's segment list with each segment's size (state key SIZES_KEY) under its name."""
+
+    def _build_ui(self) -> None:
+        names = self._typed_state.name
+        with self:
+            client.Style(".v-list-item__prepend { display: grid }")
+            with VListItem(
+                v_for=f"(item, i) in {names.segments}",
+                key="i",
+                value="item",
+                active=(f"item.segment_id === {names.active_segment_id}",),
+                click=self._server_trigger(self.select_segment_clicked),
+            ):
+                with Template(v_slot_prepend=True):
+                    VIcon(icon="mdi-circle", color=("item.color",),
+                          click=self._server_trigger(self.edit_segment_color_clicked))
+                with Template(v_slot_default=True):
+                    TextField(v_if=(f"item.segment_id !== {names.active_segment_id}",), disabled=True,
+                              v_model=("item.name",))
+                    self._edit_ui._build_name_textfield(v_else=True)
+                    html.Div(
+                        f"{{{{ {SIZES_KEY}[item.segment_id] }}}}",
+                        classes="segment-size text-caption text-medium-emphasis px-4",
+                        raw_attrs=['aria-label="Segment size"'],
+                    )
+                with Template(v_slot_append=True):
+                    VIcon(classes="mr-2", icon=("item.is_visible ? 'mdi-eye-outline' : 'mdi-eye-off-outline'",),
+                          click=self._server_trigger(self.toggle_segment_visibility_clicked))
+                    VIcon(icon="mdi-delete-outline", click=self._server_trigger(self.delete_segment_clicked))
 
 
 class SegmentsLogic:
@@ -34,7 +112,7 @@ class SegmentsLogic:
             signal.connect(self.refresh)
         self.refresh()
 
-    def connect(self, segment_list: SegmentList) -> None:
+    def connect(self, segment_list: SizedSegmentList) -> None:
         segment_list.select_segment_clicked.connect(self.select)
         segment_list.delete_segment_clicked.connect(self.editor.remove_segment)
         segment_list.toggle_segment_visibility_clicked.connect(self.toggle_visibility)
@@ -76,5 +154,6 @@ class SegmentsLogic:
             active = self.editor.get_active_segment_id()
             self.list_state.data.active_segment_id = active
             self.edit_logic.set_active_segment_id(active)
+            self.server.state[SIZES_KEY] = segment_sizes(self.editor.active_segmentation_node)
             self.server.state.web_can_undo = self.undo_stack.can_undo()
             self.server.state.web_can_redo = self.undo_stack.can_redo()

@@ -20,7 +20,6 @@ from trame_slicer.app.ui import (
     LoadVolumeButton,
     LoadVolumeState,
     SegmentEditUI,
-    SegmentList,
     Slider,
 )
 from trame_slicer.views import SliceView
@@ -28,6 +27,7 @@ from trame_slicer.views import SliceView
 from .layouts import LAYOUT_TITLES
 from .masking import OVERWRITE_ITEMS
 from .panel import SAMPanel
+from .segments import SizedSegmentList
 
 if TYPE_CHECKING:
     from .app import SAMSegmenterWebApp
@@ -132,7 +132,7 @@ def _segments_section(app: SAMSegmenterWebApp) -> None:
                 variant="tonal",
             )
         edit_ui._build_color_dialog()
-        segment_list = SegmentList(
+        segment_list = SizedSegmentList(
             typed_state=app.segments.list_state, edit_ui=edit_ui, density="compact", raw_attrs=['aria-label="Segments"']
         )
     app.segments.connect(segment_list)

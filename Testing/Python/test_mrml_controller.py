@@ -18,6 +18,7 @@ from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
 from SAMSegmenterLib.propagation_plan import affected_range
 from SAMSegmenterLib.service.client import ServiceClient
+from SAMSegmenterLib.service.protocol import PREFIX
 from SAMSegmenterMRML.controller import InteractionController, PointerEvent
 from SAMSegmenterMRML.editor import SegmentEditorSession
 from SAMSegmenterMRML.engines import ServiceEngine
@@ -182,6 +183,24 @@ def test_busy_rule_is_the_same_for_keys_and_the_button(controller, view, oblique
     controller.stop()
     state = settle(controller)
     assert state.preview_range == (SLICE, SLICE)  # a stopped propagation leaves the preview as it was
+
+
+def test_stop_stops_the_propagation_on_the_service(controller, view, oblique, engine):
+    """The service is told to stop (a job left running would hold the CPU, and when its lease expires the
+    service closes its volume, with any newer job on it)."""
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    controller.propagate("both")
+    call = controller._job.call
+    deadline = time.monotonic() + 60
+    while call.job_id is None:  # the service has accepted the job
+        controller.poll()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    controller.stop()
+    state = settle(controller)
+    assert state.preview_range == (SLICE, SLICE) and "Stopped" in state.status
+    assert engine.client.request("GET", f"{PREFIX}/jobs/{call.job_id}")["state"] == "cancelled"
 
 
 @pytest.mark.parametrize("interrupt", ["prompt", "cancel", "window"])

@@ -166,3 +166,26 @@ def test_another_segment_and_leaving_sam(web):
     assert app.host.controller is None and ("cancel",) in made[-1].actions
     assert app.state.sam["attached"] is False
     assert app.editor.active_effect is not app.sam_effect
+
+
+def test_segment_sizes_follow_writes_and_undo(web):
+    import numpy as np
+
+    from SAMSegmenterMRML.labelmaps import Slab, write_slab
+    from SAMSegmenterWeb.writer import SegmentWriter
+
+    app, _, _ = web
+    first = app.segments.add()
+    second = app.segments.add()
+    sizes = app.state.web_segment_sizes
+    assert sizes[first] == sizes[second] == "empty"
+    mask = np.zeros((1, 233, 197), dtype=bool)
+    mask[0, 100:130, 80:120] = True  # 1,200 voxels of 1 mm^3
+    mask[0, 100, 80] = False
+    write_slab(SegmentWriter(app.editor, app.segmentation_node), app.volume_node, second, mask, Slab(0, 90, 90))
+    sizes = app.state.web_segment_sizes
+    assert sizes[second] == "1,199 voxels · 1.20 mL" and sizes[first] == "empty"
+    app.segments.undo()
+    assert app.state.web_segment_sizes[second] == "empty"
+    app.segments.redo()
+    assert app.state.web_segment_sizes[second] == "1,199 voxels · 1.20 mL"

@@ -14,7 +14,7 @@ from io import BytesIO
 import numpy as np
 import pytest
 from PIL import Image
-from web_browser import VIEW_IMAGE, launch_chromium, shows_image, start_web_app, wait_for_pixels
+from web_browser import SEGMENT_ITEMS, VIEW_IMAGE, launch_chromium, shows_image, start_web_app, wait_for_pixels
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -41,9 +41,6 @@ def page(web_app, chromium):
     page.wait_for_selector(VIEW_IMAGE, timeout=60_000)
     yield page
     page.close()
-
-
-SEGMENT_ITEMS = "[aria-label=Segments] [role=option]"
 
 
 def segment_names(page) -> list[str]:

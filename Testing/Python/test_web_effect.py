@@ -166,6 +166,29 @@ def test_poll_runs_while_busy_and_stops(red_view):
     assert states[-1] == Busy(True)
 
 
+def test_the_first_poll_does_not_wait_for_the_poll_period(red_view):
+    """A request the controller just made is sent by poll(): the host polls in the loop's next turn."""
+    _, _, host, recorder, _, _ = red_view
+
+    @dataclass
+    class Busy:
+        busy: bool
+
+    async def scenario() -> int:
+        recorder.polls_left = 2
+        recorder.on_change(Busy(True))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        polled = 2 - recorder.polls_left
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if recorder.polls_left <= 0:
+                break
+        return polled
+
+    assert asyncio.run(scenario()) == 1
+
+
 def test_another_segment_gets_its_own_controller(red_view):
     app, _, host, recorder, states, _ = red_view
     segment_id = app.segmentation_editor.add_empty_segment(segment_name="B")

@@ -137,3 +137,39 @@ def shows_image(pixels: np.ndarray) -> bool:
     """True when a view shows image content: a sizeable bright, varied region (not a blank or loading view)."""
     grey = pixels.mean(axis=2)
     return bool((grey > 40).mean() > 0.1 and grey.std() > 20)
+
+
+SEGMENT_ITEMS = "[aria-label=Segments] [role=option]"
+
+
+def segment_rgb(page: Any, index: int = 0) -> tuple[int, int, int]:
+    """The colour of the ``index``-th segment's dot in the segments list, as (r, g, b)."""
+    css = page.locator(f"{SEGMENT_ITEMS} .mdi-circle").nth(index).evaluate("el => getComputedStyle(el).color")
+    return tuple(int(v) for v in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+
+
+def tinted(pixels: np.ndarray, rgb: Sequence[int], min_chroma: float = 12.0, min_cosine: float = 0.9) -> np.ndarray:
+    """Pixels tinted with colour ``rgb`` (a segment drawn translucent over a grey image): bool (rows, columns).
+
+    Over grey, a blend a * rgb + (1 - a) * grey differs from its own grey level in the direction of
+    ``rgb``'s chroma (rgb minus its mean); a pixel counts when its chroma points that way (cosine
+    >= ``min_cosine``) and is large enough (>= ``min_chroma``, above JPEG noise). The SAM prompt box
+    (yellow) is never counted.
+    """
+    p = pixels.astype(float)
+    chroma = p - p.mean(axis=2, keepdims=True)
+    colour = np.asarray(rgb, dtype=float)
+    direction = colour - colour.mean()
+    norm = np.linalg.norm(chroma, axis=2)
+    cosine = chroma @ direction / (norm * np.linalg.norm(direction) + 1e-9)
+    yellow = (p[..., 0] > 150) & (p[..., 1] > 150) & (p[..., 2] < 110)
+    return (norm >= min_chroma) & (cosine >= min_cosine) & ~yellow
+
+
+def drag(page: Any, start: tuple[float, float], end: tuple[float, float], steps: int = 6) -> None:
+    """A left-button drag with the mouse from ``start`` to ``end`` (page pixels)."""
+    page.mouse.move(*start)
+    page.mouse.down()
+    for n in range(1, steps + 1):
+        page.mouse.move(start[0] + (end[0] - start[0]) * n / steps, start[1] + (end[1] - start[1]) * n / steps)
+    page.mouse.up()
