@@ -565,9 +565,9 @@ def docs_tables(result: dict, missing: dict[str, str], emulated: set[str], slice
         for part, value in result["decoder_parts_ms"].items():
             print(f"| of which {part} | {value:.2f} |")
     print("\n| target (2 cores) | this run |\n| --- | --- |")
-    if fast in prop:
+    if fast in prop and slices == 100:
         best = min((n for n in prop), key=lambda n: prop[n]["seconds"])
-        print(f"| {slices}-slice propagation <= 25 s | {prop[fast]['seconds']:.1f} s with `{fast}` (auto); fastest "
+        print(f"| 100-slice propagation <= 25 s | {prop[fast]['seconds']:.1f} s with `{fast}` (auto); fastest "
               f"`{best}` {prop[best]['seconds']:.1f} s: {'met' if prop[fast]['seconds'] <= 25 else 'not met'} |")
     if "decoder_ms_fast" in result:
         met = "met" if result["decoder_ms_fast"] <= 15 else "not met"
