@@ -7,11 +7,13 @@ when a backend is missing or broken.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import threading
 import time
 import types
+from importlib import metadata
 
 import numpy as np
 import pytest
@@ -214,7 +216,6 @@ def test_openvino_absent_is_skipped_and_auto_falls_back(reference, cache_dir, mo
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     with pytest.raises(BackendError, match="openvino is not installed"):
         backends.build_encoder(reference, "openvino")
-    assert "openvino absent" in backends.decision_key(reference)
     monkeypatch.setattr(backends, "_Probe", _FakeProbe)
     monkeypatch.setattr(backends, "candidates", lambda model: ["openvino", "fused"])
     real_build = backends.build_encoder  # openvino's real build; a fake fused (5 ms) and torch (10 ms)
@@ -223,6 +224,16 @@ def test_openvino_absent_is_skipped_and_auto_falls_back(reference, cache_dir, mo
     choice = backends.choose_backend(reference)
     trials = {t.backend: t for t in choice.trials}
     assert choice.backend == "fused" and "not installed" in trials["openvino"].error and trials["openvino"].ms is None
+
+
+def test_openvino_is_not_imported_to_read_its_version():
+    """The decision key names the OpenVINO version; reading it must not import the package (1 s, 129 modules)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from SAMSegmenterLib.models import openvino_backend as ob;"
+            "print(ob.openvino_version(), 'openvino' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=300)
+    version, imported = done.stdout.split()
+    assert done.returncode == 0 and imported == "False", done.stderr
+    assert version == (metadata.version("openvino") if importlib.util.find_spec("openvino") else "absent")
 
 
 def test_engine_imports_without_onnxruntime_or_openvino():

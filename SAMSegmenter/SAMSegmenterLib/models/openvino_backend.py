@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,10 @@ def openvino_module():
 
 
 def openvino_version() -> str:
-    """The installed OpenVINO version (e.g. ``2026.4.0-22959-...``), or ``absent``."""
+    """The installed OpenVINO version from its package metadata (without importing it), or ``absent``."""
     try:
-        return openvino_module().__version__
-    except OpenVinoUnavailable:
+        return metadata.version("openvino")
+    except metadata.PackageNotFoundError:
         return "absent"
 
 
