@@ -9,9 +9,11 @@ cases) and how many cases fall below 0.99, on the speed benchmark's 9 cases plus
 seeded random MNI152 cases (see benchmarks/speed.py). The last rows are the
 `fused-mixed` set (FusedTinyViT.mixed_precision_layers) and everything in bf16.
 
-This is how `fused-mixed` was put together; it is a measurement, not a test.
+This is how `fused-mixed` was put together; it is a measurement, not a test. On a CPU
+without native bf16, --emulate-bf16 runs the same on PyTorch's generic kernels (no oneDNN
+fusion; the same bf16 rounding of inputs, weights and outputs; several times slower).
 
-    python benchmarks/bf16_sensitivity.py [--quick] [--random N] [--json]
+    python benchmarks/bf16_sensitivity.py [--quick] [--random N] [--emulate-bf16] [--json]
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402  (benchmark cases, reference model, dice)
 
 from SAMSegmenterLib.models import backends  # noqa: E402
-from SAMSegmenterLib.models.fused_tiny_vit import FusedMBConv, FusedPatchMerging, FusedTinyViT, FusedTinyViTBlock  # noqa: E402
+from SAMSegmenterLib.models.fused_tiny_vit import (  # noqa: E402
+    FusedMBConv,
+    FusedPatchMerging,
+    FusedTinyViT,
+    FusedTinyViTBlock,
+    fuse_tiny_vit,
+)
 from SAMSegmenterLib.prompts import Prompt  # noqa: E402
 
 
@@ -63,10 +71,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 benchmark cases, 4 random ones")
     parser.add_argument("--random", type=int, default=None, help="random cases (default 24, quick 4)")
+    parser.add_argument("--emulate-bf16", action="store_true",
+                        help="without native bf16, use PyTorch's generic bf16 kernels (slow)")
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
     args = parser.parse_args()
-    if not backends.bf16_native():
-        print("this CPU has no native bf16 arithmetic: nothing to measure")
+    native = backends.bf16_native()
+    if not native and not args.emulate_bf16:
+        print("this CPU has no native bf16 arithmetic: nothing to measure (--emulate-bf16 runs it slowly)")
         return
     ref = speed.reference_model()
     cases = speed.benchmark_cases(args.quick) + speed.random_cases(args.random or (4 if args.quick else 24))
@@ -77,7 +88,9 @@ def main() -> None:
           f"masks over {len(cases)} cases")
     print(f"  {'layers in bf16':24s} {'layers':>6s} {'min Dice':>9s} {'median':>8s} {'< 0.99':>7s}")
     for name in [*layer_groups(model.encoder), "everything"]:
-        model.encoder = backends.build_encoder(ref, "fused")  # a fresh float32 copy: casting back keeps rounding
+        # a fresh float32 copy each time (casting back would keep the rounding); oneDNN's fusion needs native bf16
+        model.encoder = (backends.build_encoder(ref, "fused") if native else
+                         fuse_tiny_vit(ref.network.image_encoder, tile_rows=backends.TILE_ROWS))
         layers = [model.encoder] if name == "everything" else layer_groups(model.encoder)[name]
         for layer in layers:
             layer.to(torch.bfloat16)

@@ -1,20 +1,32 @@
-"""Speed of SAMSegmenter's engine: the reference PyTorch path and the fast path, side by side.
+"""Speed of SAMSegmenter's engine: the reference PyTorch path and every encoder backend, side by side.
 
-Stages, each measured for both paths in the same run (timings interleaved, so that
-load from other processes hits both alike):
+Stages, each measured for all paths in the same run (timings interleaved, so that
+load from other processes hits them alike):
 
-  encoder      LiteMedSAM image encoder per slice (preprocessing included), CPU.
-               reference: the PyTorch fp32 network (backend "torch");
-               fast: what load_model(backend="auto") picked on this machine.
-               Every encoder backend is also timed, with its mask parity (Dice with
-               the reference mask for each benchmark case).
-  decoder      prompt -> mask on a cached embedding (SamModel.decode: prompt encoder,
-               mask decoder, upsampling to the slice, numpy): reference decoder vs
-               fast_decoder, with the fast path's parts.
-  propagation  propagation.propagate through 100 axial slices of the MNI152 brain
-               on a cold embedding cache; slices per second.
-  GPU          batched encoder throughput of LiteMedSAM and SAM ViT-B (random weights)
-               in fp32/fp16/bf16 on CUDA, when a CUDA device is present.
+  encoder       LiteMedSAM image encoder per slice (preprocessing included), CPU.
+                reference: the PyTorch fp32 network (backend "torch");
+                fast: what load_model(backend="auto") picked on this machine.
+                Every encoder backend that runs here is also timed, with its peak
+                memory and its mask parity (Dice with the reference mask per case).
+  decoder       prompt -> mask on a cached embedding (SamModel.decode: prompt encoder,
+                mask decoder, upsampling to the slice, numpy): reference decoder vs
+                fast_decoder, with the fast path's parts, and fast_decoder compiled by
+                OpenVINO (measured to decide whether the engine should use it).
+  propagation   propagation.propagate through 100 axial slices of the MNI152 brain
+                on a cold embedding cache, for the reference and every backend; slices/s.
+  ground_truth  the ground-truth parity rule (SAMSegmenterLib.models.ground_truth_parity)
+                for every backend against the float32 reference, through evaluate on
+                its case set (box and box_jitter prompts on MNI152 structures along three
+                axes and CT; --quick: a small subset): mean Dice and 5th percentile, the
+                differences from float32 and the verdict.
+  gpu           batched encoder throughput of LiteMedSAM and SAM ViT-B (random weights)
+                in fp32/fp16/bf16 on CUDA, when a CUDA device is present.
+
+It ends with the tables of docs/speed.md in Markdown (one row per backend: speed,
+memory, mask parity, ground-truth parity, propagation; the decoder; the targets).
+With --emulate-bf16 on a CPU without native bf16, the fused bf16 backends run on
+PyTorch's generic kernels for the accuracy columns only (mask parity, ground truth):
+their timings would mean nothing and are not taken. OpenVINO has no such emulation.
 
 Benchmark cases (real slices, box prompts from masks): MNI152 slices with boxes from
 nilearn's brain/white/grey-matter masks (several are ambiguous boxes where moving
@@ -28,8 +40,8 @@ resident-set growth of two encodes in a fresh process with the model loaded; for
 the other stages the growth while the stage runs (after handing free heap back);
 on CUDA, the peak allocation.
 
-    python benchmarks/speed.py [--quick] [--json] [--threads N] [--slices 100]
-                               [--stages encoder,decoder,propagation,gpu]
+    python benchmarks/speed.py [--quick] [--json] [--threads N] [--slices 100] [--emulate-bf16]
+                               [--stages encoder,decoder,propagation,ground_truth,gpu]
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -55,11 +68,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
 
-from SAMSegmenterLib.models import (  # noqa: E402
-    SamModel,
-    backends,  # noqa: E402
-    load_model,
-)
+from SAMSegmenterLib.evaluation import ground_truth  # noqa: E402
+from SAMSegmenterLib.models import SamModel, backends, ground_truth_parity, load_model  # noqa: E402
+from SAMSegmenterLib.models.openvino_backend import openvino_version  # noqa: E402
+from SAMSegmenterLib.models.preprocess import masks_to_original  # noqa: E402
 from SAMSegmenterLib.postprocess import largest_component  # noqa: E402
 from SAMSegmenterLib.predictor import SlicePredictor  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt, box_from_mask  # noqa: E402
@@ -67,8 +79,10 @@ from SAMSegmenterLib.propagation import PropagationOptions, propagate  # noqa: E
 from SAMSegmenterLib.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.volume import take_slice  # noqa: E402
 
-STAGES = {"encoder", "decoder", "propagation", "gpu"}
-OPT_IN = ("fused-mixed", "fused-bf16")  # measured for information; auto does not pick them for fp32 models
+STAGES = ("encoder", "decoder", "propagation", "ground_truth", "gpu")
+BACKENDS = ("torch", "fused", "onnxruntime", "openvino", "fused-mixed", "fused-bf16", "openvino-bf16")
+PRECISION = {"torch": "fp32", "fused": "fp32", "onnxruntime": "fp32", "openvino": "fp32", "fused-mixed": "bf16 + fp32",
+             "fused-bf16": "bf16", "openvino-bf16": "bf16"}
 try:
     LIBC = ctypes.CDLL("libc.so.6")
 except OSError:  # not glibc: memory growth is measured without trimming first
@@ -139,7 +153,8 @@ def machine() -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"cpu": backends.cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": backends.onnxruntime_version(), "bf16_native": backends.bf16_native(),
+            "onnxruntime": backends.onnxruntime_version(), "openvino": openvino_version(),
+            "bf16_native": backends.bf16_native(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "load_average": [round(x, 2) for x in load] if load else None}
 
@@ -242,48 +257,60 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
     return times
 
 
-def _parity(ref_label: str, models: dict[str, SamModel], cases: list[Case]) -> dict[str, list[float]]:
-    """Per model, the Dice of its mask with the ``ref_label`` model's mask for each case."""
-    masks = {label: [model.decode(model.encode(c.image), Prompt(box=c.box)).masks[0] for c in cases]
-             for label, model in models.items()}
-    return {label: [dice(a, b) for a, b in zip(masks[ref_label], ms)] for label, ms in masks.items()}
+def backend_models(fast: SamModel) -> tuple[dict[str, SamModel], dict[str, str], set[str]]:
+    """({backend: model} for every backend that runs here, {backend: why not} for the others, the emulated
+    ones). "torch" is :func:`reference_model`; the others share ``fast``'s network and fast decoder."""
+    models = {"torch": reference_model()}
+    missing: dict[str, str] = {}
+    emulated = set()
+    for name in BACKENDS[1:]:
+        try:
+            models[name] = fast if name == fast.backend else with_encoder(fast, name)
+        except backends.BackendError as exc:
+            missing[name] = str(exc)
+            continue
+        if name.startswith("fused-") and not backends.bf16_native():
+            emulated.add(name)
+    return models, missing, emulated
 
 
-def encoder_section(ref: SamModel, fast: SamModel, cases: list[Case], extra: list[Case], rounds: int) -> dict:
-    ref_label, fast_label = "reference (torch fp32)", f"fast ({fast.backend})"
-    models = {ref_label: ref, fast_label: fast}
-    for name in ("fused", "onnxruntime", *OPT_IN):
-        if name != fast.backend:
-            try:
-                models[name] = with_encoder(fast, name)
-            except backends.BackendError as exc:
-                print(f"  {name}: not available ({exc})")
-    parity, random_parity = _parity(ref_label, models, cases), _parity(ref_label, models, extra)
-    peak = {label: encoder_peak_mib(model.backend) for label, model in models.items()}
+def _parity(models: dict[str, SamModel], cases: list[Case]) -> dict[str, list[float]]:
+    """Per backend, the Dice of its mask with the reference ("torch") mask for each case."""
+    masks = {name: [model.decode(model.encode(c.image), Prompt(box=c.box)).masks[0] for c in cases]
+             for name, model in models.items()}
+    return {name: [dice(a, b) for a, b in zip(masks["torch"], ms)] for name, ms in masks.items()}
+
+
+def encoder_section(models: dict[str, SamModel], emulated: set[str], fast: str, cases: list[Case],
+                    extra: list[Case], rounds: int) -> dict:
+    parity, random_parity = _parity(models, cases), _parity(models, extra)
+    timed_models = {name: model for name, model in models.items() if name not in emulated}
+    peak = {name: encoder_peak_mib(name) for name in timed_models}
     images = [c.image for c in cases[:3]]
-    times = interleaved({label: (lambda m=model: [m.encode(im) for im in images]) for label, model in models.items()},
-                        rounds)
-    per_slice = {label: [t / len(images) for t in ts] for label, ts in times.items()}
+    times = interleaved({name: (lambda m=model: [m.encode(im) for im in images])
+                         for name, model in timed_models.items()}, rounds)
+    per_slice = {name: [t / len(images) for t in ts] for name, ts in times.items()}
+    ms = {name: statistics.median(ts) for name, ts in per_slice.items()}
     print(f"\nEncoder, LiteMedSAM on the CPU, ms per slice ({len(images)} slices x {rounds} rounds; parity on "
-          f"{len(cases)} cases)")
-    print(f"  {'backend':28s} {'median':>8s} {'best':>8s} {'ratio':>7s} {'peak MiB':>9s} {'min Dice':>9s} "
+          f"{len(cases)} cases and {len(extra)} random ones)")
+    print(f"  {'backend':16s} {'median':>8s} {'best':>8s} {'ratio':>7s} {'peak MiB':>9s} {'min Dice':>9s} "
           f"{'random: min Dice, n < 0.99':>27s}")
-    for label, ts in per_slice.items():
-        ratio = statistics.median(per_slice[ref_label]) / statistics.median(ts)
-        note = "  (opt-in: not picked by auto for fp32 models)" if label in OPT_IN else ""
-        mib = "n/a" if peak[label] is None else f"{peak[label]:.0f}"
-        low = sum(d < backends.PARITY_DICE for d in random_parity[label])
-        print(f"  {label:28s} {statistics.median(ts):8.1f} {min(ts):8.1f} {ratio:6.2f}x {mib:>9s} "
-              f"{min(parity[label]):9.4f} {min(random_parity[label]):12.4f} {low:4d} of {len(extra):<4d}{note}")
+    for name in models:
+        low = sum(d < backends.PARITY_DICE for d in random_parity[name])
+        if name in emulated:
+            timing = f"{'emulated bf16: accuracy only':>43s}"
+        else:
+            mib = "n/a" if peak[name] is None else f"{peak[name]:.0f}"
+            timing = (f"{ms[name]:8.1f} {min(per_slice[name]):8.1f} {ms['torch'] / ms[name]:6.2f}x {mib:>9s}")
+        note = "  (auto's choice)" if name == fast else ""
+        print(f"  {name:16s} {timing} {min(parity[name]):9.4f} {min(random_parity[name]):12.4f} "
+              f"{low:4d} of {len(extra):<4d}{note}")
     print("\n  Mask parity per case (Dice with the reference mask):")
-    print("  " + f"{'case':40s}" + "".join(f"{label[:16]:>18s}" for label in models if label != ref_label))
+    print("  " + f"{'case':40s}" + "".join(f"{name[:14]:>15s}" for name in models if name != "torch"))
     for i, case in enumerate(cases):
-        print("  " + f"{case.name:40s}" + "".join(f"{parity[label][i]:18.4f}" for label in models
-                                                   if label != ref_label))
-    return {"encoder_ms_reference": statistics.median(per_slice[ref_label]),
-            "encoder_ms_fast": statistics.median(per_slice[fast_label]),
-            "encoder_ms_by_backend": {k: statistics.median(v) for k, v in per_slice.items()},
-            "encoder_peak_mib": peak, "parity_dice_min": min(parity[fast_label]),
+        print("  " + f"{case.name:40s}" + "".join(f"{parity[name][i]:15.4f}" for name in models if name != "torch"))
+    return {"encoder_ms_reference": ms["torch"], "encoder_ms_fast": ms[fast], "encoder_ms_by_backend": ms,
+            "encoder_peak_mib": peak, "parity_dice_min": min(parity[fast]),
             "parity_dice_by_backend": {k: min(v) for k, v in parity.items()},
             "parity_random_cases": len(extra),
             "parity_random_dice_min_by_backend": {k: min(v) for k, v in random_parity.items()},
@@ -292,26 +319,66 @@ def encoder_section(ref: SamModel, fast: SamModel, cases: list[Case], extra: lis
             "parity_dice_per_case": {k: dict(zip([c.name for c in cases], v)) for k, v in parity.items()}}
 
 
+class _SingleMask(torch.nn.Module):
+    def __init__(self, decoder: torch.nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor):
+        return self.decoder(image, sparse, dense, False)
+
+
+class OpenVinoDecoder:
+    """The fast mask decoder compiled by OpenVINO (float32, single mask, one box): measured here to decide
+    whether the engine should use it; the engine does not. Called like FastMaskDecoder."""
+
+    def __init__(self, model: SamModel, box: torch.Tensor):
+        import openvino
+
+        with torch.inference_mode():
+            sparse, dense = model.network.prompt_encoder(points=None, boxes=box, masks=None)
+            example = (torch.zeros(1, 256, 64, 64), sparse.clone(), dense.contiguous().clone())
+            converted = openvino.convert_model(_SingleMask(model.fast_decoder), example_input=example)
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
+        self.request = openvino.Core().compile_model(converted, "CPU", config).create_infer_request()
+
+    def __call__(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor, multimask: bool):
+        if multimask:
+            raise ValueError("measured for the single mask only")
+        out = self.request.infer([image.contiguous().numpy(), sparse.numpy(), dense.contiguous().numpy()])
+        return torch.from_numpy(out[0].copy()), torch.from_numpy(out[1].copy())
+
+
 def decoder_section(ref: SamModel, fast: SamModel, cases: list[Case], repeats: int) -> dict:
     embeddings = [(fast.encode(c.image), Prompt(box=c.box)) for c in cases]
-    fns = {"reference": lambda: [ref.decode(e, p) for e, p in embeddings],
-           "fast": lambda: [fast.decode(e, p) for e, p in embeddings]}
+    paths = {"reference": ref, "fast": fast}
+    try:
+        paths["openvino"] = copy.copy(fast)
+        paths["openvino"].fast_decoder = OpenVinoDecoder(fast, torch.tensor([[30.0, 40.0, 200.0, 180.0]]))
+    except Exception as exc:  # not installed, or conversion failed: say so
+        del paths["openvino"]
+        print(f"  OpenVINO decoder: not measured ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+    fns = {label: (lambda m=model: [m.decode(e, p) for e, p in embeddings]) for label, model in paths.items()}
     times = {k: [t / len(embeddings) for t in v] for k, v in interleaved(fns, repeats).items()}
+    ms = {k: statistics.median(v) for k, v in times.items()}
     peak = {}
-    for label, model in (("reference", ref), ("fast", fast)):
+    for label, model in paths.items():
         with PeakMemory(model.device) as mem:
             model.decode(*embeddings[0])
         peak[label] = mem.mib
     parts = decode_parts(fast, *embeddings[0], repeats * len(embeddings))
-    masks_equal = min(dice(ref.decode(e, p).masks[0], fast.decode(e, p).masks[0]) for e, p in embeddings)
+    agree = {label: min(dice(ref.decode(e, p).masks[0], model.decode(e, p).masks[0]) for e, p in embeddings)
+             for label, model in paths.items() if label != "reference"}
     print(f"\nDecoder, prompt -> mask on a cached embedding, ms per prompt ({len(embeddings)} boxes x {repeats})")
-    ratio = statistics.median(times["reference"]) / statistics.median(times["fast"])
-    print(f"  reference {statistics.median(times['reference']):7.1f}   fast {statistics.median(times['fast']):7.1f}"
-          f"   ratio {ratio:.2f}x   min Dice fast vs reference decoder {masks_equal:.4f}")
+    for label in paths:
+        extra = "" if label == "reference" else (f"   ratio {ms['reference'] / ms[label]:.2f}x   min Dice with the "
+                                                 f"reference decoder {agree[label]:.4f}")
+        print(f"  {label:10s} {ms[label]:7.1f}{extra}")
     print("  fast path parts (median ms): " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
-    return {"decoder_ms_reference": statistics.median(times["reference"]),
-            "decoder_ms_fast": statistics.median(times["fast"]), "decoder_peak_mib": peak,
-            "decoder_parts_ms": parts, "decoder_parity_dice_min": masks_equal}
+    return {"decoder_ms_reference": ms["reference"], "decoder_ms_fast": ms["fast"],
+            "decoder_ms_openvino": ms.get("openvino"), "decoder_peak_mib": peak, "decoder_parts_ms": parts,
+            "decoder_parity_dice_min": agree["fast"], "decoder_openvino_parity_dice_min": agree.get("openvino")}
 
 
 @torch.inference_mode()
@@ -323,46 +390,70 @@ def decode_parts(model: SamModel, embedding, prompt: Prompt, repeats: int) -> di
     net = model.network
     sparse, dense = net.prompt_encoder(points=None, boxes=boxes, masks=None)
     low_res, _ = model.fast_decoder(embedding.features, sparse, dense, False)
-    logits = pre.masks_to_original(low_res, embedding.original_size, embedding.input_size)
+    logits = masks_to_original(pre, low_res, embedding.original_size, embedding.input_size)
     parts = {"prompt encoder": lambda: net.prompt_encoder(points=None, boxes=boxes, masks=None),
              "mask decoder": lambda: model.fast_decoder(embedding.features, sparse, dense, False),
-             "upsampling": lambda: pre.masks_to_original(low_res, embedding.original_size, embedding.input_size),
+             "upsampling": lambda: masks_to_original(pre, low_res, embedding.original_size, embedding.input_size),
              "numpy": lambda: ((logits[0] > 0).cpu().numpy(), low_res[0].cpu().numpy())}
     return {k: statistics.median(v) for k, v in interleaved(parts, repeats).items()}
 
 
-def propagation_section(ref: SamModel, fast: SamModel, slices: int) -> dict:
+def propagation_section(models: dict[str, SamModel], emulated: set[str], slices: int) -> dict:
+    """propagate() through ``slices`` axial MNI152 slices on a cold cache with every backend that is not
+    emulated ("torch" with the reference decoder, the others with the fast decoder)."""
     volume, _ = load_sample("mni152")
     brain = load_sample("mni152_brain")[0] > 0
     seed = 80
     first = seed - slices // 2
     options = PropagationOptions(min_iou=None)
-    out = {}
-    paths = {"reference": ref, "fast": fast}
-    try:
-        paths["fused-mixed"] = with_encoder(fast, "fused-mixed")  # opt-in: how far it gets toward the target
-    except backends.BackendError as exc:
-        print(f"  fused-mixed: not available ({exc})")
+    out, masks = {}, {}
     print(f"\nPropagation, MNI152 brain, axis K, slices {first}..{first + slices - 1} from seed {seed}, cold cache")
-    masks = {}
-    for label, model in paths.items():
+    for name, model in models.items():
+        if name in emulated:
+            continue
         predictor = SlicePredictor(model, volume)
         with PeakMemory(model.device) as mem:
             result = propagate(predictor, 0, seed, seed_mask=brain[seed], direction="both",
                                slice_range=(first, first + slices - 1), options=options)
         predictor.close()
         rate = result.slices_visited / result.seconds
-        out[label] = {"seconds": result.seconds, "slices_visited": result.slices_visited,
-                      "encoder_calls": result.encoder_calls, "slices_per_second": rate, "peak_mib": mem.mib}
-        masks[label] = result.mask
-        print(f"  {label:12s} {result.seconds:7.1f} s   {result.slices_visited} slices decoded, "
-              f"{result.encoder_calls} encoded   {rate:5.2f} slices/s   stops {result.stop_reasons}")
-    agree = {label: dice(masks["reference"], mask) for label, mask in masks.items() if label != "reference"}
-    for label, value in agree.items():
-        print(f"  {label}: ratio {out['reference']['seconds'] / out[label]['seconds']:.2f}x   "
-              f"3D Dice with the reference {value:.4f}")
-    return {"propagation": out, "propagation_dice_fast_vs_reference": agree["fast"],
-            "propagation_dice_vs_reference": agree}
+        masks[name] = result.mask
+        out[name] = {"seconds": result.seconds, "slices_visited": result.slices_visited,
+                     "encoder_calls": result.encoder_calls, "slices_per_second": rate, "peak_mib": mem.mib,
+                     "dice_vs_reference": dice(masks["torch"], result.mask)}
+        print(f"  {name:14s} {result.seconds:7.1f} s   {result.slices_visited} slices decoded, "
+              f"{result.encoder_calls} encoded   {rate:5.2f} slices/s   ratio "
+              f"{out['torch']['seconds'] / result.seconds:.2f}x   3D Dice with the reference "
+              f"{out[name]['dice_vs_reference']:.4f}")
+    return {"propagation": out}
+
+
+def ground_truth_section(names: list[str], quick: bool) -> dict:
+    """The ground-truth parity rule for each of ``names`` against the float32 reference ("torch")."""
+    with tempfile.TemporaryDirectory() as folder:
+        if quick:
+            cases = ground_truth.write_case_set(folder, step=40, structures=("brain", "posterior_fossa"),
+                                                axes=(0, 2))
+        else:
+            cases = ground_truth.write_case_set(folder)
+        start = time.perf_counter()
+        verdicts, rows = ground_truth.run_rule([n for n in names if n != "torch"], cases, reference="torch",
+                                               progress=lambda n: print(f"  ground truth: running {n} "
+                                                                        f"({time.perf_counter() - start:.0f} s)",
+                                                                        flush=True))
+    reference = ground_truth_parity.judge("torch", *([[float(r["dice"]) for r in rows["torch"]]] * 2))
+    verdicts = {"torch": reference, **verdicts}
+    print(f"\nGround-truth parity rule ({'quick subset' if quick else 'full case set'}: {len(cases)} cases, "
+          f"{reference.rows} boxes; mean within {ground_truth_parity.MEAN_TOLERANCE} and 5th percentile within "
+          f"{ground_truth_parity.P5_TOLERANCE} of float32)")
+    print(f"  {'backend':16s} {'mean Dice':>10s} {'delta':>8s} {'5th pct':>8s} {'delta':>8s}  verdict")
+    for name, v in verdicts.items():
+        print(f"  {name:16s} {v.mean:10.4f} {v.mean_delta:+8.4f} {v.p5:8.4f} {v.p5_delta:+8.4f}  "
+              f"{'passes' if v.passed else 'fails'}")
+    return {"ground_truth": {"quick": quick, "cases": len(cases), "rows": reference.rows,
+                             "verdicts": {name: {"mean": v.mean, "p5": v.p5, "mean_delta": v.mean_delta,
+                                                 "p5_delta": v.p5_delta, "passed": v.passed}
+                                          for name, v in verdicts.items()}}}
 
 
 def encoder_throughput(device: torch.device, dtypes: dict[str, torch.dtype], quick: bool,
@@ -421,14 +512,82 @@ def gpu_section(quick: bool) -> Optional[dict]:
     return {"device": torch.cuda.get_device_name(device), "results": encoder_throughput(device, dtypes, quick)}
 
 
+def _cell(value: Optional[float], fmt: str, missing: str = "") -> str:
+    return missing if value is None else format(value, fmt)
+
+
+def docs_tables(result: dict, missing: dict[str, str], emulated: set[str], slices: int) -> None:
+    """Print the tables of docs/speed.md in Markdown from this run's ``result``."""
+    fast = result["backend"]
+    ms = result.get("encoder_ms_by_backend", {})
+    peak = result.get("encoder_peak_mib", {})
+    parity = result.get("parity_dice_by_backend", {})
+    random_min = result.get("parity_random_dice_min_by_backend", {})
+    random_low = result.get("parity_random_below_0_99_by_backend", {})
+    truth = result.get("ground_truth", {}).get("verdicts", {})
+    prop = result.get("propagation", {})
+    eligible = backends.ground_truth_eligible()
+    print(f"\n## Tables for docs/speed.md ({result['machine']['cpu']}, {result['machine']['threads']} threads)\n")
+    print(f"| encoder backend | precision | ms per slice | vs torch | peak MiB | min Dice vs fp32, "
+          f"{len(result.get('parity_dice_per_case', {}).get('torch', {}))} cases | min Dice, "
+          f"{result.get('parity_random_cases', 0)} random | random < 0.99 | ground truth: mean Dice (vs fp32) | "
+          f"5th percentile (vs fp32) | rule | propagation {slices} slices, s | auto |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in BACKENDS:
+        if name in missing:
+            print(f"| `{name}` | {PRECISION[name]} | not available here: {missing[name]} |" + " |" * 10)
+            continue
+        if name in emulated:
+            timing = "emulated bf16 | | "
+        else:
+            speed = None if name not in ms else ms["torch"] / ms[name]
+            timing = f"{_cell(ms.get(name), '.0f')} | {_cell(speed, '.2f')}x | {_cell(peak.get(name), '.0f')}"
+        v = truth.get(name)
+        rule = "" if v is None else ("reference" if name == "torch" else ("passes" if v["passed"] else "fails"))
+        if name in ground_truth_parity.LOWER_PRECISION:
+            pick = "eligible (rule passed in the record)" if name in eligible else "opt-in"
+        else:
+            pick = "candidate"
+        if name == fast:
+            pick = "**chosen here**"
+        gt_mean = "" if v is None else f"{v['mean']:.4f} ({v['mean_delta']:+.4f})"
+        gt_p5 = "" if v is None else f"{v['p5']:.4f} ({v['p5_delta']:+.4f})"
+        seconds = prop.get(name, {}).get("seconds")
+        print(f"| `{name}` | {PRECISION[name]} | {timing} | {_cell(parity.get(name), '.4f')} | "
+              f"{_cell(random_min.get(name), '.4f')} | {_cell(random_low.get(name), 'd')} | {gt_mean} | {gt_p5} | "
+              f"{rule} | {_cell(seconds, '.1f')} | {pick} |")
+    if "decoder_ms_fast" in result:
+        print("\n| prompt -> mask on a cached embedding | ms |\n| --- | --- |")
+        print(f"| reference decoder (segment-anything) | {result['decoder_ms_reference']:.1f} |")
+        print(f"| `fast_decoder` (used) | {result['decoder_ms_fast']:.1f} |")
+        if result.get("decoder_ms_openvino") is not None:
+            print(f"| `fast_decoder` compiled by OpenVINO (measured, not used) | {result['decoder_ms_openvino']:.1f} |")
+        for part, value in result["decoder_parts_ms"].items():
+            print(f"| of which {part} | {value:.2f} |")
+    print("\n| target (2 cores) | this run |\n| --- | --- |")
+    if fast in prop and slices == 100:
+        best = min((n for n in prop), key=lambda n: prop[n]["seconds"])
+        print(f"| 100-slice propagation <= 25 s | {prop[fast]['seconds']:.1f} s with `{fast}` (auto); fastest "
+              f"`{best}` {prop[best]['seconds']:.1f} s: {'met' if prop[fast]['seconds'] <= 25 else 'not met'} |")
+    if "decoder_ms_fast" in result:
+        met = "met" if result["decoder_ms_fast"] <= 15 else "not met"
+        print(f"| prompt on a cached embedding <= 15 ms | {result['decoder_ms_fast']:.1f} ms: {met} |")
+    if fast in truth:
+        v = truth[fast]
+        print(f"| nothing less accurate against ground truth | `{fast}`: mean Dice {v['mean_delta']:+.4f}, 5th "
+              f"percentile {v['p5_delta']:+.4f} vs fp32: {'met' if v['passed'] else 'not met'} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer cases, rounds and slices")
+    parser.add_argument("--quick", action="store_true", help="fewer cases, rounds and slices; small rule subset")
     parser.add_argument("--json", action="store_true", help="end with one line of JSON")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
     parser.add_argument("--slices", type=int, default=None, help="propagation slices (default 100, quick 20)")
-    parser.add_argument("--stages", default="encoder,decoder,propagation,gpu",
-                        help="comma-separated subset of encoder,decoder,propagation,gpu (default: all)")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    parser.add_argument("--emulate-bf16", action="store_true",
+                        help="without native bf16, run the fused bf16 backends on generic kernels for accuracy only")
     parser.add_argument("--encoder-memory", metavar="BACKEND", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -436,10 +595,12 @@ def main() -> None:
     if args.encoder_memory:
         encoder_memory_child(args.encoder_memory)
         return
+    if args.emulate_bf16 and not backends.bf16_native():
+        os.environ[backends.EMULATE_BF16_ENV] = "1"  # read when the fused bf16 encoders are built
     slices = args.slices or (20 if args.quick else 100)
     stages = set(args.stages.split(","))
-    if not stages <= STAGES:
-        parser.error(f"unknown stage(s) {', '.join(sorted(stages - STAGES))}; use {', '.join(sorted(STAGES))}")
+    if not stages <= set(STAGES):
+        parser.error(f"unknown stage(s) {', '.join(sorted(stages - set(STAGES)))}; use {', '.join(STAGES)}")
     info = machine()
     print("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     start = time.perf_counter()
@@ -447,36 +608,27 @@ def main() -> None:
     choice = backends.choose_backend(fast)
     print(f"auto backend: {fast.backend} ({choice.reason}); chosen in {time.perf_counter() - start:.1f} s "
           "(measured once per machine, then read from the per-user cache)")
-    ref = reference_model()
+    models, missing, emulated = backend_models(fast)
+    for name, why in missing.items():
+        print(f"  {name}: not available here ({why})")
     cases = benchmark_cases(args.quick) if {"encoder", "decoder"} & stages else []
     extra = random_cases(6 if args.quick else 24) if "encoder" in stages else []
     result = {"machine": info, "backend": fast.backend, "backend_reason": choice.reason,
-              "fast_decoder": fast.fast_decoder is not None}
-    rows = []
+              "fast_decoder": fast.fast_decoder is not None, "unavailable": missing, "emulated": sorted(emulated)}
+    started = time.perf_counter()
     if "encoder" in stages:
-        result.update(encoder_section(ref, fast, cases, extra, rounds=2 if args.quick else 4))
-        rows.append(("encoder, ms per slice", result["encoder_ms_reference"], result["encoder_ms_fast"]))
+        result.update(encoder_section(models, emulated, fast.backend, cases, extra, rounds=2 if args.quick else 4))
     if "decoder" in stages:
-        result.update(decoder_section(ref, fast, cases, repeats=3 if args.quick else 10))
-        rows.append(("prompt -> mask, ms", result["decoder_ms_reference"], result["decoder_ms_fast"]))
+        result.update(decoder_section(models["torch"], fast, cases, repeats=3 if args.quick else 10))
     if "propagation" in stages:
-        result.update(propagation_section(ref, fast, slices))
-        prop = result["propagation"]
-        rows.append((f"propagation {slices} slices, s", prop["reference"]["seconds"], prop["fast"]["seconds"]))
+        result.update(propagation_section(models, emulated, slices))
+    if "ground_truth" in stages:
+        result.update(ground_truth_section(list(models), args.quick))
     if "gpu" in stages:
         result["gpu"] = gpu_section(args.quick)
-    print(f"\nSummary ({info['cpu']}, {info['threads']} threads; fast = backend {fast.backend} + fast decoder)")
-    print(f"  {'stage':34s} {'reference':>10s} {'fast':>10s} {'ratio':>7s}")
-    for label, a, b in rows:
-        print(f"  {label:34s} {a:10.1f} {b:10.1f} {a / b:6.2f}x")
-    if "propagation" in stages:
-        print(f"  slices per second: reference {prop['reference']['slices_per_second']:.2f}, "
-              f"fast {prop['fast']['slices_per_second']:.2f}")
-    if "encoder" in stages:
-        print(f"  mask parity, fast vs reference: min Dice {result['parity_dice_min']:.4f} over {len(cases)} cases, "
-              f"{result['parity_random_dice_min_by_backend'][f'fast ({fast.backend})']:.4f} over {len(extra)} "
-              "random cases")
-    print(f"  load average at the end: {machine()['load_average']}")
+    docs_tables(result, missing, emulated, slices)
+    result["seconds"] = time.perf_counter() - started
+    print(f"\nStages took {result['seconds']:.0f} s; load average at the end: {machine()['load_average']}")
     if args.json:
         print(json.dumps(result, default=float))
 

@@ -7,16 +7,21 @@ when a backend is missing or broken.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+import threading
+import time
 import types
+from importlib import metadata
 
 import numpy as np
 import pytest
 import torch
 from conftest import MODULE_DIR, dice
 
-from SAMSegmenterLib.models import backends, load_model
+from SAMSegmenterLib.errors import Cancelled
+from SAMSegmenterLib.models import backends, ground_truth_parity, load_model
 from SAMSegmenterLib.models.backends import BackendChoice, BackendError, Trial
 from SAMSegmenterLib.models.download import cached_sha256
 from SAMSegmenterLib.models.fast_decoder import FastMaskDecoder
@@ -73,22 +78,70 @@ def reference_masks(reference, cases):
     return _masks(reference, reference.network.image_encoder, cases)
 
 
-@pytest.mark.parametrize("name", ["fused", "onnxruntime"])
+@pytest.mark.parametrize("name", ["fused", "onnxruntime", "openvino"])
 def test_backend_masks_match_reference_on_real_slices(name, reference, cases, reference_masks, tmp_path,
                                                       monkeypatch):
     """The float32 backends ``auto`` may pick give the reference's masks, also on ambiguous boxes
     (whole-brain and white-matter boxes, where a one-pixel box shift changes the mask by 1-2%)."""
-    if name == "onnxruntime":
-        pytest.importorskip("onnxruntime")
+    if name != "fused":
+        pytest.importorskip(name)
         monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
     encoder = backends.build_encoder(reference, name)
     for (image, box), ref, fast in zip(cases, reference_masks, _masks(reference, encoder, cases)):
         assert ref.sum() > 100, "the reference mask should not be trivial"
         assert dice(fast, ref) >= 0.99, (name, box, dice(fast, ref))
-    if name == "onnxruntime":  # exported into the per-user cache, keyed by checkpoint digest, not into the repo
+    if name != "fused":  # exported into the per-user cache, keyed by checkpoint digest, not into the repo
         exported = list((tmp_path / "backends" / "onnx").glob("*.onnx"))
         assert [p.name for p in exported] == [backends.onnx_path(reference).name]
         assert cached_sha256(reference.checkpoint)[:16] in exported[0].name
+    if name == "openvino":  # OpenVINO's compiled blob, in the per-user cache too
+        assert any((tmp_path / "backends" / "openvino").iterdir())
+
+
+def test_openvino_bf16_runs_only_with_native_bf16(reference, tmp_path, monkeypatch):
+    """OpenVINO silently computes float32 for a bf16 hint on CPUs without bf16: refused, not mislabelled."""
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
+    if not backends.bf16_native():
+        with pytest.raises(BackendError, match="no native bf16"):
+            backends.build_encoder(reference, "openvino-bf16")
+        return
+    encoder = backends.build_encoder(reference, "openvino-bf16")
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        ref = reference.network.image_encoder(x)
+    out = encoder(x)
+    assert out.shape == ref.shape and 0 < (out - ref).abs().max().item() < 0.2 * ref.abs().max().item()
+
+
+def test_openvino_encode_can_be_cancelled(reference, tmp_path, monkeypatch):
+    """cancel() makes the running encode raise Cancelled well before a whole encode's time; the encoder
+    then gives the same embedding again, and cancel() with nothing running does nothing."""
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
+    encoder = backends.build_encoder(reference, "openvino")
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(5))
+    assert encoder.cancel() is False
+    start = time.perf_counter()
+    expected = encoder(x)
+    whole = time.perf_counter() - start
+    outcome = {}
+
+    def run() -> None:
+        try:
+            outcome["embedding"] = encoder(x)
+        except Cancelled:
+            outcome["cancelled_at"] = time.perf_counter()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    while not encoder.cancel():  # True once it stopped a running encode
+        assert thread.is_alive() or "embedding" not in outcome, "the encode ended before cancel() reached it"
+        time.sleep(0.001)
+    asked = time.perf_counter()
+    thread.join(60)
+    assert "embedding" not in outcome and outcome["cancelled_at"] - asked < whole, (outcome, whole)
+    assert torch.equal(encoder(x), expected)
 
 
 def test_fast_decoder_masks_match_reference_decoder(reference, cases, reference_masks, monkeypatch):
@@ -158,8 +211,33 @@ def test_onnxruntime_absent_is_skipped_with_its_reason(reference, monkeypatch):
     assert trials["fused"].error is None and trials["fused"].ms is not None
 
 
-def test_engine_imports_without_onnxruntime():
-    code = ("import sys; sys.modules['onnxruntime'] = None; sys.path.insert(0, sys.argv[1]);"
+def test_openvino_absent_is_skipped_and_auto_falls_back(reference, cache_dir, monkeypatch):
+    """Without openvino the backend says so, the decision key records it, and auto picks among the rest."""
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    with pytest.raises(BackendError, match="openvino is not installed"):
+        backends.build_encoder(reference, "openvino")
+    monkeypatch.setattr(backends, "_Probe", _FakeProbe)
+    monkeypatch.setattr(backends, "candidates", lambda model: ["openvino", "fused"])
+    real_build = backends.build_encoder  # openvino's real build; a fake fused (5 ms) and torch (10 ms)
+    monkeypatch.setattr(backends, "build_encoder", lambda model, name: real_build(model, name) if name == "openvino"
+                        else _fake_builder(set())(model, name))
+    choice = backends.choose_backend(reference)
+    trials = {t.backend: t for t in choice.trials}
+    assert choice.backend == "fused" and "not installed" in trials["openvino"].error and trials["openvino"].ms is None
+
+
+def test_openvino_is_not_imported_to_read_its_version():
+    """The decision key names the OpenVINO version; reading it must not import the package (1 s, 129 modules)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from SAMSegmenterLib.models import openvino_backend as ob;"
+            "print(ob.openvino_version(), 'openvino' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=300)
+    version, imported = done.stdout.split()
+    assert done.returncode == 0 and imported == "False", done.stderr
+    assert version == (metadata.version("openvino") if importlib.util.find_spec("openvino") else "absent")
+
+
+def test_engine_imports_without_onnxruntime_or_openvino():
+    code = ("import sys; sys.modules['onnxruntime'] = sys.modules['openvino'] = None; sys.path.insert(0, sys.argv[1]);"
             "import SAMSegmenterLib, SAMSegmenterLib.models.backends, SAMSegmenterLib.models; print('ok')")
     done = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
@@ -254,11 +332,45 @@ def test_cached_choice_that_fails_is_measured_again(reference, cache_dir, monkey
     assert "not installed" in {t.backend: t for t in choice.trials}["onnxruntime"].error
 
 
-def test_bf16_is_only_a_candidate_for_bf16_models(reference):
-    """bf16 masks differ from the float32 reference on ambiguous boxes (see backends): opt-in only."""
-    assert "fused-bf16" not in backends.candidates(reference)
+def _record(backend: str, passes: bool) -> ground_truth_parity.Recorded:
+    drop = 0.001 if passes else 0.02
+    verdict = ground_truth_parity.Verdict(backend, 300, 0.80 - drop, 0.40 - drop, 0.80, 0.40)
+    return ground_truth_parity.Recorded(verdict, "2026-11-29", "test CPU")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_lower_precision_is_a_candidate_only_after_passing_the_ground_truth_rule(reference, native, monkeypatch):
+    """For float32 models, a bf16 backend is measured by auto only when its recorded ground-truth run
+    passed and the CPU has native bf16; bf16 models get the bf16 backends on such CPUs."""
+    monkeypatch.setattr(backends, "bf16_native", lambda: native)
+    monkeypatch.setattr(ground_truth_parity, "RECORDED", {"fused-mixed": _record("fused-mixed", True),
+                                                          "fused-bf16": _record("fused-bf16", False)})
+    assert backends.candidates(reference) == ["fused", "onnxruntime", "openvino", *(["fused-mixed"] if native else [])]
     bf16_model = types.SimpleNamespace(spec=reference.spec, device=torch.device("cpu"), precision="bf16")
-    assert backends.candidates(bf16_model) == (["fused-bf16"] if backends.bf16_native() else [])
+    assert backends.candidates(bf16_model) == (["fused-bf16", "openvino-bf16"] if native else [])
+    assert "ground truth: fused-mixed" in backends.decision_key(reference)
+
+
+def test_choice_of_a_lower_precision_backend_says_it_passed_the_rule(reference, cache_dir, monkeypatch):
+    monkeypatch.setattr(ground_truth_parity, "RECORDED", {"fused-mixed": _record("fused-mixed", True)})
+    monkeypatch.setattr(backends, "candidates", lambda model: ["fused", "fused-mixed"])
+    monkeypatch.setattr(backends, "measure", lambda model, names: [Trial("torch", 10.0, 1.0), Trial("fused", 5.0, 1.0),
+                                                                   Trial("fused-mixed", 4.0, 0.995)])
+    choice = backends.choose_backend(reference)
+    assert choice.backend == "fused-mixed"
+    assert "passes the ground-truth rule on 300 boxes" in choice.reason and "2026-11-29" in choice.reason
+
+
+def test_bf16_backends_need_native_bf16_unless_emulated(reference, monkeypatch):
+    """Without native bf16 the fused bf16 backends are refused; SAMSEGMENTER_EMULATE_BF16=1 (accuracy runs)
+    builds them on PyTorch's generic kernels, with the same bf16 weights."""
+    monkeypatch.setattr(backends, "bf16_native", lambda: False)
+    monkeypatch.delenv(backends.EMULATE_BF16_ENV, raising=False)
+    with pytest.raises(BackendError, match="native bf16"):
+        backends.build_encoder(reference, "fused-bf16")
+    monkeypatch.setenv(backends.EMULATE_BF16_ENV, "1")
+    encoder = backends.build_encoder(reference, "fused-bf16")
+    assert not encoder.onednn and all(p.dtype == torch.bfloat16 for p in encoder.parameters())
 
 
 def test_mixed_precision_is_between_fp32_and_bf16_on_real_slices(reference, cases, reference_masks):

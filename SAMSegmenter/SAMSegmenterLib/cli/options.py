@@ -18,7 +18,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                        help="numeric precision (fp16: CUDA/MPS; bf16: CUDA/CPU)")
     group.add_argument("--backend", default="auto", choices=BACKENDS,
-                       help="image encoder backend (default auto: measured once per machine; see README, Speed)")
+                       help="image encoder backend (default auto: measured once per machine; see docs/speed.md)")
 
 
 def add_series_option(parser: argparse.ArgumentParser) -> None:

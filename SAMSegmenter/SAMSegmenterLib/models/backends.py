@@ -25,18 +25,28 @@ Backends (``BACKENDS``):
 - ``onnxruntime``: the fused float32 encoder exported to ONNX once (into the
   per-user cache, keyed by checkpoint SHA-256 and PyTorch version) and run by ONNX
   Runtime on the CPU. ``onnxruntime`` is imported only when this backend is tried.
+- ``openvino`` / ``openvino-bf16``: the same ONNX file compiled by OpenVINO for this
+  CPU in float32 / bfloat16 (:mod:`openvino_backend`; ``openvino-bf16`` only where the
+  CPU has native bf16). Its encoder object has ``cancel()``.
+
+The bf16 backends need native bf16 on a CPU. For accuracy measurements on CPUs without
+it (``benchmarks/speed.py --emulate-bf16``), ``SAMSEGMENTER_EMULATE_BF16=1`` lets the
+fused bf16 backends run on PyTorch's generic bf16 kernels: the same bf16 rounding of
+inputs, weights and outputs, several times slower than float32.
 
 ``auto`` (:func:`choose_backend`): ``torch`` on CUDA and MPS (where the model's
 autocast precision applies; the fused backends may still be requested by name
 there) and for the SAM ViT models. On a CPU, each candidate LiteMedSAM backend
-(:func:`candidates`) is built, warmed up, checked against the reference on a probe
-image (every probe box's mask must reach Dice >= ``PARITY_DICE`` with the reference
-mask) and timed against it; the fastest one that passes wins, ``torch`` if none is
-faster. A backend that cannot be imported, fails at warm-up or misses
-parity is skipped with its reason. The decision is kept for the process and in the
-per-user cache (``backends/choices.json``), keyed by model, checkpoint digest,
-precision, PyTorch and ONNX Runtime versions, CPU and thread count; a cached choice
-that later fails to build or warm up is measured again.
+(:func:`candidates`: the float32 ones, plus the lower-precision ones that passed the
+ground-truth rule of :mod:`ground_truth_parity` in a recorded run, on a CPU with native
+bf16) is built, warmed up, checked against the reference on a probe image (every probe
+box's mask must reach Dice >= ``PARITY_DICE`` with the reference mask) and timed against
+it; the fastest one that passes wins, ``torch`` if none is faster. A backend that cannot
+be imported, fails at warm-up or misses parity is skipped with its reason. The decision
+is kept for the process and in the per-user cache (``backends/choices.json``), keyed by
+model, checkpoint digest, precision, PyTorch, ONNX Runtime and OpenVINO versions, the
+backends eligible by the ground-truth rule, CPU and thread count; a cached choice that
+later fails to build or warm up is measured again.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import threading
 import time
@@ -61,9 +72,11 @@ from ..encoder_gate import Preempted, preempt_requested
 from ..errors import ModelError
 from ..metrics import dice
 from ..prompts import Prompt
+from . import ground_truth_parity
 from .download import cache_root, cached_sha256
 from .embedding import ImageEmbedding
 from .fused_tiny_vit import FusedTinyViT, fuse_tiny_vit, mixed_precision, onednn_available
+from .openvino_backend import PRECISION_HINTS, OpenVinoEncoder, OpenVinoUnavailable, openvino_module, openvino_version
 from .preprocess import image_tensor
 from .registry import BACKENDS
 
@@ -76,7 +89,9 @@ PARITY_DICE = 0.99  # every probe mask of a candidate must reach this Dice with 
 TILE_ROWS = 32  # band height of the fused encoder's wide intermediates on CPUs
 ONNX_OPSET = 17
 FUSED_FORMAT = 1  # bump when fused_tiny_vit changes what an exported ONNX file computes
-DECISION_FORMAT = 2  # bump when the candidates or the parity rule change: older decisions are then ignored
+DECISION_FORMAT = 3  # bump when the candidates or the parity rule change: older decisions are then ignored
+EMULATE_BF16_ENV = "SAMSEGMENTER_EMULATE_BF16"
+ONNX_BACKENDS = ("onnxruntime", *PRECISION_HINTS)  # backends that run the exported ONNX file
 _TIMING_ROUNDS = 2
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
@@ -128,14 +143,20 @@ def _onnxruntime():
         raise BackendError(f"onnxruntime is not installed ({exc})") from None
 
 
+def ground_truth_eligible() -> list[str]:
+    """Lower-precision backends that passed the ground-truth rule in a recorded run."""
+    return [name for name in ground_truth_parity.LOWER_PRECISION if ground_truth_parity.passed(name)]
+
+
 def candidates(model: SamModel) -> list[str]:
-    """Backends ``auto`` measures for ``model`` (``torch`` excluded): float32 ones for an fp32 model,
-    ``fused-bf16`` for a bf16 model on a CPU with native bf16; none off the CPU or for the ViTs."""
+    """Backends ``auto`` measures for ``model`` (``torch`` excluded), all on a CPU with LiteMedSAM: for an
+    fp32 model the float32 ones and, on a CPU with native bf16, the lower-precision ones that passed the
+    ground-truth rule; for a bf16 model the bf16 ones on such a CPU; none off the CPU or for the ViTs."""
     if model.spec.architecture != "tiny_vit" or model.device.type != "cpu":
         return []
     if model.precision == "bf16":
-        return ["fused-bf16"] if bf16_native() else []
-    return ["fused", "onnxruntime"]
+        return ["fused-bf16", "openvino-bf16"] if bf16_native() else []
+    return ["fused", "onnxruntime", "openvino", *(ground_truth_eligible() if bf16_native() else [])]
 
 
 def _fused(model: SamModel, precision: str) -> FusedTinyViT:
@@ -143,13 +164,15 @@ def _fused(model: SamModel, precision: str) -> FusedTinyViT:
     if model.spec.architecture != "tiny_vit":
         raise BackendError(f"the fused backends rebuild LiteMedSAM's TinyViT encoder; {model.name} has a ViT")
     cpu = model.device.type == "cpu"
+    native = precision == "fp32" or not cpu or bf16_native()
     if precision != "fp32":
         if model.device.type == "mps":
             raise BackendError("bf16 is not supported on MPS")
-        if cpu and not bf16_native():
+        if not native and os.environ.get(EMULATE_BF16_ENV) != "1":
             raise BackendError("this CPU has no native bf16 arithmetic (AVX512-BF16 or AMX)")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    encoder = fuse_tiny_vit(model.network.image_encoder, dtype, onednn=cpu and onednn_available(),
+    # oneDNN's fused operators need native bf16; emulated bf16 runs PyTorch's generic kernels
+    encoder = fuse_tiny_vit(model.network.image_encoder, dtype, onednn=cpu and native and onednn_available(),
                             tile_rows=TILE_ROWS if cpu else None)
     return mixed_precision(encoder) if precision == "mixed" else encoder
 
@@ -183,6 +206,11 @@ class OnnxEncoder:
     def cancel(self) -> None:
         """Stop the running call (it raises); the next call runs normally."""
         self._run_options.terminate = True
+
+
+def openvino_cache_dir() -> Path:
+    """OpenVINO's compiled-model cache in the per-user cache (it keys the blobs by model, settings, version)."""
+    return backend_cache_dir() / "openvino"
 
 
 def onnx_path(model: SamModel) -> Path:
@@ -229,6 +257,14 @@ def build_encoder(model: SamModel, backend: str) -> Encoder:
             raise BackendError("the ONNX Runtime backend runs on the CPU only")
         _onnxruntime()
         return OnnxEncoder(export_onnx(model), torch.get_num_threads())
+    if backend in PRECISION_HINTS:
+        if model.device.type != "cpu":
+            raise BackendError("the OpenVINO backends run on the CPU only")
+        try:
+            openvino_module()  # before the export: a missing package is reported at once
+            return OpenVinoEncoder(export_onnx(model), backend, torch.get_num_threads(), openvino_cache_dir())
+        except OpenVinoUnavailable as exc:
+            raise BackendError(str(exc)) from None
     raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
 
@@ -334,7 +370,9 @@ def decision_key(model: SamModel) -> str:
     """What a cached decision depends on: model, weights, precision, device, software and CPU."""
     return " | ".join([f"v{DECISION_FORMAT}", model.name, cached_sha256(model.checkpoint)[:16], model.precision,
                        model.device.type, f"torch {torch.__version__}", f"onnxruntime {onnxruntime_version()}",
-                       cpu_name(), f"{torch.get_num_threads()} threads"])
+                       f"openvino {openvino_version()}",
+                       f"ground truth: {','.join(ground_truth_eligible()) or 'none'}", cpu_name(),
+                       f"{torch.get_num_threads()} threads"])
 
 
 _DECISIONS: dict[str, BackendChoice] = {}
@@ -390,13 +428,18 @@ def choose_backend(model: SamModel, refresh: bool = False) -> BackendChoice:
         passing = [t for t in trials[1:] if t.error is None and t.ms is not None]
         best = min(passing, key=lambda t: t.ms, default=None)
         if best is not None and reference_ms is not None and best.ms < reference_ms:
-            choice = BackendChoice(best.backend, f"fastest with parity: {best.ms:.0f} ms vs reference "
-                                                 f"{reference_ms:.0f} ms, probe Dice >= {best.parity_dice:.4f}",
-                                   trials)
+            reason = (f"fastest with parity: {best.ms:.0f} ms vs reference {reference_ms:.0f} ms, "
+                      f"probe Dice >= {best.parity_dice:.4f}")
+            record = ground_truth_parity.passed(best.backend)
+            if record is not None:
+                reason += f"; lower precision, {record.verdict.summary()} (recorded {record.date}, {record.machine})"
+            choice = BackendChoice(best.backend, reason, trials)
         else:
             choice = BackendChoice("torch", "no candidate was faster than the reference with parity", trials)
-        if choice.backend != "onnxruntime":
+        if choice.backend not in ONNX_BACKENDS:
             onnx_path(model).unlink(missing_ok=True)  # do not keep an export nobody uses
+        if choice.backend not in PRECISION_HINTS:
+            shutil.rmtree(openvino_cache_dir(), ignore_errors=True)
         _DECISIONS[key] = choice
         _write_choice(key, choice)
         return choice

@@ -17,7 +17,8 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 """Device choices a panel offers; ``cuda:N`` is accepted too."""
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "fused", "fused-mixed", "fused-bf16", "onnxruntime")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "fused", "fused-mixed", "fused-bf16", "onnxruntime", "openvino",
+                             "openvino-bf16")
 """Image-encoder backends (see :mod:`models.backends`)."""
 
 

@@ -1,0 +1,109 @@
+"""Ground-truth parity: may a lower-precision encoder stand in for float32? Judged against ground truth.
+
+Mask parity (every probe mask within Dice 0.99 of the float32 mask, :mod:`backends`)
+punishes a bf16 encoder for flipping between two plausible masks of an ambiguous box,
+which may be equally right. What users care about is accuracy against the truth, so a
+lower-precision backend (:data:`LOWER_PRECISION`) is judged by this rule instead:
+
+    Run :mod:`evaluation.evaluate` with the ``box`` and ``box_jitter`` protocols (tight
+    box, and each side moved out by 0-20 px) on :data:`evaluation.ground_truth.CASE_SET`
+    (MNI152 structures along the K, J and I axes, and CT structures), single-mask output,
+    once with the float32 reference and once with the candidate, same prompts. The
+    candidate passes when, over all rows,
+
+        mean Dice      >= mean Dice of float32          - MEAN_TOLERANCE (0.005)
+        5th percentile >= 5th percentile of float32     - P5_TOLERANCE   (0.01)
+
+    (percentiles by numpy's linear interpolation; Dice against the reference masks).
+
+Running it takes minutes (hundreds of slices), too long for the automatic choice at
+first model load. So the rule is run offline (``benchmarks/speed.py`` runs it for every
+backend) and its verdicts are recorded in :data:`RECORDED` with the machine and date;
+:func:`backends.candidates` offers a lower-precision backend to ``auto`` only when its
+recorded verdict passed (and the CPU runs its precision natively), and the choice's
+reason says so. ``docs/speed.md`` holds the runs behind the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+MEAN_TOLERANCE = 0.005
+P5_TOLERANCE = 0.01
+PERCENTILE = 5.0
+PROTOCOLS = ("box", "box_jitter")
+SELECTION = "single"
+LOWER_PRECISION = ("fused-mixed", "fused-bf16", "openvino-bf16")
+"""Backends whose numbers differ from float32 by more than rounding: judged by this rule."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The rule applied to one candidate: Dice statistics of both runs over the same ``rows``."""
+
+    backend: str
+    rows: int
+    mean: float
+    p5: float
+    reference_mean: float
+    reference_p5: float
+
+    @property
+    def mean_delta(self) -> float:
+        """Candidate mean Dice minus the float32 mean (negative: less accurate)."""
+        return self.mean - self.reference_mean
+
+    @property
+    def p5_delta(self) -> float:
+        """Candidate 5th percentile minus the float32 5th percentile."""
+        return self.p5 - self.reference_p5
+
+    @property
+    def passed(self) -> bool:
+        return self.mean_delta >= -MEAN_TOLERANCE and self.p5_delta >= -P5_TOLERANCE
+
+    def summary(self) -> str:
+        """One line: the deltas, the limits and the outcome."""
+        return (f"{'passes' if self.passed else 'fails'} the ground-truth rule on {self.rows} boxes: mean Dice "
+                f"{self.mean_delta:+.4f} (limit -{MEAN_TOLERANCE}), 5th percentile {self.p5_delta:+.4f} "
+                f"(limit -{P5_TOLERANCE}) vs float32")
+
+
+def judge(backend: str, reference_dice: Sequence[float], candidate_dice: Sequence[float]) -> Verdict:
+    """Apply the rule to paired per-row Dice values against the ground truth (row n of both runs is the
+    same slice and prompt): ``reference_dice`` from the float32 run, ``candidate_dice`` from the candidate's.
+
+    Raises ValueError for unpaired, empty or non-finite input.
+    """
+    ref = np.asarray(reference_dice, dtype=float)
+    cand = np.asarray(candidate_dice, dtype=float)
+    if ref.shape != cand.shape or ref.ndim != 1 or not len(ref):
+        raise ValueError(f"the rule needs the same non-zero number of rows from both runs, got {ref.shape} "
+                         f"and {cand.shape}")
+    if not (np.isfinite(ref).all() and np.isfinite(cand).all()):
+        raise ValueError("Dice values must be finite")
+    return Verdict(backend, len(ref), float(cand.mean()), float(np.percentile(cand, PERCENTILE)),
+                   float(ref.mean()), float(np.percentile(ref, PERCENTILE)))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A verdict from an offline run of the full rule, with where and when it was measured."""
+
+    verdict: Verdict
+    date: str
+    machine: str
+    note: str = ""
+
+
+RECORDED: dict[str, Recorded] = {}
+"""Verdicts of full runs of the rule (``python benchmarks/speed.py --stages ground_truth``), by backend."""
+
+
+def passed(backend: str) -> Optional[Recorded]:
+    """The recorded run in which ``backend`` passed the rule, or None (never run, or failed)."""
+    record = RECORDED.get(backend)
+    return record if record is not None and record.verdict.passed else None
