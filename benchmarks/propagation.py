@@ -19,7 +19,9 @@ axis). Methods, in the same run and on the same embeddings:
              previous mask falls back to the middle box; limited to the target's slices.
   ours       propagation.propagate with its default options, limited to the target's
              slices (the same information the reference gets).
-  ours_free  the same, unlimited beyond the end of the target that is its own boundary
+  ours_box_fit  ours with each walked slice's mask chosen by box_fit (selection.py) instead of
+             the single output (the walk's default); the seed is the same in both.
+  ours_free  ours, unlimited beyond the end of the target that is its own boundary
              (not a cut of the bounding region): the stop criteria decide where to end.
   gt_boxes   context, not a method: the tight ground-truth box on every slice (needs the
              answer on every slice; shows what the model can do per slice).
@@ -41,7 +43,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 from typing import Callable, Hashable
@@ -75,7 +77,7 @@ TARGETS: dict[str, Callable[[Masks, tuple[np.ndarray, ...]], np.ndarray]] = {
 RUNS = {"cerebellum:K": "down", "temporal_pole:K": "down", "vertex:K": "up", "wm_upper:K": "up",
         "temporal_pole:J": "up", "hemisphere:I": "down"}
 QUICK = ("cerebellum:K", "temporal_pole:K")
-METHODS = ("gt_boxes", "reference", "ours", "ours_free")
+METHODS = ("gt_boxes", "reference", "ours", "ours_box_fit", "ours_free")
 
 
 class MeteredPredictor(SlicePredictor):
@@ -111,7 +113,7 @@ def reference_procedure(predictor: SlicePredictor, axis: int, middle: int, box: 
     rows, cols = predictor.slice_shape(axis)
     shift = 3 * max(rows, cols) / 256  # 3 px at the 256 px model scale, in slice pixels
     mask = np.zeros(predictor.volume.shape, dtype=bool)
-    seed = predictor.predict(axis, middle, Prompt(box=box)).mask
+    seed = predictor.predict(axis, middle, Prompt(box=box), selection="single").mask
     put_slice(mask, axis, middle, seed)
     for step, end in ((1, last), (-1, first)):
         previous = seed
@@ -122,7 +124,7 @@ def reference_procedure(predictor: SlicePredictor, axis: int, middle: int, box: 
                               min(rows - 1, y1 + shift))
             else:
                 prompt_box = box
-            previous = predictor.predict(axis, index, Prompt(box=prompt_box)).mask
+            previous = predictor.predict(axis, index, Prompt(box=prompt_box), selection="single").mask
             put_slice(mask, axis, index, previous)
     return mask
 
@@ -163,10 +165,11 @@ def run_target(predictor: MeteredPredictor, name: str, axis: int, own_end: str, 
     def reference() -> tuple[np.ndarray, int, str]:
         return reference_procedure(predictor, axis, middle, box, first, last), last - first + 1, "range"
 
-    def ours(slice_range: tuple[int, int] | None) -> Callable[[], tuple[np.ndarray, int, str]]:
+    def ours(slice_range: tuple[int, int] | None, walk_options: PropagationOptions = options
+             ) -> Callable[[], tuple[np.ndarray, int, str]]:
         def work() -> tuple[np.ndarray, int, str]:
             result = propagate(predictor, axis, middle, seed_prompt=Prompt(box=box), slice_range=slice_range,
-                               options=options)
+                               options=walk_options)
             stops = f"down {result.stop_reasons['down']}@{result.last['down']}, " \
                     f"up {result.stop_reasons['up']}@{result.last['up']}"
             return result.mask, result.slices_visited, stops
@@ -174,6 +177,7 @@ def run_target(predictor: MeteredPredictor, name: str, axis: int, own_end: str, 
 
     rows = []
     for method, work in (("gt_boxes", oracle), ("reference", reference), ("ours", ours((first, last))),
+                         ("ours_box_fit", ours((first, last), replace(options, selection="box_fit"))),
                          ("ours_free", ours(free))):
         outcome = metered(predictor, work)
         mask = outcome.pop("mask")
@@ -186,12 +190,12 @@ def run_target(predictor: MeteredPredictor, name: str, axis: int, own_end: str, 
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'target':14s} {'ax':2s} {'slices':>6s}  {'method':9s} {'Dice':>6s} {'HD95 mm':>8s} " \
+    header = f"{'target':14s} {'ax':2s} {'slices':>6s}  {'method':12s} {'Dice':>6s} {'HD95 mm':>8s} " \
              f"{'slices/s':>8s} {'enc':>4s} {'touched':>7s}  stops"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['target']:14s} {r['axis']:2s} {r['slices']:6d}  {r['method']:9s} {r['dice']:6.3f} "
+        print(f"{r['target']:14s} {r['axis']:2s} {r['slices']:6d}  {r['method']:12s} {r['dice']:6.3f} "
               f"{r['hd95_mm']:8.2f} {r['slices_per_s']:8.2f} {r['encoder_calls']:4d} {r['slices_touched']:7d}  "
               f"{r['stops']}")
 

@@ -13,12 +13,29 @@ import errno
 import os
 import secrets
 import shutil
+import signal
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from .errors import OutputError
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (in this thread, where POSIX allows) for the block: a temporary file is
+    created and recorded, or created and deleted, as one step. Otherwise a Ctrl-C landing between the two
+    (the command line turns signals into exceptions) would leave a ``.partial-*`` file nobody knows of."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _reason(exc: BaseException, folder: Path) -> str:
@@ -49,12 +66,8 @@ def create_temporary(folder: Path, suffix: str = "") -> Path:
 
 def _probe(folder: Path) -> None:
     """Create and delete a file in ``folder``: the one sure test that it takes files (modes, mounts, root)."""
-    probe = None
-    try:
-        probe = create_temporary(folder)
-    finally:
-        if probe is not None:
-            probe.unlink(missing_ok=True)
+    with _signals_deferred():
+        create_temporary(folder).unlink()
 
 
 def check_writable_folder(folder: Path, what: str = "output folder") -> None:
@@ -142,14 +155,15 @@ class StagedOutputs:
         """A new empty temporary file beside ``dest`` that ends like it (writers choose formats by extension)."""
         dest = Path(dest)
         suffix = "".join(dest.suffixes[-2:]) if dest.name.lower().endswith((".nii.gz", ".seg.nrrd")) else dest.suffix
-        try:
-            temporary = create_temporary(dest.parent, suffix)
-        except OSError as exc:
-            raise OutputError(f"cannot write {dest}: {_reason(exc, dest.parent)}") from None
-        previous = self._staged.pop(dest, None)
+        with _signals_deferred():
+            try:
+                temporary = create_temporary(dest.parent, suffix)
+            except OSError as exc:
+                raise OutputError(f"cannot write {dest}: {_reason(exc, dest.parent)}") from None
+            previous = self._staged.pop(dest, None)
+            self._staged[dest] = temporary
         if previous is not None:
             previous.unlink(missing_ok=True)
-        self._staged[dest] = temporary
         return temporary
 
     def write(self, dest: str | Path, writer: Callable[[Path], object]) -> Path:

@@ -225,7 +225,7 @@ class _Run:
             self.done += 1
             return
         prompt = next_prompt(walk.mask, walk.logits, self.parts, self.options)
-        prediction = self.predictor.predict(self.axis, index, prompt)
+        prediction = self.predictor.predict(self.axis, index, prompt, selection=self.options.selection)
         self.result.slices_visited += 1
         mask = clean_slice(prediction.mask, walk.mask, self.options)
         failed = stop_reason(mask, prediction.score, walk.mask, self.options)

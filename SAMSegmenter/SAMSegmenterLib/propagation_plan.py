@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import InputError
 from .models.registry import ModelSpec
+from .selection import SELECTIONS
 from .volume import occupied_slices
 
 PROMPT_PARTS = ("box", "points", "mask")
@@ -48,6 +49,10 @@ class PropagationOptions:
     ("low_score"); its IoU with the neighbour's mask is below ``min_iou`` ("low_iou"); its
     area differs from the neighbour's by more than a factor ``max_area_ratio`` either way
     ("area_jump").
+    selection: which of the decoder's candidates each walked slice keeps (``single``,
+    ``best_score`` or ``box_fit``, see :mod:`selection`). The seed prompt, drawn by the user,
+    takes the interactive default; walked slices keep the single output by default, because
+    their box is deliberately loose (measured: docs/accuracy.md, "Propagation").
     """
 
     prompt: str = "box"
@@ -62,6 +67,7 @@ class PropagationOptions:
     min_iou: Optional[float] = 0.25
     max_area_ratio: Optional[float] = None
     min_contrast: Optional[float] = MIN_CONTRAST
+    selection: str = "single"
 
     def parts(self) -> frozenset[str]:
         """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
@@ -95,6 +101,10 @@ class PropagationOptions:
         if self.min_contrast is not None and not 0 <= self.min_contrast < 1:
             raise InputError(f"min_contrast must be in [0, 1) (a standard deviation of intensities windowed to 0..1), "
                              f"got {self.min_contrast}")
+        if self.selection not in SELECTIONS:
+            raise InputError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.selection == "box_fit" and "box" not in parts:
+            raise InputError(f"selection box_fit chooses by the box and the prompt {self.prompt!r} has none")
         return parts
 
 

@@ -179,7 +179,7 @@ def test_segment_and_evaluate_take_a_dicom_folder(series, ct_like, tmp_path, cap
                  "--protocol", "box", "--no-figures", "--out", str(tmp_path / "run"), "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     rows = (tmp_path / "run" / "cases.csv").read_text().splitlines()
-    assert len(rows) == 4 and all(row.startswith("series,1,K,") for row in rows[1:])  # 3 mask selections
+    assert len(rows) == 5 and all(row.startswith("series,1,K,") for row in rows[1:])  # 4 mask selections
 
 
 def test_cli_names_the_series_flag(tmp_path, ct_like, capsys):

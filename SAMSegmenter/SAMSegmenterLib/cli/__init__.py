@@ -59,9 +59,18 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
 
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
-    """Show warnings (as the filters allow: each distinct one once) as one ``warning: ...`` line each."""
+    """Show warnings as one ``warning: ...`` line each, each distinct text once per command (a check made
+    before the model loads and the engine may both warn about the same volume)."""
+    shown: set[str] = set()
+
+    def show_once(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+        if str(message) not in shown:
+            shown.add(str(message))
+            show_warning(message, category, filename, lineno, file, line)
+
     with warnings.catch_warnings():
-        warnings.showwarning = show_warning
+        warnings.showwarning = show_once
         yield
 
 
