@@ -1,6 +1,6 @@
 """The inference service's wire format, shared by the server and the client (standard library + numpy).
 
-API version 1, JSON over HTTP (see README "Inference service"). Volumes travel as raw C-order
+API version 1, JSON over HTTP (see docs/service.md). Volumes travel as raw C-order
 bytes of the ``[k, j, i]`` array (optionally deflate-compressed); masks as bit-packed, zlib-compressed,
 base64 text with their shape. Engine errors travel as ``{"error": {"type": ..., "message": ...}}`` and
 are raised again on the client as the same exception class.

@@ -2,7 +2,7 @@
 
 FastAPI on uvicorn (the stack MONAI Label and nnInteractive's server use). Every request needs the
 bearer token, compared in constant time before any work; a non-loopback bind needs TLS or an
-explicit ``insecure`` choice. Endpoints (API version 1, under ``/v1``; see README "Inference service"):
+explicit ``insecure`` choice. Endpoints (API version 1, under ``/v1``; see docs/service.md):
 
     GET    /v1/status                       model, device, precision, backend, memory, limits, counts
     POST   /v1/sessions?shape=K,J,I&dtype=D&window=W&model=M&checkpoint=C   body: raw voxels -> session
