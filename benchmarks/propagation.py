@@ -19,8 +19,8 @@ axis). Methods, in the same run and on the same embeddings:
              previous mask falls back to the middle box; limited to the target's slices.
   ours       propagation.propagate with its default options, limited to the target's
              slices (the same information the reference gets).
-  ours_box_fit  ours with each walked slice's mask chosen by box_fit (selection.py) instead of
-             the single output (the walk's default); the seed is the same in both.
+  ours_box_fit  ours with every slice's mask (the seed's too) chosen by box_fit (selection.py)
+             instead of the single output (propagate's default).
   ours_free  ours, unlimited beyond the end of the target that is its own boundary
              (not a cut of the bounding region): the stop criteria decide where to end.
   gt_boxes   context, not a method: the tight ground-truth box on every slice (needs the

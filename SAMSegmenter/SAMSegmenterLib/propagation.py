@@ -286,7 +286,8 @@ def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_
         axis: 0/"K", 1/"J" or 2/"I": the slices walked (as in :meth:`SlicePredictor.predict`).
         seed_index: the seed slice along ``axis``.
         seed_mask: the seed slice's (rows, columns) bool mask, or
-        seed_prompt: a :class:`Prompt` (slice pixels) segmented on the seed slice first (exactly one).
+        seed_prompt: a :class:`Prompt` (slice pixels) segmented on the seed slice first, its mask chosen by
+            ``options.selection`` (exactly one of the two seeds).
         direction: ``up`` (increasing index), ``down`` or ``both``.
         slice_range: (first, last) inclusive, containing ``seed_index`` (default: the whole axis).
         options: per-slice prompt, clean-up and stop criteria (:class:`PropagationOptions`).
@@ -310,7 +311,7 @@ def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_
     run = _Run(predictor, axis, options, (first, last), progress, cancel)
     logits = None
     if seed_prompt is not None:
-        prediction = predictor.predict(axis, seed_index, seed_prompt)
+        prediction = predictor.predict(axis, seed_index, seed_prompt, selection=options.selection)
         run.result.slices_visited += 1
         mask, score, logits = clean_slice(prediction.mask, None, options), prediction.score, prediction.low_res_logits
     else:

@@ -49,10 +49,11 @@ class PropagationOptions:
     ("low_score"); its IoU with the neighbour's mask is below ``min_iou`` ("low_iou"); its
     area differs from the neighbour's by more than a factor ``max_area_ratio`` either way
     ("area_jump").
-    selection: which of the decoder's candidates each walked slice keeps (``single``,
-    ``best_score`` or ``box_fit``, see :mod:`selection`). The seed prompt, drawn by the user,
-    takes the interactive default; walked slices keep the single output by default, because
-    their box is deliberately loose (measured: docs/accuracy.md, "Propagation").
+    selection: which of the decoder's candidates every slice the propagation predicts keeps
+    (``single``, ``best_score`` or ``box_fit``, see :mod:`selection`): the walked slices and a
+    seed given as a prompt. The single output by default: ``box_fit`` lost 3D Dice on the walks,
+    whose boxes are deliberately loose, and gained nothing on the seed (measured:
+    docs/accuracy.md, "Propagation"). Front ends seed with the mask the user saw instead.
     """
 
     prompt: str = "box"

@@ -150,6 +150,26 @@ def test_affected_range():
         affected_range(keys, 60, (0, 50))
 
 
+def test_selection_option_chooses_every_predicted_slice(predictor, cerebellum):
+    """``PropagationOptions.selection`` picks the seed prompt's mask and each walked slice's (single by default:
+    measured, docs/accuracy.md); a bad rule, or box_fit without a box, is refused before any work."""
+    box = box_from_mask(cerebellum[SEED])
+    for selection in ("single", "box_fit"):
+        result = propagate(predictor, 0, SEED, seed_prompt=Prompt(box=box), direction="up",
+                           slice_range=(SEED, SEED + 1), options=PropagationOptions(selection=selection))
+        seed = predictor.predict(0, SEED, Prompt(box=box), selection=selection)
+        np.testing.assert_array_equal(result.mask[SEED], seed.mask)
+        walked = predictor.predict(0, SEED + 1, next_prompt(seed.mask, None, frozenset({"box"}), PropagationOptions()),
+                                   selection=selection)
+        assert result.slices == [SEED, SEED + 1] and dice(result.mask[SEED + 1], walked.mask) > 0.99
+    assert PropagationOptions().selection == "single"
+    with pytest.raises(InputError, match="selection must be one of"):
+        propagate(predictor, 0, SEED, seed_prompt=Prompt(box=box), options=PropagationOptions(selection="best"))
+    points_model = dataclasses.replace(predictor.model.spec, point_prompts=True)
+    with pytest.raises(InputError, match="box_fit chooses by the box"):
+        PropagationOptions(prompt="points", selection="box_fit").check(points_model)
+
+
 def test_stop_criteria_on_masks():
     previous = np.zeros((40, 40), bool)
     previous[10:20, 10:20] = True
