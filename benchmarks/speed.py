@@ -8,7 +8,8 @@ load from other processes hits them alike):
                 fast: what load_model(backend="auto") picked on this machine.
                 Every encoder backend that runs here is also timed, with its peak
                 memory and its mask parity (Dice with the reference mask per case).
-  decoder       prompt -> mask on a cached embedding (SamModel.decode: prompt encoder,
+  decoder       prompt -> its four candidate masks on a cached embedding (SamModel.decode_candidates,
+                what every prompt costs since mask selection: prompt encoder,
                 mask decoder, upsampling to the slice, numpy): reference decoder vs
                 fast_decoder, with the fast path's parts, and fast_decoder compiled by
                 OpenVINO (measured to decide whether the engine should use it).
@@ -319,18 +320,21 @@ def encoder_section(models: dict[str, SamModel], emulated: set[str], fast: str, 
             "parity_dice_per_case": {k: dict(zip([c.name for c in cases], v)) for k, v in parity.items()}}
 
 
-class _SingleMask(torch.nn.Module):
+class _AllCandidates(torch.nn.Module):
+    """The fast decoder's four outputs (the single output, then the three multimask ones), as a module to trace."""
+
     def __init__(self, decoder: torch.nn.Module):
         super().__init__()
         self.decoder = decoder
 
     def forward(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor):
-        return self.decoder(image, sparse, dense, False)
+        return self.decoder.predict_outputs(image, sparse, dense, range(0, 4))
 
 
 class OpenVinoDecoder:
-    """The fast mask decoder compiled by OpenVINO (float32, single mask, one box): measured here to decide
-    whether the engine should use it; the engine does not. Called like FastMaskDecoder."""
+    """The fast mask decoder compiled by OpenVINO (float32, one box, the four candidates a prompt decodes):
+    measured here to decide whether the engine should use it; the engine does not. Called like
+    FastMaskDecoder.predict_outputs."""
 
     def __init__(self, model: SamModel, box: torch.Tensor):
         import openvino
@@ -338,14 +342,14 @@ class OpenVinoDecoder:
         with torch.inference_mode():
             sparse, dense = model.network.prompt_encoder(points=None, boxes=box, masks=None)
             example = (torch.zeros(1, 256, 64, 64), sparse.clone(), dense.contiguous().clone())
-            converted = openvino.convert_model(_SingleMask(model.fast_decoder), example_input=example)
+            converted = openvino.convert_model(_AllCandidates(model.fast_decoder), example_input=example)
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
                   "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
         self.request = openvino.Core().compile_model(converted, "CPU", config).create_infer_request()
 
-    def __call__(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor, multimask: bool):
-        if multimask:
-            raise ValueError("measured for the single mask only")
+    def predict_outputs(self, image: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor, selected: range):
+        if selected != range(0, 4):
+            raise ValueError("compiled for the four candidates only")
         out = self.request.infer([image.contiguous().numpy(), sparse.numpy(), dense.contiguous().numpy()])
         return torch.from_numpy(out[0].copy()), torch.from_numpy(out[1].copy())
 
@@ -359,16 +363,18 @@ def decoder_section(ref: SamModel, fast: SamModel, cases: list[Case], repeats: i
     except Exception as exc:  # not installed, or conversion failed: say so
         del paths["openvino"]
         print(f"  OpenVINO decoder: not measured ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
-    fns = {label: (lambda m=model: [m.decode(e, p) for e, p in embeddings]) for label, model in paths.items()}
+    fns = {label: (lambda m=model: [m.decode_candidates(e, p) for e, p in embeddings])
+           for label, model in paths.items()}
     times = {k: [t / len(embeddings) for t in v] for k, v in interleaved(fns, repeats).items()}
     ms = {k: statistics.median(v) for k, v in times.items()}
     peak = {}
     for label, model in paths.items():
         with PeakMemory(model.device) as mem:
-            model.decode(*embeddings[0])
+            model.decode_candidates(*embeddings[0])
         peak[label] = mem.mib
     parts = decode_parts(fast, *embeddings[0], repeats * len(embeddings))
-    agree = {label: min(dice(ref.decode(e, p).masks[0], model.decode(e, p).masks[0]) for e, p in embeddings)
+    agree = {label: min(dice(ref.decode_candidates(e, p).masks[i], model.decode_candidates(e, p).masks[i])
+                         for e, p in embeddings for i in range(4))
              for label, model in paths.items() if label != "reference"}
     print(f"\nDecoder, prompt -> mask on a cached embedding, ms per prompt ({len(embeddings)} boxes x {repeats})")
     for label in paths:
@@ -383,16 +389,17 @@ def decoder_section(ref: SamModel, fast: SamModel, cases: list[Case], repeats: i
 
 @torch.inference_mode()
 def decode_parts(model: SamModel, embedding, prompt: Prompt, repeats: int) -> dict[str, float]:
-    """Median ms of the parts of SamModel.decode on the fast path, each timed alone."""
+    """Median ms of the parts of SamModel.decode_candidates (a prompt's four candidates) on the fast path, each
+    timed alone."""
     pre = model.spec.preprocessing
     scale = pre.scale_xy(embedding.original_size, embedding.input_size)
     boxes = torch.as_tensor(prompt.box * np.tile(scale, 2), dtype=torch.float32)[None]
     net = model.network
     sparse, dense = net.prompt_encoder(points=None, boxes=boxes, masks=None)
-    low_res, _ = model.fast_decoder(embedding.features, sparse, dense, False)
+    low_res, _ = model.fast_decoder.predict_outputs(embedding.features, sparse, dense, range(0, 4))
     logits = masks_to_original(pre, low_res, embedding.original_size, embedding.input_size)
     parts = {"prompt encoder": lambda: net.prompt_encoder(points=None, boxes=boxes, masks=None),
-             "mask decoder": lambda: model.fast_decoder(embedding.features, sparse, dense, False),
+             "mask decoder": lambda: model.fast_decoder.predict_outputs(embedding.features, sparse, dense, range(0, 4)),
              "upsampling": lambda: masks_to_original(pre, low_res, embedding.original_size, embedding.input_size),
              "numpy": lambda: ((logits[0] > 0).cpu().numpy(), low_res[0].cpu().numpy())}
     return {k: statistics.median(v) for k, v in interleaved(parts, repeats).items()}

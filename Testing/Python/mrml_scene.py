@@ -149,6 +149,16 @@ class ObliqueCase:
     path: Path
     brain: np.ndarray
 
+    def new_segmentation(self, name: str, *segments: str) -> slicer.vtkMRMLSegmentationNode:
+        """A segmentation node in the scene on the volume's grid, with display nodes and empty ``segments``
+        (each segment's ID is its name)."""
+        node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(self.volume)
+        for segment in segments:
+            node.GetSegmentation().AddEmptySegment(segment, segment)
+        return node
+
 
 @pytest.fixture(scope="module")
 def oblique(tmp_path_factory, mni152, mni152_masks) -> ObliqueCase:

@@ -42,10 +42,7 @@ def local(litemedsam, oblique):  # noqa: F811
 
 @pytest.fixture
 def segmentation(oblique):  # noqa: F811
-    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
-    node.GetSegmentation().AddEmptySegment("Brain", "Brain")
+    node = oblique.new_segmentation("Segmentation", "Brain")
     yield node
     oblique.scene.RemoveNode(node)
 

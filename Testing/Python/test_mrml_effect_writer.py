@@ -53,13 +53,9 @@ class LogicBackedEffect:
 @pytest.fixture
 def segmentation(oblique):  # noqa: F811
     """"Target" holds a block on every slice; "Other" is empty."""
-    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
+    node = oblique.new_segmentation("Segmentation", "Target", "Other")
     target = np.zeros(oblique.array.shape, np.uint8)
     target[:, 30:50, 30:50] = 1
-    for name in ("Target", "Other"):
-        node.GetSegmentation().AddEmptySegment(name, name)
     slicer.util.updateSegmentBinaryLabelmapFromArray(target, node, "Target", oblique.volume)
     yield node
     oblique.scene.RemoveNode(node)

@@ -32,10 +32,7 @@ def logic():
 
 @pytest.fixture
 def segmentation(oblique):  # noqa: F811
-    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
-    node.GetSegmentation().AddEmptySegment("Brain", "Brain")
+    node = oblique.new_segmentation("Segmentation", "Brain")
     yield node
     oblique.scene.RemoveNode(node)
 

@@ -34,9 +34,7 @@ def shape_of(volume) -> tuple[int, int, int]:
 @pytest.fixture
 def segmentation(oblique):
     """A segmentation on the volume's grid with "Target" (a block on every slice) and "Other" (left half of slice 2)."""
-    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Segmentation")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
+    node = oblique.new_segmentation("Segmentation")
     shape = shape_of(oblique.volume)
     target = np.zeros(shape, np.uint8)
     target[:, 30:50, 30:50] = 1
@@ -128,9 +126,7 @@ def test_editable_intensity_range(oblique, segmentation):
 
 def test_segmentation_on_another_grid_is_resampled(oblique):
     """A segmentation whose grid has half the volume's in-plane resolution receives the mask resampled onto it."""
-    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Coarse")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
+    node = oblique.new_segmentation("Coarse")
     geometry = slicer.vtkOrientedImageData()
     converter = slicer.vtkSegmentationConverter
     parameter = converter.GetReferenceImageGeometryParameterName()
@@ -215,9 +211,7 @@ def test_replace_writes_one_slice_along_any_axis(oblique, segmentation, axis, in
 def layered(oblique):
     """Two overlapping segments in separate labelmap layers: "Target" (a block on every slice) and
     "Other" (a block overlapping it on every slice); "Target" is also on slices outside the slab."""
-    node = oblique.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layered")
-    node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(oblique.volume)
+    node = oblique.new_segmentation("Layered")
     shape = shape_of(oblique.volume)
     target = np.zeros(shape, np.uint8)
     target[:, 30:50, 30:50] = 1
