@@ -26,8 +26,8 @@ Rules (:data:`SELECTIONS`):
      stray pixels can spread over the box) win only when no other candidate does; when every
      candidate is such, the single output is kept.
 
-  The predicted IoU plays no part: LiteMedSAM's single output always scores highest, and
-  weighing the fit with the score, or breaking near-ties by it, measured worse (docs/accuracy.md).
+  The predicted IoU plays no part: LiteMedSAM's single output always scores highest, and its
+  multimask outputs score about 0.2-0.3 even when they are right (not calibrated).
 
 :func:`default_selection` gives the default for a prompt: ``box_fit`` for a box alone (measured on
 LiteMedSAM, docs/accuracy.md).
