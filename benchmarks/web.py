@@ -531,7 +531,8 @@ async def sam_trial(app: Any, page: Any, timeline: SamTimeline, service: TimedSe
     while visible is None and time.time() - released < 60:
         await page.wait_for_function("n => window.__frames.length > n", arg=seen, polling="raf", timeout=60_000)
         seen = await page.evaluate("window.__frames.length")
-        if tinted_count(await page.screenshot(clip=clip)) > 50:
+        answered = any(shown >= released for shown, _ in timeline.answers)  # not a frame from before the answer
+        if answered and tinted_count(await page.screenshot(clip=clip)) > 50:
             visible = time.time()
     frames = [f / 1000.0 for f in await page.evaluate(f"window.__frames.slice({frames_before})")]
     event = next(t for t in timeline.releases if t >= released)

@@ -339,3 +339,35 @@ def test_an_unpolled_job_is_cancelled_and_its_session_closed_only_when_the_clien
     with pytest.raises(sessions.NotFound):
         registry.session(session.id)
     registry.shutdown()
+
+
+def test_accepted_connections_send_without_delay():
+    """The server's socket makes asyncio (under uvicorn) turn Nagle's algorithm off on every connection it
+    accepts: without it each answer (headers, then body) waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from SAMSegmenterLib.service.server import listening_socket
+
+    async def accepted_nodelay() -> int:
+        options = []
+
+        def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            options.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        sock = listening_socket("127.0.0.1", 0)
+        server = await asyncio.start_server(handle, sock=sock)
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        while not options:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return options[0]
+
+    assert asyncio.run(accepted_nodelay()) != 0
+    with pytest.raises(InputError, match="cannot listen on 127.0.0.1"):
+        with listening_socket("127.0.0.1", 0) as taken:
+            taken.listen()
+            listening_socket("127.0.0.1", taken.getsockname()[1])
