@@ -13,31 +13,12 @@ import errno
 import os
 import secrets
 import shutil
-import signal
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from .errors import OutputError
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back (in this thread, where POSIX allows) for the block: a temporary file is
-    created and recorded, or created and deleted, as one step. Otherwise a Ctrl-C landing between the two
-    (the command line turns signals into exceptions) would leave a ``.partial-*`` file nobody knows of."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _reason(exc: BaseException, folder: Path) -> str:
     """A short reason for a failed write into ``folder`` (a full disk is recognised even when a library hid it)."""
     if isinstance(exc, OSError) and exc.errno is not None:
@@ -52,22 +33,49 @@ def _reason(exc: BaseException, folder: Path) -> str:
     return reason or (lines[-1] if lines else type(exc).__name__)
 
 
-def create_temporary(folder: Path, suffix: str = "") -> Path:
-    """Create an empty hidden file ``.partial-<random><suffix>`` in ``folder`` (umask mode) and return its path."""
-    for _ in range(100):
-        path = folder / f".partial-{secrets.token_hex(6)}{suffix}"
-        try:
-            os.close(os.open(path, _FLAGS, 0o666))
-            return path
-        except FileExistsError:
-            continue
-    raise OutputError(f"cannot create a temporary file in {folder}")
+def _temporary_name(folder: Path, suffix: str) -> Path:
+    return folder / f".partial-{secrets.token_hex(6)}{suffix}"
+
+
+def _create(path: Path) -> bool:
+    """Create the empty file ``path`` (umask mode); False when the name is taken. Whatever interrupts it
+    (Ctrl-C and SIGTERM are exceptions on the command line) deletes the file. Callers choose and record the
+    name first, so that no interrupt can fall between a file's creation and its name being known: masking
+    the signals in one thread is not enough, the kernel hands a signal to any thread of the process."""
+    try:
+        os.close(os.open(path, _FLAGS, 0o666))
+        return True
+    except FileExistsError:
+        return False
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _probe(folder: Path) -> None:
-    """Create and delete a file in ``folder``: the one sure test that it takes files (modes, mounts, root)."""
-    with _signals_deferred():
-        create_temporary(folder).unlink()
+    """Create and delete a file in ``folder``: the one sure test that it takes files (modes, mounts, root).
+
+    On Linux the file has no name (O_TMPFILE), so an interrupt can leave nothing behind; elsewhere, or on
+    a file system without unnamed files, a named one is created and deleted at once.
+    """
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            os.close(os.open(folder, tmpfile | os.O_WRONLY, 0o600))
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    for _ in range(100):
+        path, taken = _temporary_name(folder, ""), False
+        try:
+            taken = not _create(path)
+        finally:
+            if not taken:  # created, or interrupted around its creation: the name is ours
+                path.unlink(missing_ok=True)
+        if not taken:
+            return
+    raise OutputError(f"cannot create a temporary file in {folder}")
 
 
 def check_writable_folder(folder: Path, what: str = "output folder") -> None:
@@ -155,13 +163,20 @@ class StagedOutputs:
         """A new empty temporary file beside ``dest`` that ends like it (writers choose formats by extension)."""
         dest = Path(dest)
         suffix = "".join(dest.suffixes[-2:]) if dest.name.lower().endswith((".nii.gz", ".seg.nrrd")) else dest.suffix
-        with _signals_deferred():
+        previous = self._staged.pop(dest, None)
+        for _ in range(100):
+            # recorded before it exists, so that discard() deletes it whenever an interrupt lands
+            temporary = self._staged[dest] = _temporary_name(dest.parent, suffix)
             try:
-                temporary = create_temporary(dest.parent, suffix)
+                created = _create(temporary)
             except OSError as exc:
+                del self._staged[dest]
                 raise OutputError(f"cannot write {dest}: {_reason(exc, dest.parent)}") from None
-            previous = self._staged.pop(dest, None)
-            self._staged[dest] = temporary
+            if created:
+                break
+        else:
+            del self._staged[dest]
+            raise OutputError(f"cannot create a temporary file in {dest.parent}")
         if previous is not None:
             previous.unlink(missing_ok=True)
         return temporary

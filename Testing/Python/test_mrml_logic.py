@@ -51,9 +51,9 @@ def read(segmentation, oblique, segment_id="Brain"):  # noqa: F811
     return labelmap_on_volume(segment_labelmap(segmentation, segment_id), oblique.volume, segmentation)
 
 
-def engine_mask(logic, oblique, k=SLICE) -> np.ndarray:  # noqa: F811
-    """The engine's own answer for the same box given in IJK."""
-    return logic.volume(oblique.volume).predict(0, k, Prompt(box=box_ijk(oblique, k))).mask
+def engine_mask(logic, oblique, k=SLICE, selection=None) -> np.ndarray:  # noqa: F811
+    """The engine's own answer for the same box given in IJK (``selection``: None for the default rule)."""
+    return logic.volume(oblique.volume).predict(0, k, Prompt(box=box_ijk(oblique, k)), selection=selection).mask
 
 
 def test_segment_from_ras_box_writes_the_engines_mask(logic, oblique, segmentation):  # noqa: F811
@@ -159,7 +159,8 @@ def test_prompt_seeded_propagation_writes_the_visited_slices(logic, oblique, seg
     for k in range(oblique.array.shape[0]):
         expected = result.mask[k] if min(accepted) <= k <= max(accepted) else before[k]
         np.testing.assert_array_equal(written[k], expected)
-    np.testing.assert_array_equal(written[SLICE], engine_mask(logic, oblique))
+    # a propagation keeps the single output on every slice it predicts, the seed included (PropagationOptions)
+    np.testing.assert_array_equal(written[SLICE], engine_mask(logic, oblique, selection="single"))
     logic.undo(segmentation)
     np.testing.assert_array_equal(read(segmentation, oblique), before)
     with pytest.raises(InputError, match="unknown propagation option"):
