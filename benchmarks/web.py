@@ -31,7 +31,8 @@ asyncio loop. Each trial scrolls the red view to another axial slice, waits unti
 then writes a mask (nilearn's brain mask on that slice, inside a box) into a segment through the
 app's SegmentWriter, as the SAM effect's Apply does, and measures:
 
-  write      SegmentWriter.write: segment editor logic + undo state (scene update)
+  write      write_slab (as the controller writes): the edits, then SegmentWriter.write: segment editor
+             logic + undo state (scene update)
   wait       from the end of the write to the start of the first render of the red view
   render     that VTK render (llvmpipe) of the red view
   grab       from the end of that render to the start of its JPEG encode (frame capture, queue)
@@ -190,10 +191,17 @@ async def wait_idle(timeline: Timeline, quiet_s: float = 0.6, timeout_s: float =
         await asyncio.sleep(0.1)
 
 
+def frame_stages(render: tuple, encode: tuple, push: tuple, arrived: float) -> dict[str, float]:
+    """Seconds of a frame's way from the render of the red view to the browser: render, grab, encode, send,
+    arrive (timeline records: render (view, start, end), encode (start, end, size), push (view, time, bytes))."""
+    return {"render": render[2] - render[1], "grab": encode[0] - render[2], "encode": encode[1] - encode[0],
+            "send": push[1] - encode[1], "arrive": arrived - push[1]}
+
+
 async def trial(app: Any, page: Any, timeline: Timeline, writer: Any, segment_id: str, brain: np.ndarray,
                 index: int) -> dict[str, float]:
     """Write the mask on slice ``index`` of the red view and time its way to the browser."""
-    from SAMSegmenterMRML.labelmaps import Slab, labelmap_edits, volume_ijk_to_segmentation
+    from SAMSegmenterMRML.labelmaps import Slab, write_slab
 
     view = app.slicer.view_manager.get_view("Red")
     ijk_to_ras = np.zeros((4, 4))
@@ -209,13 +217,9 @@ async def trial(app: Any, page: Any, timeline: Timeline, writer: Any, segment_id
     box = (slice(int(np.percentile(rows, 30)), int(np.percentile(rows, 70))),
            slice(int(np.percentile(cols, 20)), int(np.percentile(cols, 60))))
     mask[box] = brain[index][box]
-    shape = brain.shape
-    edits = labelmap_edits(mask[None], Slab(0, index, index), shape,
-                           volume_ijk_to_segmentation(app.volume_node, app.segmentation_node),
-                           writer.reference_geometry(), writer.segment_labelmap(segment_id), "replace")
     frames_before = await page.evaluate("window.__frames.length")
     start = time.time()
-    writer.write(segment_id, edits)
+    write_slab(writer, app.volume_node, segment_id, mask[None], Slab(0, index, index), "replace")
     written = time.time()
     visible = None
     seen = frames_before
@@ -237,11 +241,7 @@ async def trial(app: Any, page: Any, timeline: Timeline, writer: Any, segment_id
     seconds = {
         "write": written - start,
         "wait": render[1] - written,
-        "render": render[2] - render[1],
-        "grab": encode[0] - render[2],
-        "encode": encode[1] - encode[0],
-        "send": push[1] - encode[1],
-        "arrive": arrived - push[1],
+        **frame_stages(render, encode, push, arrived),
         "to_frame": arrived - start,
         "to_visible": (visible - start) if visible else float("nan"),
     }
@@ -558,11 +558,7 @@ async def sam_trial(app: Any, page: Any, timeline: SamTimeline, service: TimedSe
         "from_server": answer - predict["end"],
         "scene": scene - answer,
         "wait": render[1] - scene,
-        "render": render[2] - render[1],
-        "grab": encode[0] - render[2],
-        "encode": encode[1] - encode[0],
-        "send": push[1] - encode[1],
-        "arrive": arrived - push[1],
+        **frame_stages(render, encode, push, arrived),
         "to_frame": arrived - released,
         "to_visible": (visible - released) if visible else float("nan"),
         # a fresh slice whose prefetch had started before the release (the view rested >= 0.4 s): its lead

@@ -60,34 +60,38 @@ class RenderSettings:
         }
 
 
-class SliceViewFactory(RemoteSliceViewFactory):
+class _AppliesSettings:
+    """Mixin for trame-slicer's remote view factories: each view they create gets the app's render settings."""
+
+    settings: RenderSettings
+    is_slice_view: bool
+
+    def _create_view(
+        self, view: ViewLayoutDefinition, scene: vtkMRMLScene, app_logic: vtkMRMLApplicationLogic
+    ) -> RcaView:
+        rca_view = super()._create_view(view, scene, app_logic)
+        self.settings.apply(rca_view, is_slice_view=self.is_slice_view)
+        return rca_view
+
+
+class SliceViewFactory(_AppliesSettings, RemoteSliceViewFactory):
     """trame-slicer's remote slice views, with the app's render settings."""
+
+    is_slice_view = True
 
     def __init__(self, server: Server, settings: RenderSettings, populate_view_ui_f: Callable) -> None:
         super().__init__(server, populate_view_ui_f=populate_view_ui_f, **settings.factory_options())
         self.settings = settings
 
-    def _create_view(
-        self, view: ViewLayoutDefinition, scene: vtkMRMLScene, app_logic: vtkMRMLApplicationLogic
-    ) -> RcaView:
-        rca_view = super()._create_view(view, scene, app_logic)
-        self.settings.apply(rca_view, is_slice_view=True)
-        return rca_view
 
-
-class ThreeDViewFactory(RemoteThreeDViewFactory):
+class ThreeDViewFactory(_AppliesSettings, RemoteThreeDViewFactory):
     """trame-slicer's remote 3D view, with the app's JPEG quality and frame rates."""
+
+    is_slice_view = False
 
     def __init__(self, server: Server, settings: RenderSettings) -> None:
         super().__init__(server, populate_view_ui_f=create_vertical_view_gutter_ui, **settings.factory_options())
         self.settings = settings
-
-    def _create_view(
-        self, view: ViewLayoutDefinition, scene: vtkMRMLScene, app_logic: vtkMRMLApplicationLogic
-    ) -> RcaView:
-        rca_view = super()._create_view(view, scene, app_logic)
-        self.settings.apply(rca_view, is_slice_view=False)
-        return rca_view
 
 
 def register_view_factories(
