@@ -8,6 +8,7 @@ when a backend is missing or broken.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import torch
 from conftest import MODULE_DIR, dice
 
 from SAMSegmenterLib.errors import Cancelled
-from SAMSegmenterLib.models import backends, ground_truth_parity, load_model
+from SAMSegmenterLib.models import backend_trials, backends, ground_truth_parity, load_model
 from SAMSegmenterLib.models.backends import BackendChoice, BackendError, Trial
 from SAMSegmenterLib.models.download import cached_sha256
 from SAMSegmenterLib.models.fast_decoder import FastMaskDecoder
@@ -57,10 +58,58 @@ def cases(mni152, mni152_masks, ct_small):
 
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
-    """Per-user cache in a temporary folder, and no decision remembered by this process."""
+    """Per-user cache in a temporary folder, no decision remembered by this process, and the
+    candidates measured in this process (the tests using it replace parts of ``measure``; the
+    child process that ``choose_backend`` normally measures in is tested on its own below)."""
     monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
     monkeypatch.setattr(backends, "_DECISIONS", {})
+    monkeypatch.setattr(backends, "measure_in_child", lambda model, names: backends.measure(model, names))
     return tmp_path / "backends"
+
+
+def test_a_backend_crashing_in_native_code_fails_only_itself(reference, tmp_path, monkeypatch):
+    """auto measures the candidates in a child process: one that dies of SIGSEGV there (injected with
+    SAMSEGMENTER_CRASH_BACKEND, a real segfault in native code) is marked failed with the signal's name,
+    the others are measured in a new child, the choice is made and stored, and this process lives on."""
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
+    monkeypatch.setenv(backend_trials.CRASH_ENV, "onnxruntime")
+    monkeypatch.setattr(backends, "_DECISIONS", {})
+    monkeypatch.setattr(backends, "candidates", lambda model: ["onnxruntime", "fused"])
+    choice = backends.choose_backend(reference)
+    trials = {t.backend: t for t in choice.trials}
+    assert list(trials) == ["torch", "onnxruntime", "fused"]
+    assert trials["onnxruntime"].error.startswith("crashed in native code (SIGSEGV)")
+    assert trials["onnxruntime"].ms is None
+    assert trials["fused"].error is None and trials["fused"].parity_dice >= backends.PARITY_DICE
+    assert trials["torch"].ms > 0 and trials["fused"].ms > 0
+    assert choice.backend in ("fused", "torch")  # whichever was faster here; never the crashed one
+    stored = json.loads((tmp_path / "backends" / "choices.json").read_text())
+    assert [c["backend"] for c in stored.values()] == [choice.backend]
+
+
+def test_a_crash_outside_every_candidate_is_an_error(reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
+    monkeypatch.setenv(backend_trials.CRASH_ENV, "torch")
+    with pytest.raises(BackendError, match=r"before any candidate: crashed in native code \(SIGSEGV\)"):
+        backend_trials.measure_in_child(reference, ["fused"], rounds=1)
+
+
+def test_openvino_f32_and_bf16_in_one_process(reference, tmp_path, monkeypatch):
+    """OpenVINO 2026.4 gives both precisions one compiled-blob cache key; sharing one cache folder made the
+    bf16 compilation import the f32 blob and segfault on CPUs with native bf16 (AMX). Each precision now
+    has its own folder: both encoders run, in either order, in one process, and each gives its own numbers."""
+    pytest.importorskip("openvino")
+    if not backends.bf16_native():
+        pytest.skip("openvino-bf16 needs a CPU with native bf16")
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(6))
+    f32 = backends.build_encoder(reference, "openvino")
+    first = f32(x)
+    bf16 = backends.build_encoder(reference, "openvino-bf16")
+    low = bf16(x)
+    again = backends.build_encoder(reference, "openvino")(x)  # now compiled from its own cached blob
+    assert torch.equal(first, again) and not torch.equal(first, low)
+    assert sorted(p.name for p in (tmp_path / "backends" / "openvino").iterdir()) == ["bf16", "f32"]
 
 
 def _masks(model, encoder, cases) -> list[np.ndarray]:
@@ -94,8 +143,8 @@ def test_backend_masks_match_reference_on_real_slices(name, reference, cases, re
         exported = list((tmp_path / "backends" / "onnx").glob("*.onnx"))
         assert [p.name for p in exported] == [backends.onnx_path(reference).name]
         assert cached_sha256(reference.checkpoint)[:16] in exported[0].name
-    if name == "openvino":  # OpenVINO's compiled blob, in the per-user cache too
-        assert any((tmp_path / "backends" / "openvino").iterdir())
+    if name == "openvino":  # OpenVINO's compiled blob, in the per-user cache too, in the precision's folder
+        assert any((tmp_path / "backends" / "openvino" / "f32").iterdir())
 
 
 def test_openvino_bf16_runs_only_with_native_bf16(reference, tmp_path, monkeypatch):

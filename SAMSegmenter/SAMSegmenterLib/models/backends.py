@@ -42,7 +42,9 @@ ground-truth rule of :mod:`ground_truth_parity` in a recorded run, on a CPU with
 bf16) is built, warmed up, checked against the reference on a probe image (every probe
 box's mask must reach Dice >= ``PARITY_DICE`` with the reference mask) and timed against
 it; the fastest one that passes wins, ``torch`` if none is faster. A backend that cannot
-be imported, fails at warm-up or misses parity is skipped with its reason. The decision
+be imported, fails at warm-up or misses parity is skipped with its reason. All of this runs
+in a child process (:mod:`backend_trials`): a candidate that crashes there in native code is
+marked failed with the signal's name, and the caller's process lives on. The decision
 is kept for the process and in the per-user cache (``backends/choices.json``), keyed by
 model, checkpoint digest, precision, PyTorch, ONNX Runtime and OpenVINO versions, the
 backends eligible by the ground-truth rule, CPU and thread count; a cached choice that
@@ -73,6 +75,7 @@ from ..errors import ModelError
 from ..metrics import dice
 from ..prompts import Prompt
 from . import ground_truth_parity
+from .backend_trials import measure_in_child
 from .download import cache_root, cached_sha256
 from .embedding import ImageEmbedding
 from .fused_tiny_vit import FusedTinyViT, fuse_tiny_vit, mixed_precision, onednn_available
@@ -309,15 +312,19 @@ class _Probe:
         return 1000.0 * (time.perf_counter() - start)
 
 
-def measure(model: SamModel, names: list[str], rounds: int = _TIMING_ROUNDS) -> list[Trial]:
+def measure(model: SamModel, names: list[str], rounds: int = _TIMING_ROUNDS,
+            on_stage: Callable[[str], None] = lambda name: None) -> list[Trial]:
     """Build, warm up, parity-check and time each of ``names`` against ``torch`` on the probe slice.
 
     The first trial is the reference (``torch``). Timing rounds interleave the
     backends so that load from other processes hits them alike; each gets the best
-    of its rounds.
+    of its rounds. ``on_stage(name)`` is called before each step that runs backend
+    ``name``'s code (:mod:`backend_trials` uses it to tell which candidate crashed).
+    This runs in the caller's process: :func:`choose_backend` runs it in a child.
     """
 
     probe_run = _Probe(model)
+    on_stage("torch")
     reference = build_encoder(model, "torch")
     ref_masks = probe_run.masks(probe_run.run(reference))
     trials = [Trial("torch", parity_dice=1.0)]
@@ -325,6 +332,7 @@ def measure(model: SamModel, names: list[str], rounds: int = _TIMING_ROUNDS) -> 
     for name in names:
         trial = Trial(name)
         trials.append(trial)
+        on_stage(name)
         try:
             encoder = build_encoder(model, name)
             masks = probe_run.masks(probe_run.run(encoder))  # first run doubles as warm-up
@@ -339,6 +347,7 @@ def measure(model: SamModel, names: list[str], rounds: int = _TIMING_ROUNDS) -> 
     times: dict[str, list[float]] = {name: [] for name in encoders}
     for _ in range(rounds):
         for name, encoder in encoders.items():
+            on_stage(name)
             times[name].append(probe_run.time_ms(encoder))
     for trial in trials:
         if trial.backend in times:
@@ -423,7 +432,7 @@ def choose_backend(model: SamModel, refresh: bool = False) -> BackendChoice:
             if stored is not None:
                 _DECISIONS[key] = _from_dict(stored)
                 return _DECISIONS[key]
-        trials = measure(model, names)
+        trials = measure_in_child(model, names)
         reference_ms = trials[0].ms
         passing = [t for t in trials[1:] if t.error is None and t.ms is not None]
         best = min(passing, key=lambda t: t.ms, default=None)

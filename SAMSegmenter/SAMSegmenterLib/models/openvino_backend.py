@@ -11,9 +11,12 @@ ONNX once per checkpoint; OpenVINO reads that file and compiles it for this CPU 
   process's CPU budget), one stream, the latency hint;
 - no CPU pinning: several worker processes, each with a thread or two, must not all
   pin their threads to the same first cores;
-- compiled blobs cached under ``<cache>/SAMSegmenter/backends/openvino/`` (OpenVINO's
-  ``CACHE_DIR``, which keys them by model, settings and OpenVINO version), never in the
-  repository.
+- compiled blobs cached under ``<cache>/SAMSegmenter/backends/openvino/<f32|bf16>/``
+  (OpenVINO's ``CACHE_DIR``), one folder per precision, never in the repository.
+  OpenVINO 2026.4 gives the f32 and the bf16 compilation of one model the same cache
+  key: with one shared folder, a bf16 compilation imports the blob that an f32 one
+  wrote and crashes (SIGSEGV) at its first inference (docs/speed.md has the
+  reproduction). Separate folders keep each precision's blobs apart.
 
 ``openvino`` is imported only when one of these backends is built.
 """
@@ -65,6 +68,7 @@ class OpenVinoEncoder:
     def __init__(self, onnx: Path, backend: str, threads: int, cache_dir: Path):
         ov = openvino_module()
         hint = PRECISION_HINTS[backend]
+        cache_dir = cache_dir / hint  # never share compiled blobs between precisions (see the module docstring)
         cache_dir.mkdir(parents=True, exist_ok=True)
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": max(1, threads), "NUM_STREAMS": 1,
                   "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False, "CACHE_DIR": str(cache_dir)}
