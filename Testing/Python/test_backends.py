@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -67,6 +68,7 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / "backends"
 
 
+@pytest.mark.slow
 def test_a_backend_crashing_in_native_code_fails_only_itself(reference, tmp_path, monkeypatch):
     """auto measures the candidates in a child process: one that dies of SIGSEGV there (injected with
     SAMSEGMENTER_CRASH_BACKEND, a real segfault in native code) is marked failed with the signal's name,
@@ -92,6 +94,27 @@ def test_a_crash_outside_every_candidate_is_an_error(reference, tmp_path, monkey
     monkeypatch.setenv(backend_trials.CRASH_ENV, "torch")
     with pytest.raises(BackendError, match=r"before any candidate: crashed in native code \(SIGSEGV\)"):
         backend_trials.measure_in_child(reference, ["fused"], rounds=1)
+
+
+def test_a_second_process_waits_for_the_first_decision(reference, tmp_path, monkeypatch):
+    """Two processes choosing at once (a CLI run and the SAM service) take turns on a per-user lock: the one
+    that waits reads the decision the first stored instead of measuring again, so both use one backend."""
+    monkeypatch.setenv("SAMSEGMENTER_CACHE", str(tmp_path))
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); torch.set_num_threads(2);"
+            "from SAMSegmenterLib.models import backends, load_model;"
+            "model = load_model('litemedsam', device='cpu', backend='torch');"
+            "print(backends.decision_key(model), flush=True); choice = backends.choose_backend(model);"
+            "print(choice.backend, '|', choice.reason, flush=True)")
+    env = {**os.environ, "SAMSEGMENTER_CACHE": str(tmp_path)}
+    with backends._machine_lock():
+        child = subprocess.Popen([sys.executable, "-c", code, str(MODULE_DIR)], stdout=subprocess.PIPE, text=True,
+                                 env=env)
+        key = child.stdout.readline().strip()
+        time.sleep(2.0)  # the child now waits on the lock (unlocked, it would be measuring)
+        choices = {key: {"backend": "fused", "reason": "stored by the first process", "trials": []}}
+        (tmp_path / "backends" / "choices.json").write_text(json.dumps(choices))
+    out, _ = child.communicate(timeout=600)
+    assert child.returncode == 0 and out.strip() == "fused | stored by the first process"
 
 
 def test_openvino_f32_and_bf16_in_one_process(reference, tmp_path, monkeypatch):

@@ -51,7 +51,7 @@ def test_segment_on_the_service_writes_what_a_local_run_writes(local_service, vo
     assert labels(local).sum() > 100
     ours, theirs = (json.loads(d.stdout.strip().splitlines()[-1]) for d in (done_remote, done_local))
     assert ours["server"] == local_service.address()[0] and "server" not in theirs
-    for key in ("voxels", "score", "selection", "candidate", "slice"):
+    for key in ("backend", "voxels", "score", "selection", "candidate", "slice"):  # one backend per machine
         assert ours[key] == theirs[key], key
     if extra:
         assert ours["propagation"]["slices"] == theirs["propagation"]["slices"]

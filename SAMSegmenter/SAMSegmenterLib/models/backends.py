@@ -59,13 +59,15 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -417,6 +419,48 @@ def _from_dict(data: dict) -> BackendChoice:
     return BackendChoice(data["backend"], data["reason"], [Trial(**t) for t in data.get("trials", [])])
 
 
+@contextmanager
+def _machine_lock() -> Iterator[None]:
+    """Hold the per-user lock on backend decisions (an advisory file lock) while the block runs.
+
+    Two processes starting at once (a CLI run and the SAM service, two evaluation workers) would
+    otherwise both measure and could pick different backends on timing noise, and so give
+    different masks for the same thread budget; with the lock the second one reads the first's
+    decision. Without a lockable cache folder the block runs unlocked.
+    """
+    path = backend_cache_dir() / "choices.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")
+    except OSError:
+        yield
+        return
+    with handle:
+        if sys.platform == "win32":
+            import msvcrt
+
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after 10 s: keep waiting
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def choose_backend(model: SamModel, refresh: bool = False) -> BackendChoice:
     """The ``auto`` decision for ``model`` (see the module docstring); measured at most once per machine."""
     names = candidates(model)
@@ -425,33 +469,39 @@ def choose_backend(model: SamModel, refresh: bool = False) -> BackendChoice:
         return BackendChoice("torch", f"reference encoder: no faster backend applies to {where}")
     key = decision_key(model)
     with _DECISIONS_LOCK:
-        if not refresh:
-            if key in _DECISIONS:
-                return _DECISIONS[key]
-            stored = _read_choices().get(key)
-            if stored is not None:
-                _DECISIONS[key] = _from_dict(stored)
-                return _DECISIONS[key]
-        trials = measure_in_child(model, names)
-        reference_ms = trials[0].ms
-        passing = [t for t in trials[1:] if t.error is None and t.ms is not None]
-        best = min(passing, key=lambda t: t.ms, default=None)
-        if best is not None and reference_ms is not None and best.ms < reference_ms:
-            reason = (f"fastest with parity: {best.ms:.0f} ms vs reference {reference_ms:.0f} ms, "
-                      f"probe Dice >= {best.parity_dice:.4f}")
-            record = ground_truth_parity.passed(best.backend)
-            if record is not None:
-                reason += f"; lower precision, {record.verdict.summary()} (recorded {record.date}, {record.machine})"
-            choice = BackendChoice(best.backend, reason, trials)
-        else:
-            choice = BackendChoice("torch", "no candidate was faster than the reference with parity", trials)
-        if choice.backend not in ONNX_BACKENDS:
-            onnx_path(model).unlink(missing_ok=True)  # do not keep an export nobody uses
-        if choice.backend not in PRECISION_HINTS:
-            shutil.rmtree(openvino_cache_dir(), ignore_errors=True)
-        _DECISIONS[key] = choice
-        _write_choice(key, choice)
-        return choice
+        if not refresh and key in _DECISIONS:
+            return _DECISIONS[key]
+        with _machine_lock():
+            return _decide(model, names, key, refresh)
+
+
+def _decide(model: SamModel, names: list[str], key: str, refresh: bool) -> BackendChoice:
+    """The stored decision for ``key``, else measure ``names`` and store the result (under the machine lock)."""
+    if not refresh:
+        stored = _read_choices().get(key)
+        if stored is not None:
+            _DECISIONS[key] = _from_dict(stored)
+            return _DECISIONS[key]
+    trials = measure_in_child(model, names)
+    reference_ms = trials[0].ms
+    passing = [t for t in trials[1:] if t.error is None and t.ms is not None]
+    best = min(passing, key=lambda t: t.ms, default=None)
+    if best is not None and reference_ms is not None and best.ms < reference_ms:
+        reason = (f"fastest with parity: {best.ms:.0f} ms vs reference {reference_ms:.0f} ms, "
+                  f"probe Dice >= {best.parity_dice:.4f}")
+        record = ground_truth_parity.passed(best.backend)
+        if record is not None:
+            reason += f"; lower precision, {record.verdict.summary()} (recorded {record.date}, {record.machine})"
+        choice = BackendChoice(best.backend, reason, trials)
+    else:
+        choice = BackendChoice("torch", "no candidate was faster than the reference with parity", trials)
+    if choice.backend not in ONNX_BACKENDS:
+        onnx_path(model).unlink(missing_ok=True)  # do not keep an export nobody uses
+    if choice.backend not in PRECISION_HINTS:
+        shutil.rmtree(openvino_cache_dir(), ignore_errors=True)
+    _DECISIONS[key] = choice
+    _write_choice(key, choice)
+    return choice
 
 
 def select_encoder(model: SamModel, backend: str = "auto") -> tuple[Encoder, str]:
