@@ -54,13 +54,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
 
 import torch  # noqa: E402
 
+from SAMSegmenterLib.io.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.metrics import dice, hd95  # noqa: E402
 from SAMSegmenterLib.models import ImageEmbedding, load_model  # noqa: E402
-from SAMSegmenterLib.postprocess import largest_component  # noqa: E402
 from SAMSegmenterLib.predictor import SlicePredictor  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt, box_from_mask  # noqa: E402
 from SAMSegmenterLib.propagation import PropagationOptions, propagate  # noqa: E402
-from SAMSegmenterLib.sample_data import load_sample  # noqa: E402
+from SAMSegmenterLib.propagation.postprocess import largest_component  # noqa: E402
 from SAMSegmenterLib.volume import AXES, parse_axis, put_slice, take_slice  # noqa: E402
 
 Masks = dict[str, np.ndarray]

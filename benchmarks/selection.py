@@ -58,11 +58,11 @@ import torch  # noqa: E402
 from SAMSegmenterLib.evaluation.evaluate import COLUMNS, SELECTIONS, Case, EvalConfig, evaluate_case  # noqa: E402
 from SAMSegmenterLib.evaluation.report import write_csv  # noqa: E402
 from SAMSegmenterLib.io import Geometry, write_labels  # noqa: E402
+from SAMSegmenterLib.io.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.models import load_model  # noqa: E402
-from SAMSegmenterLib.postprocess import fill_holes, largest_component  # noqa: E402
 from SAMSegmenterLib.predictor import SlicePredictor  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt, box_from_mask  # noqa: E402
-from SAMSegmenterLib.sample_data import load_sample  # noqa: E402
+from SAMSegmenterLib.propagation.postprocess import fill_holes, largest_component  # noqa: E402
 from SAMSegmenterLib.selection import SELECTIONS as RULES  # noqa: E402
 from SAMSegmenterLib.volume import occupied_slices, take_slice  # noqa: E402
 

@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
 
 import torch  # noqa: E402
 
+from SAMSegmenterLib.io.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.models import load_model  # noqa: E402
 from SAMSegmenterLib.models.backends import cpu_name  # noqa: E402
 from SAMSegmenterLib.predictor import SlicePredictor  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt, box_from_mask  # noqa: E402
-from SAMSegmenterLib.propagation_plan import PropagationOptions  # noqa: E402
-from SAMSegmenterLib.sample_data import load_sample  # noqa: E402
+from SAMSegmenterLib.propagation.plan import PropagationOptions  # noqa: E402
 from SAMSegmenterLib.service.client import LocalService, ServiceClient  # noqa: E402
 
 BOX = (50, 60, 150, 170)  # on axial MNI152 slices

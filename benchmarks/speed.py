@@ -70,14 +70,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
 
 from SAMSegmenterLib.evaluation import ground_truth  # noqa: E402
+from SAMSegmenterLib.io.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.models import SamModel, backends, ground_truth_parity, load_model  # noqa: E402
 from SAMSegmenterLib.models.openvino_backend import openvino_version  # noqa: E402
 from SAMSegmenterLib.models.preprocess import masks_to_original  # noqa: E402
-from SAMSegmenterLib.postprocess import largest_component  # noqa: E402
 from SAMSegmenterLib.predictor import SlicePredictor  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt, box_from_mask  # noqa: E402
 from SAMSegmenterLib.propagation import PropagationOptions, propagate  # noqa: E402
-from SAMSegmenterLib.sample_data import load_sample  # noqa: E402
+from SAMSegmenterLib.propagation.postprocess import largest_component  # noqa: E402
 from SAMSegmenterLib.volume import take_slice  # noqa: E402
 
 STAGES = ("encoder", "decoder", "propagation", "ground_truth", "gpu")

@@ -255,7 +255,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     window = configure_headless()
     from playwright.async_api import async_playwright
 
-    from SAMSegmenterLib.sample_data import load_sample, write_sample
+    from SAMSegmenterLib.io.sample_data import load_sample, write_sample
     from SAMSegmenterWeb.app import SAMSegmenterWebApp
     from SAMSegmenterWeb.writer import SegmentWriter
 
@@ -572,7 +572,7 @@ async def run_sam(args: argparse.Namespace) -> dict[str, Any]:
     from SAMSegmenterWeb.rendering import configure_headless
 
     window = configure_headless()
-    from SAMSegmenterLib.sample_data import load_sample, write_sample
+    from SAMSegmenterLib.io.sample_data import load_sample, write_sample
     from SAMSegmenterLib.service.client import ServiceClient
     from SAMSegmenterMRML.engines import ServiceEngine
     from SAMSegmenterWeb.app import SAMSegmenterWebApp

@@ -48,7 +48,7 @@ def demo_cases(folder: Path) -> list[Case]:
     """
     import SimpleITK as sitk
 
-    from SAMSegmenterLib.sample_data import load_sample
+    from SAMSegmenterLib.io.sample_data import load_sample
 
     image, geometry = load_sample("mni152")
     brain = load_sample("mni152_brain")[0] > 0

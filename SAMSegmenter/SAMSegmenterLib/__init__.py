@@ -22,7 +22,7 @@ _EXPORTS = {
     "Window": "windowing",
     "EmbeddingCache": "cache",
     "SlicePrediction": "predictor", "SlicePredictor": "predictor",
-    "PropagationOptions": "propagation", "PropagationResult": "propagation",
+    "PropagationOptions": "propagation.plan", "PropagationResult": "propagation.plan",
     "MODEL_NAMES": "models.registry", "MODEL_SPECS": "models.registry", "PRECISIONS": "models.registry",
     "SamModel": "models.loader", "load_model": "models.loader", "unload_model": "models.loader",
 }

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Hashable, Mapping
+from typing import TYPE_CHECKING, Hashable
 
 import numpy as np
 
 from .cache import EmbeddingCache
-from .encoder_gate import gate_for
 from .errors import InputError
 from .models.embedding import ImageEmbedding
+from .models.encoder_gate import gate_for
 from .prompts import Prompt
 from .selection import resolve_selection, select
 from .volume import check_slice, parse_axis, slice_shape, take_slice
@@ -27,7 +27,6 @@ from .windowing import Window, parse_window
 
 if TYPE_CHECKING:
     from .models.loader import SamModel
-    from .propagation_plan import PropagationResult
 
 
 @dataclass
@@ -159,19 +158,6 @@ class SlicePredictor:
         return SlicePrediction(mask=decoded.masks[best], score=float(decoded.scores[best]),
                                low_res_logits=decoded.low_res_logits[best], masks=decoded.masks,
                                scores=decoded.scores, index=best, selection=choice.selection, reason=choice.reason)
-
-    def propagate(self, axis: int | str, seed_index: int, **kwargs: Any) -> PropagationResult:
-        """:func:`propagation.propagate` on this predictor (same keyword arguments)."""
-        from .propagation import propagate
-
-        return propagate(self, axis, seed_index, **kwargs)
-
-    def propagate_between(self, axis: int | str, key_masks: Mapping[int, np.ndarray],
-                          **kwargs: Any) -> PropagationResult:
-        """:func:`propagation.propagate_between` on this predictor (same keyword arguments)."""
-        from .propagation import propagate_between
-
-        return propagate_between(self, axis, key_masks, **kwargs)
 
     def close(self) -> None:
         """Drop this predictor's queued prefetches (one already running finishes into the cache)."""

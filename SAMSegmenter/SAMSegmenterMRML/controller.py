@@ -13,7 +13,7 @@ and the life of model jobs, which run in the inference service through non-block
   leaves the preview as it was); p / u / d and the Propagate button are refused while a job runs;
 - after a propagation, a prompt on a slice of the same axis makes that slice a key slice: its new mask
   replaces the previewed one and only the slices it affects (up to the neighbouring key slices, see
-  :func:`SAMSegmenterLib.propagation_plan.affected_range`) are propagated again;
+  :func:`SAMSegmenterLib.propagation.plan.affected_range`) are propagated again;
 - Apply writes every previewed slice through the front end's :class:`labelmaps.SegmentWriter` (undo
   state first, the editor's masking and overwrite settings).
 
@@ -32,7 +32,7 @@ import slicer
 
 from SAMSegmenterLib.errors import SAMSegmenterError
 from SAMSegmenterLib.models.registry import DEFAULT_MODEL, get_spec
-from SAMSegmenterLib.propagation_plan import DIRECTIONS, affected_range
+from SAMSegmenterLib.propagation.plan import DIRECTIONS, affected_range
 
 from .dependencies import missing_for_local_service
 from .engines import ServiceEngine

@@ -29,7 +29,7 @@ import slicer
 from SAMSegmenterLib.errors import InputError, PromptError
 from SAMSegmenterLib.models.registry import DEFAULT_MODEL, get_spec
 from SAMSegmenterLib.predictor import SlicePrediction
-from SAMSegmenterLib.propagation_plan import PropagationOptions, PropagationResult
+from SAMSegmenterLib.propagation.plan import PropagationOptions, PropagationResult
 from SAMSegmenterLib.volume import take_slice
 
 from .editor import SegmentEditorSession

@@ -27,7 +27,7 @@ def litemedsam():
 @pytest.fixture(scope="session")
 def mni152():
     """MNI152 T1 template as (array [k, j, i] float32, Geometry)."""
-    from SAMSegmenterLib.sample_data import load_sample
+    from SAMSegmenterLib.io.sample_data import load_sample
 
     return load_sample("mni152")
 
@@ -38,7 +38,7 @@ def mni152_masks():
 
     They come from tissue probability maps, so as ground truth they are imperfect.
     """
-    from SAMSegmenterLib.sample_data import load_sample
+    from SAMSegmenterLib.io.sample_data import load_sample
 
     return {name: load_sample(f"mni152_{name}")[0] > 0 for name in ("brain", "gm", "wm")}
 
@@ -46,7 +46,7 @@ def mni152_masks():
 @pytest.fixture(scope="session")
 def ct_small():
     """pydicom's real CT slice (128 x 128, HU) as a one-slice volume [1, 128, 128] and its geometry."""
-    from SAMSegmenterLib.sample_data import load_sample
+    from SAMSegmenterLib.io.sample_data import load_sample
 
     return load_sample("ct_small")
 

@@ -10,8 +10,8 @@ import SimpleITK as sitk
 from conftest import dice
 
 from SAMSegmenterLib.cli import main
-from SAMSegmenterLib.postprocess import largest_component
 from SAMSegmenterLib.prompts import box_from_mask
+from SAMSegmenterLib.propagation.postprocess import largest_component
 
 CROP = (slice(4, 30), slice(20, 140), slice(30, 170))  # low axial slices of MNI152: cerebellum and brainstem
 SEED = 12  # slice index in the cropped volume (k = 16 in the template)

@@ -19,7 +19,7 @@ BOX = ["50", "60", "150", "170"]
 
 @pytest.fixture(scope="module")
 def volume_file(tmp_path_factory, mni152):
-    from SAMSegmenterLib.sample_data import write_sample
+    from SAMSegmenterLib.io.sample_data import write_sample
 
     return write_sample("mni152", tmp_path_factory.mktemp("cli_server") / "mni152.nii.gz")
 

@@ -17,9 +17,9 @@ import pytest
 import SimpleITK as sitk
 
 from SAMSegmenterLib.cli import main
-from SAMSegmenterLib.dicom import SeriesChoiceError, list_series
 from SAMSegmenterLib.errors import InputError
 from SAMSegmenterLib.io import read_volume
+from SAMSegmenterLib.io.dicom import SeriesChoiceError, list_series
 
 pydicom = pytest.importorskip("pydicom")
 

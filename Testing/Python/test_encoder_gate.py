@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from SAMSegmenterLib.encoder_gate import JOB, PROMPT, gate_for, priority
 from SAMSegmenterLib.models import load_model
+from SAMSegmenterLib.models.encoder_gate import JOB, PROMPT, gate_for, priority
 from SAMSegmenterLib.predictor import SlicePredictor
 
 BACKENDS = ["torch", "onnxruntime"]  # torch modules stop at forward pre-hooks; ONNX Runtime through cancel()

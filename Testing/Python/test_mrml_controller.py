@@ -16,7 +16,7 @@ from service_fixtures import local_service  # noqa: F401  (fixture)
 
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
-from SAMSegmenterLib.propagation_plan import affected_range
+from SAMSegmenterLib.propagation.plan import affected_range
 from SAMSegmenterLib.service.client import ServiceClient
 from SAMSegmenterLib.service.protocol import PREFIX
 from SAMSegmenterMRML.controller import InteractionController, PointerEvent

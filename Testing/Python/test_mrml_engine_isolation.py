@@ -45,7 +45,8 @@ def test_engine_imports_no_slicer_qt_or_vtk():
 
 TORCH_FREE = ("SAMSegmenterLib", "SAMSegmenterLib.errors", "SAMSegmenterLib.prompts", "SAMSegmenterLib.volume",
               "SAMSegmenterLib.windowing", "SAMSegmenterLib.models", "SAMSegmenterLib.models.registry",
-              "SAMSegmenterLib.cache", "SAMSegmenterLib.predictor", "SAMSegmenterLib.propagation_plan")
+              "SAMSegmenterLib.cache", "SAMSegmenterLib.predictor", "SAMSegmenterLib.propagation",
+              "SAMSegmenterLib.propagation.plan")
 
 
 def test_package_and_front_end_modules_load_no_torch():

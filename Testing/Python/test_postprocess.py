@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from SAMSegmenterLib.errors import InputError
-from SAMSegmenterLib.postprocess import (
+from SAMSegmenterLib.propagation.postprocess import (
     components_touching,
     fill_holes,
     fill_holes_per_slice,

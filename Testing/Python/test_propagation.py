@@ -16,7 +16,6 @@ import pytest
 from conftest import dice
 
 from SAMSegmenterLib.errors import InputError, PromptError
-from SAMSegmenterLib.postprocess import largest_component
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
 from SAMSegmenterLib.propagation import (
@@ -30,6 +29,7 @@ from SAMSegmenterLib.propagation import (
     propagate_between,
     stop_reason,
 )
+from SAMSegmenterLib.propagation.postprocess import largest_component
 from SAMSegmenterLib.volume import take_slice
 
 SEED = 16

@@ -7,9 +7,9 @@ import pytest
 from conftest import dice
 
 from SAMSegmenterLib.errors import PromptError
-from SAMSegmenterLib.postprocess import fill_holes, largest_component
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
+from SAMSegmenterLib.propagation.postprocess import fill_holes, largest_component
 from SAMSegmenterLib.selection import (
     AGREEMENT,
     MIN_FILL,

@@ -315,7 +315,7 @@ def test_a_stopped_local_service_is_not_started_again_by_a_late_request(mni152):
 def test_an_unpolled_job_is_cancelled_and_its_session_closed_only_when_the_client_is_gone(litemedsam):
     """The registry's sweep (what the server runs every few seconds), with the real model, in this process."""
     from SAMSegmenterLib.cache import EmbeddingCache
-    from SAMSegmenterLib.propagation_plan import PropagationResult
+    from SAMSegmenterLib.propagation.plan import PropagationResult
     from SAMSegmenterLib.service import sessions
     from SAMSegmenterLib.service.sessions import Limits, Registry
 

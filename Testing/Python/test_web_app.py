@@ -29,7 +29,7 @@ def web(tmp_path_factory):
         from trame.app import get_server
         from trame_server.utils import asynchronous
 
-        from SAMSegmenterLib.sample_data import write_sample
+        from SAMSegmenterLib.io.sample_data import write_sample
         from SAMSegmenterWeb.app import SAMSegmenterWebApp
         from SAMSegmenterWeb.controller_host import ControllerSupport
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from web_stand_in import ControllerState
 
-from SAMSegmenterLib.cli import main
+from SAMSegmenterWeb.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 )
 def test_bad_command_lines_fail_before_starting(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["web", *argv]) == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
 
@@ -46,9 +46,21 @@ def test_a_port_in_use_fails_before_starting(capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert main(["web", "--port", str(port)]) == 2
+        assert main(["--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port} (") and "--port" in err and "\n" not in err
+
+
+def test_the_engine_web_command_starts_the_app_without_importing_it(tmp_path):
+    """``python -m SAMSegmenterLib web ...`` runs ``python -m SAMSegmenterWeb ...`` as a child: same checks,
+    same one-line error and status, and the engine process never imports the web app or trame."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from SAMSegmenterLib.cli import main;"
+            "status = main(['web', '--port', '70000']); print(status, "
+            "[m for m in sys.modules if m.split('.')[0] in ('SAMSegmenterWeb', 'trame', 'trame_slicer')])")
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT / "SAMSegmenter")], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.stdout.strip() == "2 []", done.stderr
+    assert done.stderr.strip() == "error: --port must be between 0 and 65535, got 70000"
 
 
 @pytest.mark.parametrize(
@@ -56,7 +68,7 @@ def test_a_port_in_use_fails_before_starting(capsys):
     [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("example.org", False)],
 )
 def test_loopback_hosts(host, loopback):
-    from SAMSegmenterLib.cli.web import is_loopback
+    from SAMSegmenterWeb.cli import is_loopback
 
     assert is_loopback(host) is loopback
 
@@ -64,7 +76,7 @@ def test_loopback_hosts(host, loopback):
 def test_printed_url_host():
     import socket
 
-    from SAMSegmenterLib.cli.web import url_host
+    from SAMSegmenterWeb.cli import url_host
 
     assert url_host("127.0.0.1") == "127.0.0.1"
     assert url_host("::1") == "[::1]"

@@ -36,7 +36,7 @@ def red_view(tmp_path_factory):
         from trame_slicer.core import SlicerApp
         from trame_slicer.views import DirectViewFactory, ViewLayoutDefinition
 
-        from SAMSegmenterLib.sample_data import write_sample
+        from SAMSegmenterLib.io.sample_data import write_sample
         from SAMSegmenterWeb.controller_host import ControllerHost, ControllerSupport
         from SAMSegmenterWeb.effect import SAMEffect
         from SAMSegmenterWeb.loading import load_volume

@@ -224,8 +224,8 @@ def test_box_shows_the_preview_in_the_segment_colour(page, session):
 
 
 def test_apply_writes_the_voxels_and_undo_removes_them(page, session):
-    from SAMSegmenterLib.postprocess import largest_component
-    from SAMSegmenterLib.sample_data import load_sample
+    from SAMSegmenterLib.io.sample_data import load_sample
+    from SAMSegmenterLib.propagation.postprocess import largest_component
 
     panel(page).get_by_role("button", name="Apply", exact=True).click()
     wait_for_status(page, r"Applied to 1 slice\.")

@@ -30,7 +30,7 @@ def web_scene(tmp_path_factory):
     from trame_slicer.core import SlicerApp
     from vtk.util import numpy_support
 
-    from SAMSegmenterLib.sample_data import write_sample
+    from SAMSegmenterLib.io.sample_data import write_sample
     from SAMSegmenterWeb.loading import load_volume
 
     path = write_sample("mni152", tmp_path_factory.mktemp("web_writer") / "mni152.nii.gz")

@@ -19,7 +19,7 @@ import importlib
 import os
 import sys
 import warnings
-from typing import Iterator, NoReturn, Sequence, TextIO
+from typing import Callable, Iterator, NoReturn, Sequence, TextIO
 
 from ..errors import SAMSegmenterError
 from . import interrupts
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _hint(exc: SAMSegmenterError) -> str:
     """What the command line adds to an engine message (the engine does not know the flags)."""
-    from ..dicom import SeriesChoiceError
+    from ..io.dicom import SeriesChoiceError
 
     return " (give --series UID)" if isinstance(exc, SeriesChoiceError) else ""
 
@@ -75,11 +75,25 @@ def _warnings_as_lines() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["web"]:  # the web app parses its own options, in its own process (see cli/web.py)
+        from .web import forward
+
+        return forward(argv[1:])
+
+    def command() -> int:
+        args = build_parser().parse_args(argv)
+        return int(args.run(args) or 0)
+
+    return run_command(command)
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Run ``command`` under the error contract above (also used by the web app's own entry point)."""
     with interrupts.handled():
         try:
             with _warnings_as_lines():
-                args = build_parser().parse_args(argv)
-                return int(args.run(args) or 0)
+                return command()
         except SAMSegmenterError as exc:
             print(f"error: {' '.join(str(exc).split())}{_hint(exc)}", file=sys.stderr)
             return 2

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..outputs import StagedOutputs, new_folders
+from ..io.outputs import StagedOutputs, new_folders
 from . import checks, interrupts, strict_json
-from .engine import add_server_options, check_server_args, open_volume
+from .engine import add_server_options, check_server_args, open_volume, propagate
 from .options import add_model_options
 
 
@@ -62,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace, staged: StagedOutputs) -> dict:
     """Stage the demo's files in ``staged``; returns the summary."""
     from ..evaluation.overlay import overlay_rgb, write_png
-    from ..io import read_volume, verify_written, write_labels
+    from ..io.sample_data import write_sample
+    from ..io.volumes import read_volume, verify_written, write_labels
     from ..metrics import dice
-    from ..postprocess import largest_component
     from ..prompts import Prompt, box_from_mask
-    from ..sample_data import write_sample
+    from ..propagation.postprocess import largest_component
     from ..volume import occupied_slices, take_slice
     from ..windowing import parse_window
 
@@ -79,7 +79,7 @@ def _demo(args: argparse.Namespace, staged: StagedOutputs) -> dict:
     seed = int(slices[len(slices) // 2])
     prompt = Prompt(box=box_from_mask(take_slice(reference, axis, seed)))
     predictor, where = open_volume(args, volume, "auto")
-    result = predictor.propagate(axis, seed, seed_prompt=prompt, direction="both",
+    result = propagate(predictor, axis, seed, seed_prompt=prompt, direction="both",
                                  slice_range=(int(slices[0]), int(slices[-1])), progress=_progress)
     sys.stderr.write("\n")
     labels = result.mask.astype(np.uint8)

@@ -131,9 +131,9 @@ def _config(args: argparse.Namespace) -> EvalConfig:
 
 def preflight(args: argparse.Namespace) -> tuple[list[Case], EvalConfig]:
     """Every check that needs no model (see :mod:`checks`): arguments, the --out folder, each case's files."""
-    from ..dicom import SeriesChoiceError
-    from ..io import check_volume
-    from ..outputs import check_output_folder
+    from ..io.dicom import SeriesChoiceError
+    from ..io.outputs import check_output_folder
+    from ..io.volumes import check_volume
 
     checks.positive(args.workers, "--workers")
     if args.threads is not None:

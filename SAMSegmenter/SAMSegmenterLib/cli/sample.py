@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..outputs import new_folders
-from ..sample_data import SAMPLES, write_sample
+from ..io.outputs import new_folders
+from ..io.sample_data import SAMPLES, write_sample
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -20,16 +20,16 @@ import numpy as np
 
 from ..errors import InputError
 from ..prompts import Prompt
-from ..propagation_plan import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range
+from ..propagation.plan import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range
 from ..selection import SELECTIONS
 from ..volume import AXES, check_slice, slice_shape, take_slice
 from ..windowing import ImageWarning, Window, box_contrast, fixed_window, parse_window
 from . import checks, interrupts, strict_json
-from .engine import add_server_options, check_server_args, open_volume
+from .engine import add_server_options, check_server_args, open_volume, propagate
 from .options import add_model_options, add_series_option, add_volume_options
 
 if TYPE_CHECKING:
-    from ..io import Geometry
+    from ..io.volumes import Geometry
     from ..predictor import SlicePrediction
 
 
@@ -156,8 +156,8 @@ class Plan:
 
 def preflight(args: argparse.Namespace) -> Plan:
     """Every check that needs no model, cheapest first (see :mod:`checks`); reads the input volume."""
-    from ..io import LABEL_SUFFIXES, read_volume
-    from ..outputs import check_output_file
+    from ..io.outputs import check_output_file
+    from ..io.volumes import LABEL_SUFFIXES, read_volume
 
     start = time.perf_counter()
     check_server_args(args)
@@ -206,9 +206,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     plan = preflight(args)
     from ..evaluation.overlay import overlay_rgb, write_png
-    from ..io import verify_written, write_labels
-    from ..outputs import StagedOutputs
-    from ..postprocess import fill_holes_per_slice, largest_component
+    from ..io.outputs import StagedOutputs
+    from ..io.volumes import verify_written, write_labels
+    from ..propagation.postprocess import fill_holes_per_slice, largest_component
     from ..volume import put_slice
 
     t_read = time.perf_counter()
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     propagated = None
     direction = args.direction or "both"
     if args.propagate:
-        propagated = predictor.propagate(axis, index, seed_prompt=prompt, direction=direction,
+        propagated = propagate(predictor, axis, index, seed_prompt=prompt, direction=direction,
                                          slice_range=tuple(args.range) if args.range else None,
                                          options=plan.options, progress=_stderr_progress)
         mask = propagated.mask

@@ -37,12 +37,12 @@ import numpy as np
 
 from ..cache import EmbeddingCache
 from ..errors import InputError, PromptError
-from ..io import VOLUME_SUFFIXES, Geometry, read_volume
+from ..io.volumes import VOLUME_SUFFIXES, Geometry, read_volume
 from ..metrics import Metrics, compute_metrics, dice, slice_spacing
 from ..models import get_spec
 from ..predictor import SlicePredictor
 from ..prompts import Prompt
-from ..propagation import PropagationOptions, propagate
+from ..propagation.walk import PropagationOptions, propagate
 from ..selection import SELECTIONS as MASK_SELECTIONS
 from ..selection import select
 from ..volume import occupied_slices, take_slice

@@ -2,7 +2,7 @@
 
 The rule itself (tolerances, verdicts, recorded runs) is in
 :mod:`models.ground_truth_parity`. The case set is built from the real sample data
-(:mod:`sample_data`) into a folder of NIfTI files:
+(:mod:`io.sample_data`) into a folder of NIfTI files:
 
 - MNI152 2009 T1 template (nilearn, 1 mm) with five structures from nilearn's masks
   (thresholded probability maps: an imperfect ground truth): the brain, grey-matter and
@@ -29,10 +29,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..io import Geometry, read_volume, write_labels
+from ..io.sample_data import load_sample, write_sample
+from ..io.volumes import Geometry, read_volume, write_labels
 from ..models.ground_truth_parity import PROTOCOLS, SELECTION, Verdict, judge
-from ..postprocess import fill_holes, label_components, largest_component
-from ..sample_data import load_sample, write_sample
+from ..propagation.postprocess import fill_holes, label_components, largest_component
 from ..volume import put_slice, take_slice
 from .evaluate import Case, EvalConfig, Row, evaluate_case
 

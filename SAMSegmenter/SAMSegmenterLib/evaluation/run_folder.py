@@ -16,7 +16,7 @@ import contextlib
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..outputs import StagedOutputs, new_folders
+from ..io.outputs import StagedOutputs, new_folders
 
 RUN_FILES = ("cases.csv", "summary.csv", "boxplots.png", "overlays.png", "run.json")
 MARKER = "run.json"

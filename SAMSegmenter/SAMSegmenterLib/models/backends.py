@@ -72,7 +72,6 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from ..encoder_gate import Preempted, preempt_requested
 from ..errors import ModelError
 from ..metrics import dice
 from ..prompts import Prompt
@@ -80,6 +79,7 @@ from . import ground_truth_parity
 from .backend_trials import measure_in_child
 from .download import cache_root, cached_sha256
 from .embedding import ImageEmbedding
+from .encoder_gate import Preempted, preempt_requested
 from .fused_tiny_vit import FusedTinyViT, fuse_tiny_vit, mixed_precision, onednn_available
 from .openvino_backend import PRECISION_HINTS, OpenVinoEncoder, OpenVinoUnavailable, openvino_module, openvino_version
 from .preprocess import image_tensor

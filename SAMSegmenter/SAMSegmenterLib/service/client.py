@@ -36,7 +36,7 @@ from ..errors import AuthError, Cancelled, InputError, SAMSegmenterError, Servic
 from ..models.registry import DEFAULT_MODEL, get_spec
 from ..predictor import SlicePrediction
 from ..prompts import Prompt
-from ..propagation_plan import DIRECTIONS, PropagationOptions, PropagationResult
+from ..propagation.plan import DIRECTIONS, PropagationOptions, PropagationResult
 from ..volume import check_slice, parse_axis, slice_shape
 from .protocol import (
     CLIENT_HEADER,

@@ -18,7 +18,7 @@ import numpy as np
 from .. import errors
 from ..predictor import SlicePrediction
 from ..prompts import Prompt
-from ..propagation_plan import PropagationOptions, PropagationResult
+from ..propagation.plan import PropagationOptions, PropagationResult
 
 API_VERSION = 1
 PREFIX = f"/v{API_VERSION}"

@@ -282,7 +282,7 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
 
     @app.post(f"{PREFIX}/sessions/{{session_id}}/jobs", status_code=202)
     def start_job(session_id: str, body: JobBody) -> dict:
-        from ..propagation import propagate, propagate_between
+        from ..propagation.walk import propagate, propagate_between
 
         session = registry.session(session_id)
         predictor = session.predictor

@@ -19,10 +19,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..cache import EmbeddingCache
-from ..encoder_gate import JOB, priority
 from ..errors import Cancelled, InputError, SAMSegmenterError, ServiceError
+from ..models.encoder_gate import JOB, priority
 from ..predictor import SlicePredictor, volume_fingerprint
-from ..propagation_plan import PropagationResult
+from ..propagation.plan import PropagationResult
 from .protocol import error_to_json, result_to_json
 
 

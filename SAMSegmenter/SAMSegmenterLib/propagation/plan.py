@@ -11,10 +11,10 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from .errors import InputError
-from .models.registry import ModelSpec
-from .selection import SELECTIONS
-from .volume import occupied_slices
+from ..errors import InputError
+from ..models.registry import ModelSpec
+from ..selection import SELECTIONS
+from ..volume import occupied_slices
 
 PROMPT_PARTS = ("box", "points", "mask")
 CLEANUPS = ("none", "largest", "connected")

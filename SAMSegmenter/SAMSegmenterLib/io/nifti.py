@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 from typing import Optional
 
-from .errors import InputError
+from ..errors import InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20

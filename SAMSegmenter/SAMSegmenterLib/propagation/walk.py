@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Mapping, Optional
 
 import numpy as np
 
-from .errors import InputError, PromptError
-from .metrics import iou
-from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
-from .prompts import EXCLUDE, INCLUDE, Prompt, box_from_mask
-from .propagation_plan import (
+from ..errors import InputError, PromptError
+from ..metrics import iou
+from ..prompts import EXCLUDE, INCLUDE, Prompt, box_from_mask
+from ..volume import parse_axis, put_slice
+from ..windowing import box_contrast
+from .plan import (
     CLEANUPS,
     DIRECTIONS,
     PROMPT_PARTS,
@@ -34,11 +35,10 @@ from .propagation_plan import (
     affected_range,
     check_range,
 )
-from .volume import parse_axis, put_slice
-from .windowing import box_contrast
+from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
 
 if TYPE_CHECKING:
-    from .predictor import SlicePredictor
+    from ..predictor import SlicePredictor
 
 __all__ = ["CLEANUPS", "DIRECTIONS", "PROMPT_PARTS", "PropagationOptions", "PropagationResult", "affected_range",
            "check_range", "clean_slice", "grown_box", "next_prompt", "propagate", "propagate_between", "stop_reason",

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 from .native_output import captured_stderr
 
 DICOM_MAGIC_OFFSET = 128  # "DICM" follows a 128-byte preamble in DICOM part-10 files

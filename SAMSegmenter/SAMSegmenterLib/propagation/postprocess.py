@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
-from .volume import parse_axis
+from ..errors import InputError
+from ..volume import parse_axis
 
 
 def _check(mask: np.ndarray) -> np.ndarray:

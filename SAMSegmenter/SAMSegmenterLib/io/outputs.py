@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from .errors import OutputError
+from ..errors import OutputError
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 def _reason(exc: BaseException, folder: Path) -> str:

@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import InputError, OutputError
 from .dicom import choose_series, is_dicom_file, read_series
-from .errors import InputError, OutputError
 from .native_output import Captured, captured_stderr
 from .nifti import check_nifti_complete
 from .outputs import StagedOutputs, check_output_file

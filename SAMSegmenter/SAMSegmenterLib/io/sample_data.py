@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .outputs import StagedOutputs, check_output_file
 
 if TYPE_CHECKING:
-    from .io import Geometry
+    from .volumes import Geometry
 
 SAMPLES = ("mni152", "mni152_brain", "mni152_gm", "mni152_wm", "ct_small")
 
@@ -74,7 +74,7 @@ def _write(name: str, path: Path) -> None:
 
 def load_sample(name: str) -> tuple[np.ndarray, Geometry]:
     """Sample ``name`` as (array [k, j, i], geometry), through a temporary NIfTI file."""
-    from .io import read_volume
+    from .volumes import read_volume
 
     with tempfile.TemporaryDirectory() as tmp:
         return read_volume(write_sample(name, Path(tmp) / f"{name}.nii.gz"))
