@@ -3,9 +3,10 @@
 Both engines open a volume ([k, j, i] voxels) with a model and intensity window and return an object
 with the engine's predictor interface: ``predict``, ``prefetch``, ``propagate``, ``propagate_between``,
 ``num_slices``, ``slice_shape``, ``close`` (:class:`SAMSegmenterLib.service.client.RemoteVolume` or
-:class:`SAMSegmenterLib.predictor.SlicePredictor`). Only the in-process engine imports PyTorch, and only
-when it opens its first volume. Inside Slicer the effect always uses the service: Slicer's embedded
-Python keeps the GIL on its idle main thread, so model work in a Python thread there crawls.
+:class:`SAMSegmenterLib.propagation.local_volume.LocalVolume`). Only the in-process engine imports
+PyTorch, and only when it opens its first volume. Inside Slicer the effect always uses the service:
+Slicer's embedded Python keeps the GIL on its idle main thread, so model work in a Python thread there
+crawls.
 """
 
 from __future__ import annotations
@@ -80,12 +81,12 @@ class InProcessEngine:
              volume_id: Hashable) -> Any:
         from SAMSegmenterLib.cache import DEFAULT_MAX_BYTES, EmbeddingCache
         from SAMSegmenterLib.models import load_model
-        from SAMSegmenterLib.predictor import SlicePredictor
+        from SAMSegmenterLib.propagation.local_volume import LocalVolume
 
         if self._cache is None:
             self._cache = EmbeddingCache(self.cache_bytes if self.cache_bytes is not None else DEFAULT_MAX_BYTES)
         loaded = load_model(model, self.device, self.precision, checkpoint, self.backend)
-        return SlicePredictor(loaded, volume, window=window, cache=self._cache, volume_id=volume_id)
+        return LocalVolume(loaded, volume, window=window, cache=self._cache, volume_id=volume_id)
 
     def describe(self) -> str:
         return f"in this process ({self.device}, {self.precision})"

@@ -1,20 +1,18 @@
 """Where a command's model work runs: this process (default) or an inference service (``--server``).
 
-Both give ``predict`` on the command's volume and :func:`propagate` walks either, so a command gives the
-same output either way; only the model's weights, device and precision are the server's then.
+Both give the same interface on the command's volume (``predict``, ``propagate``: a ``RemoteVolume`` or a
+``LocalVolume``), so a command gives the same output either way; only the model's weights, device and
+precision are the server's then.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-
-if TYPE_CHECKING:
-    from ..propagation.plan import PropagationResult
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -53,21 +51,10 @@ def open_volume(args: argparse.Namespace, volume: np.ndarray, window: str) -> tu
         return remote, {"model": args.model, "device": remote.info["device"], "backend": remote.info["backend"],
                         "server": args.server}
     from ..models import load_model
-    from ..predictor import SlicePredictor
+    from ..propagation.local_volume import LocalVolume
 
     model = load_model(args.model, device=args.device, precision=args.precision, checkpoint=args.checkpoint,
                        backend=args.backend)
-    return SlicePredictor(model, volume, window=window), {"model": model.name, "device": str(model.device),
+    return LocalVolume(model, volume, window=window), {"model": model.name, "device": str(model.device),
                                                           "backend": model.backend}
 
-
-def propagate(predictor: Any, axis: int, seed_index: int, **kwargs: Any) -> PropagationResult:
-    """:func:`propagation.walk.propagate` in this process, or the same walk as a job on the service, for a
-    predictor from :func:`open_volume` (same keyword arguments)."""
-    from ..predictor import SlicePredictor
-
-    if isinstance(predictor, SlicePredictor):
-        from ..propagation.walk import propagate as walk
-
-        return walk(predictor, axis, seed_index, **kwargs)
-    return predictor.propagate(axis, seed_index, **kwargs)

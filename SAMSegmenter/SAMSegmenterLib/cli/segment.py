@@ -25,7 +25,7 @@ from ..selection import SELECTIONS
 from ..volume import AXES, check_slice, slice_shape, take_slice
 from ..windowing import ImageWarning, Window, box_contrast, fixed_window, parse_window
 from . import checks, interrupts, strict_json
-from .engine import add_server_options, check_server_args, open_volume, propagate
+from .engine import add_server_options, check_server_args, open_volume
 from .options import add_model_options, add_series_option, add_volume_options
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     propagated = None
     direction = args.direction or "both"
     if args.propagate:
-        propagated = propagate(predictor, axis, index, seed_prompt=prompt, direction=direction,
+        propagated = predictor.propagate(axis, index, seed_prompt=prompt, direction=direction,
                                          slice_range=tuple(args.range) if args.range else None,
                                          options=plan.options, progress=_stderr_progress)
         mask = propagated.mask
