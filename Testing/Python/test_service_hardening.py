@@ -279,6 +279,8 @@ def test_connections_without_a_request_are_closed_and_capped(start_server):  # n
     slow.settimeout(30)
     assert slow.recv(65536).startswith(b"HTTP/1.1 200")
     assert all(map(closed_by_server, idle)) and closed_by_server(dribbling) and closed_by_server(stalled)
+    status = send(server, "GET", "/v1/status")[1]
+    assert status["uploads"] == 0 and status["sessions"] == 1  # the stalled upload's room was given back
     assert "Traceback" not in server.log.read_text()
 
 
