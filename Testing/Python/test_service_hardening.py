@@ -171,7 +171,7 @@ def test_refused_requests_are_4xx_with_one_log_line_at_most(server):
         assert status == expected, (request[:2], status, answer)
     chunked = [  # no Content-Length: the limits apply to what arrives
         (("POST", f"/v1/sessions/{session}/predict", b" " * (20 * MiB), JSON), 413),
-        (("POST", "/v1/sessions?shape=1,1024,1024&dtype=uint8", b"\0" * (2 * MiB)), 422),  # more than declared
+        (("POST", "/v1/sessions?shape=1,1024,1024&dtype=uint8", b"\0" * (2 * MiB)), 413),  # more than declared
     ]
     for request, expected in chunked:
         status, answer, _ = send(server, *request, chunked=True)

@@ -89,8 +89,9 @@ class VolumeReader:
 
     def _store(self, data: bytes) -> None:
         end = self.filled + len(data)
-        if end > self.size:
-            raise InputError(f"more than {self.size} bytes of voxels for shape {self.dims} of {self.dtype}")
+        if end > self.size:  # a body (without Content-Length: chunked) larger than it declared
+            raise TooLarge(f"the request has more than the {self.size} bytes of voxels that shape {self.dims} of "
+                           f"{self.dtype} declares")
         self.view[self.filled:end] = data
         self.filled = end
 
