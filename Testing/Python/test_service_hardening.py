@@ -165,6 +165,8 @@ def test_refused_requests_are_4xx_with_one_log_line_at_most(server):
         (("POST", f"/v1/sessions/{session}/predict", predict_body({"points": [[1, 1]] * 1000,
                                                                   "labels": [1] * 1000}), JSON), 422),
         (("POST", f"/v1/sessions/{session}/predict", b"[" * 300_000, JSON), 413),  # 300,000 nested lists
+        (("POST", f"/v1/sessions/{session}/predict", b"[" * 150_000 + b"]" * 150_000, JSON), 400),  # too deep
+        (("POST", f"/v1/sessions/{session}/predict", b'{"axis": 0, "index": 1e999, "prompt": {}}', JSON), 422),
     ]
     for request, expected in cases:
         status, answer, _ = send(server, *request)

@@ -15,6 +15,11 @@ explicit ``insecure`` choice. Endpoints (API version 1, under ``/v1``; see docs/
 
 Model work runs in FastAPI's worker threads (predictions) and the registry's job threads
 (propagations), all through the encoder gate of each model.
+
+A client holding the token is not trusted with the server's memory, files or connections: sizes are
+checked before anything is decoded or allocated (uploads: :mod:`.uploads`; masks: ``protocol.unpack_mask``),
+JSON requests have their own limits (:class:`Guard`), ``checkpoint`` is a name the operator configured, never
+a path (:func:`choose_checkpoint`), and connections time out and are capped (:mod:`.connections`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any, Literal, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.requests import ClientDisconnect
@@ -334,6 +340,13 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
             body["error"]["code"] = "not_found"
         headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
         return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes each wrong input back: a whole body, or a float JSON cannot hold (500)
+        detail = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+                  for e in exc.errors()[:10]]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     logged: set[tuple[str, str]] = set()
 
