@@ -162,6 +162,11 @@ def test_refused_requests_are_4xx_with_one_log_line_at_most(server):
         (("POST", f"/v1/sessions/{session}/jobs", json.dumps({**job, "options": {"min_iou": "abc"}}).encode(),
           JSON), 422),
         (("POST", f"/v1/sessions/{session}/predict", predict_body({"mask_input": nan_logits}), JSON), 422),
+        (("POST", f"/v1/sessions/{session}/jobs", json.dumps({**job, "direction": "sideways"}).encode(), JSON), 422),
+        (("POST", f"/v1/sessions/{session}/jobs", json.dumps({**job, "seed_index": 10 ** 20}).encode(), JSON), 422),
+        (("POST", f"/v1/sessions/{session}/jobs", json.dumps({"kind": "propagate_between", "axis": 0,
+                                                              "keys": {}}).encode(), JSON), 422),
+        (("POST", f"/v1/sessions/{session}/prefetch", json.dumps({"axis": 0, "index": 10 ** 20}).encode(), JSON), 422),
         (("POST", f"/v1/sessions/{session}/predict", predict_body({"points": [[1, 1]] * 1000,
                                                                   "labels": [1] * 1000}), JSON), 422),
         (("POST", f"/v1/sessions/{session}/predict", b"[" * 300_000, JSON), 413),  # 300,000 nested lists

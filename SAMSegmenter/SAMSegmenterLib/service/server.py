@@ -50,9 +50,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.requests import ClientDisconnect
 
 from ..cache import DEFAULT_MAX_BYTES, EmbeddingCache
-from ..errors import AuthError, InputError, SAMSegmenterError
+from ..errors import AuthError, InputError, PromptError, SAMSegmenterError
 from ..models.registry import DEFAULT_MODEL, get_spec
-from ..propagation_plan import PropagationOptions
+from ..propagation_plan import DIRECTIONS, PropagationOptions, check_range
 from ..volume import check_slice
 from .connections import TALLY, connection_cap, guarded_protocol, quiet_accept_errors
 from .protocol import (
@@ -406,7 +406,9 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
 
     @app.post(f"{PREFIX}/sessions/{{session_id}}/prefetch", status_code=202)
     def prefetch(session_id: str, body: PrefetchBody) -> dict:
-        registry.session(session_id).predictor.prefetch(body.axis, body.index)
+        predictor = registry.session(session_id).predictor
+        check_slice(predictor.volume.shape, body.axis, body.index)
+        predictor.prefetch(body.axis, body.index)
         return {}
 
     @app.post(f"{PREFIX}/sessions/{{session_id}}/jobs", status_code=202)
@@ -418,9 +420,16 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
         options = PropagationOptions(**(body.options.model_dump() if body.options is not None else {}))
         options.check(predictor.model.spec)
         plane = predictor.slice_shape(body.axis)
+        count = predictor.num_slices(body.axis)
+        # every check the propagation would make later, made now: a refused job is a 422, never a failed job
         if body.kind == "propagate":
             if body.seed_index is None:
                 raise InputError("a propagation needs seed_index")
+            if body.direction not in DIRECTIONS:
+                raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {body.direction[:20]!r}")
+            check_range(count, body.axis, body.slice_range, body.seed_index)
+            if (body.seed_mask is None) == (body.seed_prompt is None):
+                raise PromptError("give exactly one seed: a mask or a prompt for the seed slice")
             seed_mask = None if body.seed_mask is None else unpack_mask(body.seed_mask.model_dump(), shape=plane)
             seed_prompt = None if body.seed_prompt is None else prompt_from_json(body.seed_prompt.model_dump())
 
@@ -429,12 +438,14 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
                                  direction=body.direction, slice_range=body.slice_range, options=options,
                                  progress=progress, cancel=cancel)
         else:
-            count = predictor.num_slices(body.axis)
-            outside = [k for k in (body.keys or {}) if not 0 <= k < count]
+            if not body.keys:
+                raise PromptError("no key slices given")
+            first, last = check_range(count, body.axis, body.slice_range)
+            outside = sorted(k for k in body.keys if not first <= k <= last)
             if outside:
-                raise InputError(f"key slice(s) {', '.join(map(str, sorted(outside)[:5]))} lie outside the volume "
-                                 f"(0..{count - 1} along axis {'KJI'[body.axis]})")
-            keys = {int(k): unpack_mask(v.model_dump(), shape=plane) for k, v in (body.keys or {}).items()}
+                raise InputError(f"key slice(s) {', '.join(map(str, outside[:5]))} lie outside the slice range "
+                                 f"{first}..{last} (axis {'KJI'[body.axis]} has slices 0..{count - 1})")
+            keys = {int(k): unpack_mask(v.model_dump(), shape=plane) for k, v in body.keys.items()}
 
             def work(progress, cancel):
                 return propagate_between(predictor, body.axis, keys, slice_range=body.slice_range,
