@@ -5,6 +5,9 @@ bearer token. Without --token-file a random token is written to a file only you 
 (its path is printed). Port 0 picks a free port; the server prints one line
 ``SAMSEGMENTER_SERVICE {"url": ...}`` when it is ready. Binding anything but loopback needs
 --tls-cert/--tls-key, or --insecure (the token then crosses the network in clear text).
+Clients choose a model by name and weights only by a name given with --named-checkpoint; a path they
+send is opened only with --client-checkpoints (loopback only, for the local user's own front end).
+Limits, timeouts and status codes: docs/service.md.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     limits.add_argument("--max-sessions", type=int, default=16, help="open volumes at a time (default 16)")
     limits.add_argument("--max-volume-mb", type=int, default=1024, help="largest volume in MiB (default 1024)")
     limits.add_argument("--max-total-volume-mb", type=int, default=4096,
-                        help="all open volumes together, in MiB (default 4096)")
+                        help="all open volumes and uploads in flight together, in MiB (default 4096)")
     limits.add_argument("--session-idle", type=float, default=1800.0, metavar="S",
                         help="close volumes unused for this many seconds (default 1800)")
     limits.add_argument("--job-lease", type=float, default=60.0, metavar="S",

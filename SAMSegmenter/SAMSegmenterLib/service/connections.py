@@ -20,12 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import time
 from typing import Any, Optional
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    import resource
+except ImportError:  # Windows: no open-file limit to fit under
+    resource = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 REPORT_EVERY = 10.0
@@ -55,6 +59,8 @@ TALLY = Tally()
 
 def connection_cap(wanted: int) -> int:
     """``wanted`` connections, fewer if this process's open-file limit leaves no room for them."""
+    if resource is None:
+        return wanted
     try:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         used = len(os.listdir("/proc/self/fd"))
