@@ -131,6 +131,10 @@ def test_decompression_bombs_are_refused_within_their_declared_size(server):
         answers.append(send(server, "POST", f"/v1/sessions/{session}/jobs", json.dumps(body).encode(), JSON)[:2])
     answers.append(send(server, "POST", f"/v1/sessions/{session}/predict", predict_body({"mask_input": logits_bomb}),
                         JSON)[:2])
+    many_values = b"[" + b"0," * 199_000 + b"0]"  # just under the JSON value limit
+    long_string = json.dumps({"axis": 0, "index": 1, "prompt": {"points": "x" * (JSON_MB * MiB - 100)}}).encode()
+    json_answers = [send(server, "POST", f"/v1/sessions/{session}/predict", body, JSON)[0]
+                    for body in (many_values, long_string)]
     peak = memory(pid)["VmHWM"] - base
     assert peak <= (VOLUME_MB + 64) * MiB, f"peak memory rose by {peak / MiB:.0f} MiB"
     assert [status for status, _ in answers] == [422] * 4, answers
@@ -138,6 +142,7 @@ def test_decompression_bombs_are_refused_within_their_declared_size(server):
     assert "inflate to more than" in messages[0]
     assert messages[1].startswith("malformed mask") and messages[2].startswith("malformed mask")
     assert messages[3].startswith("malformed mask input")
+    assert json_answers == [422, 422]
 
 
 def test_uploads_inflate_to_the_same_volume(server):
