@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ SERVER_ARGS = ("--device", "cpu")
 class Server:
     """A ``serve`` subprocess: its process, URL, token file and log."""
 
-    def __init__(self, folder: Path, *args: str, env: dict | None = None):
+    def __init__(self, folder: Path, *args: str, env: dict | None = None, open_files: int | None = None):
         self.folder = folder
         self.token_file = folder / "token"
         self.ready_file = folder / "ready"
@@ -34,7 +35,9 @@ class Server:
         command = [sys.executable, "-m", "SAMSegmenterLib", "serve", "--port", "0", "--token-file",
                    str(self.token_file), "--ready-file", str(self.ready_file), *SERVER_ARGS, *args]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=log, env=environment)
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=log, env=environment,
+                                            preexec_fn=None if open_files is None else lambda: resource.setrlimit(
+                                                resource.RLIMIT_NOFILE, (open_files, open_files)))
         self.url = self._wait_ready()
 
     def _wait_ready(self, timeout: float = 300.0) -> str:
@@ -48,6 +51,14 @@ class Server:
                 raise AssertionError(f"server exited: {self.log.read_text()[-2000:]}")
             time.sleep(0.05)
         raise AssertionError("server did not start")
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def client(self, **kwargs) -> ServiceClient:
         return ServiceClient.remote(self.url, token_file=self.token_file, **kwargs)
@@ -76,10 +87,10 @@ def start_server(tmp_path):
     """start_server(*serve options) -> a running Server of its own, stopped after the test."""
     servers = []
 
-    def start(*args: str, env: dict | None = None) -> Server:
+    def start(*args: str, env: dict | None = None, open_files: int | None = None) -> Server:
         folder = tmp_path / f"server{len(servers)}"
         folder.mkdir()
-        servers.append(Server(folder, *args, env=env))
+        servers.append(Server(folder, *args, env=env, open_files=open_files))
         return servers[-1]
 
     yield start

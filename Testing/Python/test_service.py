@@ -209,7 +209,7 @@ def test_abandoned_propagation_frees_its_session(start_server, tmp_path):  # noq
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(MODULE_DIR)!r})
-        from SAMSegmenterLib.sample_data import load_sample
+        from SAMSegmenterLib.io.sample_data import load_sample
         from SAMSegmenterLib.prompts import Prompt
         from SAMSegmenterLib.service.client import ServiceClient
         remote = ServiceClient.remote({server.url!r}, token_file={str(server.token_file)!r}).open_volume(

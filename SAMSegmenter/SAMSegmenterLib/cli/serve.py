@@ -5,6 +5,9 @@ bearer token. Without --token-file a random token is written to a file only you 
 (its path is printed). Port 0 picks a free port; the server prints one line
 ``SAMSEGMENTER_SERVICE {"url": ...}`` when it is ready. Binding anything but loopback needs
 --tls-cert/--tls-key, or --insecure (the token then crosses the network in clear text).
+Clients choose a model by name and weights only by a name given with --named-checkpoint; a path they
+send is opened only with --client-checkpoints (loopback only, for the local user's own front end).
+Limits, timeouts and status codes: docs/service.md.
 """
 
 from __future__ import annotations
@@ -38,12 +41,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     limits.add_argument("--max-sessions", type=int, default=16, help="open volumes at a time (default 16)")
     limits.add_argument("--max-volume-mb", type=int, default=1024, help="largest volume in MiB (default 1024)")
     limits.add_argument("--max-total-volume-mb", type=int, default=4096,
-                        help="all open volumes together, in MiB (default 4096)")
+                        help="all open volumes and uploads in flight together, in MiB (default 4096)")
     limits.add_argument("--session-idle", type=float, default=1800.0, metavar="S",
                         help="close volumes unused for this many seconds (default 1800)")
     limits.add_argument("--job-lease", type=float, default=60.0, metavar="S",
                         help="cancel a propagation nobody has polled for this many seconds (default 60)")
     limits.add_argument("--cache-mb", type=int, default=1024, help="embedding cache in MiB (default 1024)")
+    limits.add_argument("--max-jobs", type=int, default=4,
+                        help="propagations running at a time; one more is refused with 503 (default 4)")
+    limits.add_argument("--max-json-mb", type=int, default=8,
+                        help="largest JSON request (prompts, masks, propagations) in MiB (default 8)")
+    limits.add_argument("--max-connections", type=int, default=64,
+                        help="open connections at a time (default 64, fewer if the open-file limit is low)")
+    limits.add_argument("--request-timeout", type=float, default=10.0, metavar="S",
+                        help="close a connection whose request head is not complete, or whose upload stalls, "
+                             "after this many seconds (default 10)")
+    limits.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="S",
+                        help="on SIGTERM or Ctrl+C, wait this long for running requests, then exit (default 5)")
+    weights = p.add_argument_group("weights clients may ask for")
+    weights.add_argument("--named-checkpoint", action="append", default=[], metavar="NAME=PATH",
+                         help="a weights file clients may choose by NAME (checkpoint=NAME); repeatable")
+    weights.add_argument("--client-checkpoints", action="store_true",
+                         help="let clients name a weights file on this machine by its path (loopback only: "
+                              "for a service started by the local user's own front end)")
     add_model_options(p)
     p.set_defaults(run=run)
 
@@ -74,16 +94,30 @@ def run(args: argparse.Namespace) -> int:
                              "--tls-key, or --insecure to send the token in clear text")
         print(f"warning: serving on {args.host} without TLS: the access token and the images cross the network "
               "unencrypted", file=sys.stderr)
+    if args.client_checkpoints and not is_loopback(args.host):
+        raise InputError("--client-checkpoints lets clients open files on this machine: it is refused with a "
+                         "non-loopback --host; name the weights with --named-checkpoint NAME=PATH instead")
+    named = {}
+    for item in args.named_checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--named-checkpoint takes NAME=PATH, got {item!r}")
+        if not Path(path).expanduser().is_file():
+            raise InputError(f"--named-checkpoint {name}: {path} is not a file")
+        named[name] = str(Path(path).expanduser())
     token_file = args.token_file
     if token_file is None:
         token_file = Path(tempfile.mkdtemp(prefix="samsegmenter-")) / "token"  # the folder is private (0700)
     token = token_for_server(token_file)
     limits = Limits(max_sessions=args.max_sessions, max_volume_bytes=args.max_volume_mb << 20,
                     max_total_volume_bytes=args.max_total_volume_mb << 20, session_idle_s=args.session_idle,
-                    job_lease_s=args.job_lease)
+                    job_lease_s=args.job_lease, max_jobs=args.max_jobs)
     config = ServerConfig(token=token, model=args.model, device=args.device, precision=args.precision,
                           backend=args.backend, checkpoint=args.checkpoint, limits=limits,
-                          cache_bytes=args.cache_mb << 20)
+                          cache_bytes=args.cache_mb << 20, named_checkpoints=named,
+                          client_paths=args.client_checkpoints, max_json_bytes=args.max_json_mb << 20,
+                          request_timeout=args.request_timeout, max_connections=args.max_connections,
+                          shutdown_timeout=args.shutdown_timeout)
     print(f"access token in {token_file}", file=sys.stderr)
     tls = (str(args.tls_cert), str(args.tls_key)) if args.tls_cert else None
     serve(config, host=args.host, port=args.port, tls=tls, token_file=token_file, ready_file=args.ready_file,

@@ -699,7 +699,7 @@ class LocalService(Endpoint):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
         command = [self.python, "-m", "SAMSegmenterLib", "serve", "--port", "0", "--token-file", str(self.token_file),
-                   "--ready-file", str(self.ready_file), "--watch-stdin", *self.args]
+                   "--ready-file", str(self.ready_file), "--watch-stdin", "--client-checkpoints", *self.args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=log, env=env)
         self._address = None

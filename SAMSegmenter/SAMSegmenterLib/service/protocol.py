@@ -9,7 +9,9 @@ are raised again on the client as the same exception class.
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
+import math
 import zlib
 from typing import Any, Mapping, Optional
 
@@ -44,17 +46,73 @@ def pack_mask(mask: np.ndarray) -> dict[str, Any]:
     return {"shape": list(mask.shape), "bits": base64.b64encode(bits).decode("ascii")}
 
 
-def unpack_mask(data: Mapping[str, Any]) -> np.ndarray:
-    """Inverse of :func:`pack_mask`; InputError when the data do not describe a mask."""
+INFLATE_STEP = 16 << 20
+"""Most bytes one zlib call may produce: inflating never holds more than this beside its destination."""
+
+
+def inflate(data: bytes, limit: int, wbits: int = 15) -> bytes:
+    """zlib (or, with ``wbits=31``, gzip) ``data`` inflated; InputError once it yields more than ``limit`` bytes.
+
+    Inflated incrementally: no more than ``limit + 1`` bytes are ever produced, whatever the data
+    claim (a few KiB of zeros can inflate to gigabytes).
+    """
+    inflater = zlib.decompressobj(wbits)
+    parts, size = [], 0
     try:
-        shape = tuple(int(n) for n in data["shape"])
-        count = int(np.prod(shape, dtype=np.int64))
-        bits = np.frombuffer(zlib.decompress(base64.b64decode(data["bits"], validate=True)), dtype=np.uint8)
-    except (KeyError, TypeError, ValueError, zlib.error) as exc:
+        while data:
+            part = inflater.decompress(data, min(limit - size, INFLATE_STEP) + 1)
+            size += len(part)
+            if size > limit:
+                raise errors.InputError(f"the data inflate to more than the {limit} bytes they declare")
+            parts.append(part)
+            data = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    except zlib.error as exc:
+        raise errors.InputError(f"the data are not valid zlib data ({exc})") from None
+    return b"".join(parts)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """A shape given as JSON: a list of whole numbers >= 0 (booleans and floats refused)."""
+    if not isinstance(value, (list, tuple)) or len(value) > 8:
+        raise errors.InputError(f"malformed mask: shape must be a list of at most 8 sizes, got {value!r:.80}")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value):
+        raise errors.InputError(f"malformed mask: shape must hold whole numbers >= 0, got {value!r:.80}")
+    return tuple(value)
+
+
+def unpack_mask(data: Mapping[str, Any], shape: Optional[tuple[int, ...]] = None,
+                max_count: Optional[int] = None) -> np.ndarray:
+    """Inverse of :func:`pack_mask`; InputError when the data do not describe a mask.
+
+    shape: the shape the mask must have (checked before anything is decoded); max_count: most
+    elements its declared shape may hold. The declared size is checked (Python integers: no
+    overflow) before anything is allocated, and the bits are inflated to at most that size.
+    """
+    try:
+        declared = _shape(data["shape"])
+        if shape is not None and declared != tuple(shape):
+            raise errors.InputError(f"malformed mask: shape {list(declared)} where {list(shape)} is expected")
+        count = math.prod(declared)
+        if max_count is not None and count > max_count:
+            raise errors.InputError(f"malformed mask: shape {list(declared)} holds more than {max_count} elements")
+        nbytes = (count + 7) // 8
+        packed = inflate(base64.b64decode(data["bits"], validate=True), nbytes)
+    except errors.InputError as exc:
+        message = str(exc)
+        raise errors.InputError(message if message.startswith("malformed") else f"malformed mask: {message}") \
+            from None
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise errors.InputError(f"malformed mask: {exc}") from None
-    if min(shape, default=0) < 0 or bits.size != (count + 7) // 8:
-        raise errors.InputError(f"malformed mask: {bits.size} bytes do not hold shape {shape}")
-    return np.unpackbits(bits, count=count).astype(bool).reshape(shape)
+    if len(packed) != nbytes:
+        raise errors.InputError(f"malformed mask: {len(packed)} bytes do not hold shape {list(declared)}")
+    bits = np.frombuffer(packed, dtype=np.uint8)
+    return np.unpackbits(bits, count=count).view(bool).reshape(declared)
+
+
+MASK_INPUT_BYTES = 256 * 256 * 4
+"""Size of a prompt's mask input: (256, 256) float32 low-resolution logits."""
 
 
 def prompt_to_json(prompt: Prompt) -> dict[str, Any]:
@@ -74,10 +132,12 @@ def prompt_from_json(data: Mapping[str, Any]) -> Prompt:
     mask_input = None
     if data.get("mask_input") is not None:
         try:
-            raw = zlib.decompress(base64.b64decode(data["mask_input"], validate=True))
+            raw = inflate(base64.b64decode(data["mask_input"], validate=True), MASK_INPUT_BYTES)
             mask_input = np.frombuffer(raw, dtype="<f4").reshape(256, 256)
-        except (TypeError, ValueError, zlib.error) as exc:
+        except (TypeError, ValueError, binascii.Error, errors.InputError) as exc:
             raise errors.PromptError(f"malformed mask input: {exc}") from None
+        if not np.isfinite(mask_input).all():
+            raise errors.PromptError("malformed mask input: the logits must be finite numbers (no NaN or infinity)")
     try:
         return Prompt(points=data.get("points") or (), labels=data.get("labels"), box=data.get("box"),
                       mask_input=mask_input)
@@ -122,17 +182,6 @@ def options_to_json(options: PropagationOptions) -> dict[str, Any]:
     return dataclasses.asdict(options)
 
 
-def options_from_json(data: Optional[Mapping[str, Any]]) -> PropagationOptions:
-    """PropagationOptions from JSON (None: the defaults); InputError naming an unknown field."""
-    if data is None:
-        return PropagationOptions()
-    known = {item.name for item in dataclasses.fields(PropagationOptions)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise errors.InputError(f"unknown propagation option(s): {', '.join(unknown)}")
-    return PropagationOptions(**data)
-
-
 def result_to_json(result: PropagationResult) -> dict[str, Any]:
     """A propagation result as JSON: the mask is sent as its slab (first..last slice along ``axis``)."""
     slices = result.slices
@@ -168,8 +217,9 @@ def result_from_json(data: Mapping[str, Any]) -> PropagationResult:
 
 
 def error_to_json(exc: BaseException) -> dict[str, Any]:
-    """``{"error": {"type", "message"}}`` for an engine error (its class name) or any other failure."""
-    kind = type(exc).__name__ if type(exc).__name__ in ERROR_TYPES else "ServiceError"
+    """``{"error": {"type", "message"}}`` for an engine error (its class name, or that of its nearest known
+    base class: the server's own subclasses travel as the class the client knows) or any other failure."""
+    kind = next((cls.__name__ for cls in type(exc).__mro__ if ERROR_TYPES.get(cls.__name__) is cls), "ServiceError")
     return {"error": {"type": kind, "message": str(exc) or type(exc).__name__}}
 
 

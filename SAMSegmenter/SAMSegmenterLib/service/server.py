@@ -15,50 +15,66 @@ explicit ``insecure`` choice. Endpoints (API version 1, under ``/v1``; see docs/
 
 Model work runs in FastAPI's worker threads (predictions) and the registry's job threads
 (propagations), all through the encoder gate of each model.
+
+A client holding the token is not trusted with the server's memory, files or connections: sizes are
+checked before anything is decoded or allocated (uploads: :mod:`.uploads`; masks: ``protocol.unpack_mask``),
+JSON requests have their own limits (:class:`Guard`), ``checkpoint`` is a name the operator configured, never
+a path (:func:`choose_checkpoint`), and connections time out and are capped (:mod:`.connections`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import hmac
 import importlib.metadata
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
 import time
-import zlib
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.requests import ClientDisconnect
 
 from ..cache import DEFAULT_MAX_BYTES, EmbeddingCache
-from ..errors import AuthError, InputError, SAMSegmenterError
+from ..errors import AuthError, InputError, PromptError, SAMSegmenterError
 from ..models.registry import DEFAULT_MODEL, get_spec
+from ..propagation.plan import DIRECTIONS, PropagationOptions, check_range
 from ..volume import check_slice
+from .connections import TALLY, connection_cap, guarded_protocol, quiet_accept_errors
 from .protocol import (
     API_VERSION,
+    CLIENT_HEADER,
     PREFIX,
     READY_MARKER,
-    VOLUME_DTYPES,
     error_to_json,
-    options_from_json,
     prediction_to_json,
     prompt_from_json,
     unpack_mask,
 )
-from .sessions import Busy, Limits, NotFound, Registry
+from .sessions import Busy, Limits, NotFound, Registry, TooLarge
+from .uploads import VolumeReader, declared_volume
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+RETRY_AFTER_S = 2
+"""Seconds a 503 (a limit reached) asks the client to wait before it tries again (``Retry-After``)."""
+MAX_POINTS = 256
+"""Most points one prompt may hold (each costs the decoder attention over the whole image embedding)."""
 
 
 @dataclass
@@ -73,15 +89,34 @@ class ServerConfig:
     checkpoint: Optional[str] = None
     limits: Limits = field(default_factory=Limits)
     cache_bytes: int = DEFAULT_MAX_BYTES
+    named_checkpoints: dict[str, str] = field(default_factory=dict)
+    client_paths: bool = False
+    max_json_bytes: int = 8 << 20
+    max_json_values: int = 200_000
+    request_timeout: float = 10.0
+    max_connections: int = 64
+    shutdown_timeout: float = 5.0
 
     @property
     def max_request_bytes(self) -> int:
+        """Most bytes of a volume upload's body (a compressed body never exceeds the volume limit either)."""
         return self.limits.max_volume_bytes + (1 << 20)
 
 
+def _options_model() -> type[BaseModel]:
+    """A pydantic model of PropagationOptions' fields and types (unknown fields, NaN and infinity refused)."""
+    hints = typing.get_type_hints(PropagationOptions)
+    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(PropagationOptions)}
+    return create_model("PropagationOptionsBody", __config__=ConfigDict(extra="forbid", allow_inf_nan=False,
+                                                                         strict=False), **fields)
+
+
+OptionsBody = _options_model()
+
+
 class PromptBody(BaseModel):
-    points: list[tuple[float, float]] = []
-    labels: Optional[list[int]] = None
+    points: list[tuple[float, float]] = Field(default=[], max_length=MAX_POINTS)
+    labels: Optional[list[int]] = Field(default=None, max_length=MAX_POINTS)
     box: Optional[tuple[float, float, float, float]] = None
     mask_input: Optional[str] = None
 
@@ -114,20 +149,25 @@ class JobBody(BaseModel):
     direction: str = "both"
     slice_range: Optional[tuple[int, int]] = None
     extend: bool = True
-    options: Optional[dict[str, Any]] = None
-
-
-class _TooLarge(Exception):
-    pass
+    options: Optional[OptionsBody] = None  # type: ignore[valid-type]
 
 
 class Guard:
-    """ASGI middleware: the bearer token (constant-time) and the request size, checked before any work."""
+    """ASGI middleware: the bearer token (constant-time) and the request size, checked before any work.
 
-    def __init__(self, app: Any, token: str, max_bytes: int):
+    A volume upload (``POST /v1/sessions``) goes on to its route, which reads and counts its body itself;
+    every other request is JSON: its body is read here, refused (413) above ``max_json_bytes`` or
+    ``max_json_values`` (commas, brackets and braces: a bound on the Python objects it becomes), and
+    handed on whole. Exceptions of the application were answered (500) and logged by its handler: they
+    stop here instead of being logged again, with a traceback, by uvicorn.
+    """
+
+    def __init__(self, app: Any, token: str, max_upload_bytes: int, max_json_bytes: int, max_json_values: int):
         self.app = app
         self.token = token.encode()
-        self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_json_bytes = max_json_bytes
+        self.max_json_values = max_json_values
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -137,57 +177,108 @@ class Guard:
         if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:], self.token)):
             why = "a wrong access token" if given else "no access token"
             return await _send_json(send, 401, error_to_json(AuthError(f"the service refused {why}")))
-        declared = headers.get(b"content-length")
-        if declared is not None and int(declared) > self.max_bytes:
-            return await _send_json(send, 413, _too_large(self.max_bytes))
-        seen = 0
+        upload = scope["method"] == "POST" and scope["path"] == f"{PREFIX}/sessions"
+        limit = self.max_upload_bytes if upload else self.max_json_bytes
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > limit:
+            return await _send_json(send, 413, _too_large(limit, "an upload" if upload else "a JSON request"))
+        if not upload:
+            body = await _read_body(receive, limit)
+            if body is None:
+                return  # the client went away
+            if isinstance(body, int):
+                return await _send_json(send, 413, _too_large(limit, "a JSON request"))
+            values = body.count(b",") + body.count(b"[") + body.count(b"{")
+            if values > self.max_json_values:
+                return await _send_json(send, 413, error_to_json(TooLarge(
+                    f"the request holds more than this server's limit of {self.max_json_values} JSON values")))
+            receive = _replay(body, receive)
+        started = False
 
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge()
-            return message
+        async def sending(message: dict) -> None:
+            nonlocal started
+            started = True
+            await send(message)
 
         try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await _send_json(send, 413, _too_large(self.max_bytes))
+            await self.app(scope, receive, sending)
+        except Exception:  # answered and logged by the application's handler
+            if not started:
+                await _send_json(send, 500, error_to_json(RuntimeError("internal error")))
 
 
-def _too_large(limit: int) -> dict:
-    return error_to_json(InputError(f"the request is larger than this server's limit of {limit / 2**20:.0f} MiB"))
+async def _read_body(receive: Any, limit: int) -> bytes | int | None:
+    """A request's whole body; its size so far once it passes ``limit``; None if the client disconnected."""
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
+            return size
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
 
 
-async def _send_json(send: Any, status: int, body: dict) -> None:
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI receive that gives ``body`` first, then waits as ``receive`` does (for a disconnect)."""
+    given = False
+
+    async def replay() -> dict:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _too_large(limit: int, what: str) -> dict:
+    return error_to_json(TooLarge(f"the request is larger than this server's limit of {limit / 2**20:.0f} MiB "
+                                  f"for {what}"))
+
+
+async def _send_json(send: Any, status: int, body: dict, headers: Optional[list] = None) -> None:
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": payload})
 
 
-def _volume_from_body(body: bytes, shape: str, dtype: str, encoding: str) -> np.ndarray:
-    """The uploaded voxels as a [k, j, i] array; InputError when shape, dtype and size disagree."""
-    try:
-        dims = tuple(int(n) for n in shape.split(","))
-    except ValueError:
-        raise InputError(f"shape must be K,J,I (three whole numbers), got {shape!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise InputError(f"shape must be three positive sizes K,J,I, got {shape!r}")
-    if dtype not in VOLUME_DTYPES:
-        raise InputError(f"voxel type {dtype!r} is not accepted; use one of {', '.join(VOLUME_DTYPES)}")
-    if encoding in ("deflate", "gzip"):
-        try:
-            body = zlib.decompress(body, wbits=31 if encoding == "gzip" else 15)
-        except zlib.error as exc:
-            raise InputError(f"the volume is not valid {encoding} data ({exc})") from None
-    elif encoding not in ("", "identity"):
-        raise InputError(f"content encoding {encoding!r} is not accepted; use deflate, gzip or none")
-    expected = int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
-    if len(body) != expected:
-        raise InputError(f"{len(body)} bytes of voxels do not match shape {dims} of {dtype} ({expected} bytes)")
-    return np.frombuffer(body, dtype=np.dtype(dtype).newbyteorder("<")).reshape(dims).astype(dtype, copy=True)
+_PATH = re.compile(r"(?:(?<=\s)|^)[~/][^\s'\"]*?(?=[:,;)]?(?:\s|$))")
+
+
+def scrub_paths(message: str) -> str:
+    """``message`` with every file path (a word starting with / or ~) replaced: a remote client learns no
+    server path, nor whether a file exists."""
+    return _PATH.sub("<a path on the server>", message)
+
+
+def choose_checkpoint(config: ServerConfig, checkpoint: Optional[str]) -> Optional[str]:
+    """The weights file a client's ``checkpoint`` stands for, decided before any file is opened.
+
+    None or "": the server's own choice for the model. A name the operator configured
+    (``--named-checkpoint NAME=PATH``): its path. A path: only on a server started with
+    ``--client-checkpoints`` (loopback only), and only a regular file (a pipe, a device such as
+    /dev/stdin or a folder is refused before it is opened). Anything else: InputError naming no path.
+    """
+    if not checkpoint:
+        return None
+    if checkpoint in config.named_checkpoints:
+        return config.named_checkpoints[checkpoint]
+    if config.client_paths:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise InputError(f"checkpoint {path} is not a weights file on this machine")
+        return str(path)
+    names = ", ".join(sorted(config.named_checkpoints)) or "none configured"
+    raise InputError("this server opens no file named by a client: ask for a model by name (model=...) or for a "
+                     f"checkpoint its operator named (checkpoint names: {names})")
 
 
 def package_version() -> str:
@@ -222,25 +313,52 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
         get_spec(name)
         if checkpoint is None and name == config.model:
             checkpoint = config.checkpoint
-        return load_model(name, config.device, config.precision, checkpoint, config.backend)
+        try:
+            return load_model(name, config.device, config.precision, checkpoint, config.backend)
+        except SAMSegmenterError as exc:
+            if config.client_paths:
+                raise
+            log.warning("loading %s failed: %s", name, exc)  # the whole message for the operator, one line
+            raise type(exc)(scrub_paths(str(exc))) from None
 
     registry = Registry(config.limits, load, EmbeddingCache(config.cache_bytes))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        quiet_accept_errors(asyncio.get_running_loop())
+        yield
+
     app = FastAPI(title="SAMSegmenter inference service", version=str(API_VERSION), docs_url=None,
-                  redoc_url=None, openapi_url=f"{PREFIX}/openapi.json")
+                  redoc_url=None, openapi_url=f"{PREFIX}/openapi.json", lifespan=lifespan)
 
     @app.exception_handler(SAMSegmenterError)
     async def engine_error(request: Request, exc: SAMSegmenterError) -> JSONResponse:
-        status = 404 if isinstance(exc, NotFound) else 503 if isinstance(exc, Busy) else 422
+        status = 404 if isinstance(exc, NotFound) else 503 if isinstance(exc, Busy) else \
+            413 if isinstance(exc, TooLarge) else 422
         body = error_to_json(exc)
         if isinstance(exc, NotFound):
             body["error"]["code"] = "not_found"
-        return JSONResponse(body, status_code=status)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes each wrong input back: a whole body, or a float JSON cannot hold (500)
+        detail = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+                  for e in exc.errors()[:10]]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    logged: set[tuple[str, str]] = set()
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request %s %s failed", request.method, request.url.path)
-        return JSONResponse(error_to_json(RuntimeError(f"internal error: {type(exc).__name__}: {exc}")),
-                            status_code=500)
+        where = (type(exc).__name__, request.url.path.split("/")[2] if request.url.path.count("/") > 1 else "")
+        if where in logged:  # one line per repeat: a client cannot fill the disk with tracebacks
+            log.error("request %s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        else:
+            logged.add(where)
+            log.exception("request %s %s failed", request.method, request.url.path)
+        return JSONResponse(error_to_json(RuntimeError(f"internal error: {type(exc).__name__}")), status_code=500)
 
     @app.get(f"{PREFIX}/status")
     def status() -> dict:
@@ -255,11 +373,22 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
     @app.post(f"{PREFIX}/sessions")
     async def open_session(request: Request, shape: str, dtype: str, window: str = "auto",
                            model: str = DEFAULT_MODEL, checkpoint: Optional[str] = None) -> dict:
-        body = await request.body()
         encoding = request.headers.get("content-encoding", "").lower()
-        client = request.headers.get("x-samsegmenter-client", "")
-        volume = _volume_from_body(body, shape, dtype, encoding)
-        session = await run_in_threadpool(registry.open, client, volume, window, model, checkpoint)
+        client = request.headers.get(CLIENT_HEADER, "")[:100]
+        dims, kind, nbytes = declared_volume(shape, dtype, encoding)
+        get_spec(model)
+        weights = choose_checkpoint(config, checkpoint)
+        reservation = registry.reserve(nbytes)  # before a byte is read: uploads count against the limits
+        try:
+            volume = await VolumeReader(dims, kind, encoding, config.max_request_bytes).read(request.stream())
+        except ClientDisconnect:
+            reservation.release()
+            TALLY.add("uploads abandoned by their client")
+            return Response(status_code=400)
+        except BaseException:
+            reservation.release()
+            raise
+        session = await run_in_threadpool(registry.open, client, volume, window, model, weights, reservation)
         return session.describe()
 
     @app.delete(f"{PREFIX}/sessions/{{session_id}}")
@@ -277,7 +406,9 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
 
     @app.post(f"{PREFIX}/sessions/{{session_id}}/prefetch", status_code=202)
     def prefetch(session_id: str, body: PrefetchBody) -> dict:
-        registry.session(session_id).predictor.prefetch(body.axis, body.index)
+        predictor = registry.session(session_id).predictor
+        check_slice(predictor.volume.shape, body.axis, body.index)
+        predictor.prefetch(body.axis, body.index)
         return {}
 
     @app.post(f"{PREFIX}/sessions/{{session_id}}/jobs", status_code=202)
@@ -286,12 +417,20 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
 
         session = registry.session(session_id)
         predictor = session.predictor
-        options = options_from_json(body.options)
+        options = PropagationOptions(**(body.options.model_dump() if body.options is not None else {}))
         options.check(predictor.model.spec)
+        plane = predictor.slice_shape(body.axis)
+        count = predictor.num_slices(body.axis)
+        # every check the propagation would make later, made now: a refused job is a 422, never a failed job
         if body.kind == "propagate":
             if body.seed_index is None:
                 raise InputError("a propagation needs seed_index")
-            seed_mask = None if body.seed_mask is None else unpack_mask(body.seed_mask.model_dump())
+            if body.direction not in DIRECTIONS:
+                raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {body.direction[:20]!r}")
+            check_range(count, body.axis, body.slice_range, body.seed_index)
+            if (body.seed_mask is None) == (body.seed_prompt is None):
+                raise PromptError("give exactly one seed: a mask or a prompt for the seed slice")
+            seed_mask = None if body.seed_mask is None else unpack_mask(body.seed_mask.model_dump(), shape=plane)
             seed_prompt = None if body.seed_prompt is None else prompt_from_json(body.seed_prompt.model_dump())
 
             def work(progress, cancel):
@@ -299,7 +438,14 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
                                  direction=body.direction, slice_range=body.slice_range, options=options,
                                  progress=progress, cancel=cancel)
         else:
-            keys = {int(k): unpack_mask(v.model_dump()) for k, v in (body.keys or {}).items()}
+            if not body.keys:
+                raise PromptError("no key slices given")
+            first, last = check_range(count, body.axis, body.slice_range)
+            outside = sorted(k for k in body.keys if not first <= k <= last)
+            if outside:
+                raise InputError(f"key slice(s) {', '.join(map(str, outside[:5]))} lie outside the slice range "
+                                 f"{first}..{last} (axis {'KJI'[body.axis]} has slices 0..{count - 1})")
+            keys = {int(k): unpack_mask(v.model_dump(), shape=plane) for k, v in body.keys.items()}
 
             def work(progress, cancel):
                 return propagate_between(predictor, body.axis, keys, slice_range=body.slice_range,
@@ -379,9 +525,16 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, tls: Opt
     bound = sock.getsockname()[1]
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if ":" in host else host
-    uv_config = uvicorn.Config(Guard(app, config.token, config.max_request_bytes), log_level=log_level,
-                               ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None,
-                               timeout_keep_alive=30, access_log=False)
+    guard = Guard(app, config.token, config.max_request_bytes, config.max_json_bytes, config.max_json_values)
+    connections = connection_cap(config.max_connections)
+    if connections < config.max_connections:
+        log.warning("serving at most %d connections at a time: the open-file limit of this process (ulimit -n) "
+                    "leaves no room for more", connections)
+    uv_config = uvicorn.Config(guard, log_level=log_level, ssl_certfile=tls[0] if tls else None,
+                               ssl_keyfile=tls[1] if tls else None, access_log=False,
+                               http=guarded_protocol(config.request_timeout, connections),
+                               timeout_keep_alive=int(config.request_timeout),
+                               timeout_graceful_shutdown=max(1, round(config.shutdown_timeout)))
     server = uvicorn.Server(uv_config)
 
     def when_started() -> None:
@@ -404,3 +557,12 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0, tls: Opt
         server.run(sockets=[sock])
     finally:
         registry.shutdown()
+        # model work in a request thread cannot be interrupted: exit regardless once it had its time
+        threading.Thread(target=_exit_after, args=(config.shutdown_timeout,), daemon=True).start()
+
+
+def _exit_after(seconds: float) -> None:
+    time.sleep(seconds)
+    log.warning("a request still ran %.0f s after the server stopped: exiting without it", seconds)
+    logging.shutdown()
+    os._exit(0)

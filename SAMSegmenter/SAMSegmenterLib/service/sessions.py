@@ -31,7 +31,31 @@ class NotFound(ServiceError):
 
 
 class Busy(ServiceError):
-    """The server is at one of its limits (sessions, memory, jobs); try again later."""
+    """The server is at one of its limits (sessions, memory, jobs); try again later (HTTP 503, Retry-After)."""
+
+
+class TooLarge(InputError):
+    """A request or a declared size above this server's limits (HTTP 413)."""
+
+
+class Reservation:
+    """Room held for one volume being uploaded: counted against the session and memory limits until the
+    session opens (:meth:`Registry.open`) or the upload fails (:meth:`release`)."""
+
+    def __init__(self, registry: "Registry", nbytes: int):
+        self.registry = registry
+        self.nbytes = nbytes
+        self.held = True
+
+    def release(self) -> None:
+        """Give the room back (idempotent)."""
+        with self.registry._lock:
+            self._drop()
+
+    def _drop(self) -> None:  # inside the registry's lock
+        if self.held:
+            self.held = False
+            self.registry._pending.remove(self)
 
 
 @dataclass(frozen=True)
@@ -107,37 +131,49 @@ class Registry:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._jobs: dict[str, Job] = {}
+        self._pending: list[Reservation] = []
         self._workers = ThreadPoolExecutor(max_workers=limits.max_jobs, thread_name_prefix="sam-job")
 
     def open(self, client: str, volume: np.ndarray, window: str, model_name: str,
-             checkpoint: Optional[str]) -> Session:
-        """A new session on ``volume`` (its own array, [k, j, i]); Busy at the limits."""
-        nbytes = int(volume.nbytes)
-        if nbytes > self.limits.max_volume_bytes:
-            raise InputError(f"the volume has {nbytes / 2**20:.0f} MiB; this server takes at most "
-                             f"{self.limits.max_volume_bytes / 2**20:.0f} MiB per volume")
-        self._reserve(nbytes)
-        model = self.load(model_name, checkpoint)
-        predictor = SlicePredictor(model, volume, window=window, cache=self.cache,
-                                   volume_id=volume_fingerprint(volume))
+             checkpoint: Optional[str], reservation: Optional[Reservation] = None) -> Session:
+        """A new session on ``volume`` (its own array, [k, j, i]); Busy at the limits.
+
+        reservation: the room held while the volume was uploaded (:meth:`reserve`); it becomes the
+        session's, or is released if the session cannot open.
+        """
+        if reservation is None:
+            reservation = self.reserve(int(volume.nbytes))
+        try:
+            model = self.load(model_name, checkpoint)
+            predictor = SlicePredictor(model, volume, window=window, cache=self.cache,
+                                       volume_id=volume_fingerprint(volume))
+        except BaseException:
+            reservation.release()
+            raise
         session = Session(client, model_name, predictor)
         with self._lock:
-            self._reserve(nbytes, locked=True)
+            reservation._drop()
             self._sessions[session.id] = session
         return session
 
-    def _reserve(self, nbytes: int, locked: bool = False) -> None:
-        """Busy unless one more session of ``nbytes`` fits (call with ``locked`` inside the lock)."""
-        if not locked:
-            with self._lock:
-                return self._reserve(nbytes, locked=True)
-        if len(self._sessions) >= self.limits.max_sessions:
-            raise Busy(f"this server holds its maximum of {self.limits.max_sessions} open volumes; "
-                       "close one or try again later")
-        used = sum(s.nbytes for s in self._sessions.values())
-        if used + nbytes > self.limits.max_total_volume_bytes:
-            raise Busy(f"this server's volume memory is full ({used / 2**20:.0f} MiB of "
-                       f"{self.limits.max_total_volume_bytes / 2**20:.0f} MiB); close a volume or try again later")
+    def reserve(self, nbytes: int) -> Reservation:
+        """Hold room for one more volume of ``nbytes`` (before its upload is read); TooLarge above the
+        per-volume limit, Busy when the sessions or the volume memory (open and uploading) are full."""
+        if nbytes > self.limits.max_volume_bytes:
+            raise TooLarge(f"the volume has {nbytes / 2**20:.0f} MiB; this server takes at most "
+                           f"{self.limits.max_volume_bytes / 2**20:.0f} MiB per volume")
+        with self._lock:
+            if len(self._sessions) + len(self._pending) >= self.limits.max_sessions:
+                raise Busy(f"this server holds its maximum of {self.limits.max_sessions} open volumes; "
+                           "close one or try again later")
+            used = sum(s.nbytes for s in self._sessions.values()) + sum(r.nbytes for r in self._pending)
+            if used + nbytes > self.limits.max_total_volume_bytes:
+                raise Busy(f"this server's volume memory is full ({used / 2**20:.0f} MiB of "
+                           f"{self.limits.max_total_volume_bytes / 2**20:.0f} MiB, uploads included); close a "
+                           "volume or try again later")
+            reservation = Reservation(self, nbytes)
+            self._pending.append(reservation)
+            return reservation
 
     def session(self, session_id: str) -> Session:
         """The open session ``session_id`` (marked as used); NotFound otherwise."""
@@ -166,7 +202,8 @@ class Registry:
         with self._lock:
             running = sum(1 for job in self._jobs.values() if job.state == "running")
             if running >= self.limits.max_jobs:
-                raise Busy(f"this server runs its maximum of {self.limits.max_jobs} propagations; try again later")
+                raise Busy(f"this server runs its maximum of {self.limits.max_jobs} propagations at a time (it "
+                           "does not queue them); try again when one has finished")
             job = Job(session.id, kind)
             self._jobs[job.id] = job
             session.jobs[job.id] = job
@@ -229,8 +266,9 @@ class Registry:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"sessions": len(self._sessions),
+            return {"sessions": len(self._sessions), "uploads": len(self._pending),
                     "volume_mib": round(sum(s.nbytes for s in self._sessions.values()) / 2**20, 1),
+                    "upload_mib": round(sum(r.nbytes for r in self._pending) / 2**20, 1),
                     "jobs_running": sum(1 for j in self._jobs.values() if j.state == "running"),
                     "embedding_cache_mib": round(self.cache.nbytes / 2**20, 1)}
 

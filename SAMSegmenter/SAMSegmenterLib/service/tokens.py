@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from ..errors import AuthError
@@ -43,6 +44,24 @@ def write_new_token(path: str | Path) -> str:
     return token
 
 
+def check_private(path: str | Path) -> None:
+    """AuthError unless ``path`` belongs to this user and no one else may read or write it (as ssh requires of
+    private keys). Not checked on Windows, whose permissions the mode bits do not describe."""
+    if os.name == "nt":
+        return
+    path = Path(path).expanduser()
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise AuthError(f"token file {path} belongs to another user; a server uses only a token file of its own")
+    if info.st_mode & 0o077:
+        raise AuthError(f"token file {path} can be read or written by other users (mode "
+                        f"{stat.S_IMODE(info.st_mode):04o}); make it private with: chmod 600 {path}")
+
+
 def token_for_server(path: str | Path) -> str:
-    """The token a server uses: the one in ``path`` if the file exists, else a new one written there."""
-    return read_token(path) if Path(path).expanduser().exists() else write_new_token(path)
+    """The token a server uses: the one in ``path`` if the file exists (it must be private: see
+    :func:`check_private`), else a new one written there (mode 0600)."""
+    if not Path(path).expanduser().exists():
+        return write_new_token(path)
+    check_private(path)
+    return read_token(path)
