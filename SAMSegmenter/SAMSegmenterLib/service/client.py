@@ -387,18 +387,20 @@ class ServiceClient:
     certificate authorities to trust for HTTPS (default: the system's); timeout: seconds a request waits for
     the server's next byte; startup_timeout: seconds to wait for a local server to become ready;
     connect_timeout: seconds for name lookup, connect and TLS handshake; python: the interpreter of the name
-    lookup helper process (default this one).
+    lookup helper process (default this one); compress: deflate uploads (default: only to a server that is
+    not on this machine).
     """
 
     def __init__(self, endpoint: Endpoint, cafile: Optional[str] = None, timeout: float = 600.0,
                  startup_timeout: float = 300.0, connect_timeout: float = CONNECT_TIMEOUT,
-                 python: Optional[str] = None):
+                 python: Optional[str] = None, compress: Optional[bool] = None):
         self.endpoint = endpoint
         self.cafile = cafile
         self.timeout = timeout
         self.startup_timeout = startup_timeout
         self.connect_timeout = connect_timeout
         self.python = python
+        self.compress = compress
         self.client_id = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._cookies: dict[str, str] = {}
         self._idle: list[Connection] = []
@@ -479,6 +481,11 @@ class ServiceClient:
         if not exchange.step():
             self._background.append(exchange)
 
+    @property
+    def pending(self) -> bool:
+        """Whether background requests (sessions being closed) remain: poll() them."""
+        return bool(self._background)
+
     def poll(self) -> bool:
         """Advance the background requests without blocking; True while some remain."""
         if self._background:
@@ -509,7 +516,7 @@ class ServiceClient:
                    decode: Callable[[Any], Any]) -> Call:
         """The upload: the array's own memory to a server on this machine; deflated piece by piece (chunked)
         to a remote one, so that no poll compresses more than DEFLATE_PIECE bytes."""
-        remote = isinstance(self.endpoint, RemoteEndpoint) and \
+        remote = self.compress if self.compress is not None else isinstance(self.endpoint, RemoteEndpoint) and \
             parse_url(self.endpoint.url).host not in ("127.0.0.1", "localhost", "::1")
         raw = memoryview(array).cast("B")
         body: Body = raw

@@ -280,7 +280,7 @@ class Request:
     """One HTTP/1.1 request on ``conn``, advanced by :meth:`step` without blocking.
 
     body: bytes-like (sent with Content-Length), or a callable giving an iterator of pieces (sent chunked);
-    timeout: seconds without any byte from the server, once the request is sent, before giving up.
+    timeout: seconds without progress (a byte sent or received) once connected, before giving up.
     """
 
     def __init__(self, conn: Connection, method: str, path: str, headers: dict[str, str], body: Body,
@@ -310,8 +310,10 @@ class Request:
         if self.response is not None:
             return True
         started = time.monotonic()
-        if not self.conn.open and not self.conn.advance():
-            return False
+        if not self.conn.open:
+            if not self.conn.advance():
+                return False
+            self._last_byte = time.monotonic()
         if not self.sent_body:
             try:
                 if not self._send(started):
@@ -343,9 +345,12 @@ class Request:
             except _WOULD_BLOCK:
                 remaining = STEP_BUDGET - (time.monotonic() - started)
                 if remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
+                    if time.monotonic() - self._last_byte > self.timeout:
+                        raise TimeoutError("timed out") from None
                     return False
                 continue
             self.bytes_sent += count
+            self._last_byte = time.monotonic()
             if count >= len(view):
                 self._pending.pop(0)
             else:
