@@ -65,10 +65,10 @@ class Slow:
     """A loopback HTTP peer that reads a request, waits ``delay`` seconds, then sends a JSON answer a few bytes
     at a time over about ``drip`` seconds (a slow or congested server)."""
 
-    def __init__(self, delay: float = 1.0, drip: float = 0.5, answer: dict | None = None):
+    def __init__(self, delay: float = 1.0, drip: float = 0.5, answer: dict | None = None, status: str = "200 OK"):
         self.delay, self.drip = delay, drip
         body = json.dumps(answer or {"api": 1, "slow": True}).encode()
-        self.response = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.response = (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                          "Connection: close\r\n\r\n").encode() + body
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))

@@ -508,6 +508,8 @@ class ServiceClient:
         spec = get_spec(model)
 
         def opened(answer: Any) -> RemoteVolume:
+            if not isinstance(answer, dict) or not isinstance(answer.get("session"), str):
+                raise ServiceError("the SAM service answered the upload with something that is not a session")
             return RemoteVolume(self, array, window, spec.name, checkpoint, answer)
 
         return self._open_call(array, window, spec.name, checkpoint, opened)

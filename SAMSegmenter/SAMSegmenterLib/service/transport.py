@@ -334,7 +334,10 @@ class Request:
         return self.conn.sock, "r" if self.sent_body else "w"
 
     def _send(self, started: float) -> bool:
+        """Send while the socket takes data. When it is full, wait for room within the step's budget only if the
+        link is moving (something was sent in this step): a stalled peer costs a poll nothing."""
         sock = self.conn.sock
+        moved = False
         while True:
             if not self._pending and not self._refill():
                 self.sent_body = True
@@ -344,13 +347,14 @@ class Request:
                 count = sock.send(view[:SEND_SLICE])
             except _WOULD_BLOCK:
                 remaining = STEP_BUDGET - (time.monotonic() - started)
-                if remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
+                if not moved or remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
                     if time.monotonic() - self._last_byte > self.timeout:
                         raise TimeoutError("timed out") from None
                     return False
                 continue
             self.bytes_sent += count
             self._last_byte = time.monotonic()
+            moved = True
             if count >= len(view):
                 self._pending.pop(0)
             else:
