@@ -124,6 +124,8 @@ def local_rows(scene: Scene, big: Scene | None) -> list[dict]:
         rows.append({"case": "local service: start, upload, first prompt", **drive(controller, 600)})
         scene.drag(controller)
         rows.append({"case": "local service: prompt on a cached slice", **drive(controller, 60)})
+        if big is not None:
+            rows.append(upload_row(big, engine))
         deadline = time.monotonic() + 30
         while engine.client.status()["sessions"] and time.monotonic() < deadline:
             time.sleep(0.5)  # the server's sweep closes the idle session (--session-idle 3)
@@ -139,8 +141,6 @@ def local_rows(scene: Scene, big: Scene | None) -> list[dict]:
                      round(1000 * (time.perf_counter() - started), 2), "polls": 1, "seconds": 0, "outcome":
                      f"restarts left {service.restarts_left}, running {service.running}", "error": False,
                      "still_polling": engine.client.pending})
-        if big is not None:
-            rows.append(upload_row(big, engine))
     finally:
         service.stop()
     return rows

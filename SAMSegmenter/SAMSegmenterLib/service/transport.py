@@ -29,8 +29,8 @@ from typing import Callable, Iterator, Optional, Union
 
 from ..errors import InputError
 
-STEP_BUDGET = 0.010  # seconds one step may spend sending or receiving
-SEND_SLICE = 8 << 20  # bytes offered to the socket per send()
+STEP_BUDGET = 0.006  # seconds one step may spend sending or receiving
+SEND_SLICE = 2 << 20  # bytes offered to the socket per send()
 RECV_SIZE = 1 << 20
 MAX_HEAD = 64 << 10  # longest status line + headers accepted
 DNS_CACHE_SECONDS = 300.0
