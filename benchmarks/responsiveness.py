@@ -77,16 +77,17 @@ class Scene:
 
 def drive(controller: InteractionController, limit: float, until=None, idle_ms: float = 1.0) -> dict:
     """Poll like a GUI timer until the controller wants no polls (or ``until()`` is true, or ``limit`` s)."""
-    polls, longest, started = 0, 0.0, time.perf_counter()
+    polls, longest, cpu, started = 0, 0.0, 0.0, time.perf_counter()
     while time.perf_counter() - started < limit:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         more = controller.poll()
         longest, polls = max(longest, time.perf_counter() - t0), polls + 1
+        cpu = max(cpu, time.thread_time() - c0)
         if not more or (until is not None and until()):
             break
         time.sleep(max(idle_ms, controller.poll_interval_ms) / 1000)
     state = controller.state
-    return {"longest_poll_ms": round(1000 * longest, 2), "polls": polls,
+    return {"longest_poll_ms": round(1000 * longest, 2), "longest_poll_cpu_ms": round(1000 * cpu, 2), "polls": polls,
             "seconds": round(time.perf_counter() - started, 2), "outcome": state.status[:110],
             "error": state.error, "still_polling": controller.wants_poll}
 
@@ -95,12 +96,16 @@ def remote_engine(url: str, **kwargs) -> ServiceEngine:
     return ServiceEngine(client=ServiceClient.remote(url, token="benchmark", **kwargs))
 
 
+def slow_peer() -> Slow:
+    return Slow(2.0, 1.0, BUSY, "503 Service Unavailable")
+
+
 def fault_rows(scene: Scene) -> list[dict]:
     rows = []
     for name, make, kwargs in (("unresolvable host name", lambda: None, {}),
                                ("unreachable host (full accept queue)", FullBacklog, {"connect_timeout": 5}),
                                ("server that never answers", Silent, {"timeout": 5}),
-                               ("slow server (2 s, then a dripped 503)", lambda: Slow(2.0, 1.0, BUSY, "503 Service Unavailable"), {})):
+                               ("slow server (2 s, then a dripped 503)", slow_peer, {})):
         peer = make()
         try:
             controller = scene.controller(remote_engine(peer.url if peer else UNRESOLVABLE_URL, **kwargs))
@@ -137,10 +142,10 @@ def local_rows(scene: Scene, big: Scene | None) -> list[dict]:
         rows.append({"case": "local server killed mid-propagation", **drive(controller, 60)})
         started = time.perf_counter()
         controller.close()
-        rows.append({"case": "closing the controller (server dead)", "longest_poll_ms":
-                     round(1000 * (time.perf_counter() - started), 2), "polls": 1, "seconds": 0, "outcome":
-                     f"restarts left {service.restarts_left}, running {service.running}", "error": False,
-                     "still_polling": engine.client.pending})
+        rows.append({"case": "closing the controller (server dead)", "longest_poll_cpu_ms": None,
+                     "longest_poll_ms": round(1000 * (time.perf_counter() - started), 2), "polls": 1,
+                     "seconds": 0, "outcome": f"restarts left {service.restarts_left}, running {service.running}",
+                     "error": False, "still_polling": engine.client.pending})
     finally:
         service.stop()
     return rows
@@ -150,18 +155,20 @@ def upload_row(big: Scene, engine: ServiceEngine) -> dict:
     """A large volume: time until the last byte is sent and until the server answered, longest poll."""
     controller = big.controller(engine)
     opening = controller._opening
-    sent_at, polls, longest, started = None, 0, 0.0, time.perf_counter()
+    sent_at, polls, longest, cpu, started = None, 0, 0.0, 0.0, time.perf_counter()
     while controller.wants_poll and time.perf_counter() - started < 300:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         controller.poll()
         longest, polls = max(longest, time.perf_counter() - t0), polls + 1
+        cpu = max(cpu, time.thread_time() - c0)
         if sent_at is None and not opening.uploading and opening._exchange.sent:
             sent_at = time.perf_counter() - started
         time.sleep(max(1.0, controller.poll_interval_ms) / 1000)
     answered = time.perf_counter() - started
     size = big.volume.GetImageData().GetPointData().GetScalars().GetNumberOfValues() * 2 / 2**20
     row = {"case": f"upload of a {size:.0f} MiB volume (sent / answered)", "longest_poll_ms":
-           round(1000 * longest, 2), "polls": polls, "seconds": f"{sent_at or answered:.2f} / {answered:.2f}",
+           round(1000 * longest, 2), "longest_poll_cpu_ms": round(1000 * cpu, 2), "polls": polls,
+           "seconds": f"{sent_at or answered:.2f} / {answered:.2f}",
            "outcome": controller.state.status[:110], "error": controller.state.error, "still_polling": False}
     controller.close()
     return row
@@ -188,11 +195,13 @@ def main() -> None:
         print(json.dumps({"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "rows": rows}, indent=1))
         return
-    print(f"{'case':<52} {'longest poll':>13} {'polls':>6} {'seconds':>14}  outcome")
+    print(f"{'case':<52} {'longest poll':>13} {'(CPU)':>9} {'polls':>6} {'seconds':>14}  outcome")
     for row in rows:
-        print(f"{row['case']:<52} {row['longest_poll_ms']:>10.1f} ms {row['polls']:>6} {str(row['seconds']):>14}  "
-              f"{'ERROR ' if row['error'] else ''}{row['outcome']}")
-    print("target: longest poll <= 20 ms in every row")
+        cpu = f"{row['longest_poll_cpu_ms']:.1f} ms" if row["longest_poll_cpu_ms"] is not None else "-"
+        print(f"{row['case']:<52} {row['longest_poll_ms']:>10.1f} ms {cpu:>9} {row['polls']:>6} "
+              f"{str(row['seconds']):>14}  {'ERROR ' if row['error'] else ''}{row['outcome']}")
+    print("target: longest poll <= 20 ms in every row (wall clock; CPU: the poll's own work, without time the OS "
+          "gave other processes)")
 
 
 if __name__ == "__main__":
