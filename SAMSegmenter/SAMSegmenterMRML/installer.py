@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .dependencies import MINIMUM_TORCH, TORCH, InstallPlan
@@ -58,6 +59,7 @@ class InstallProcess:
         self.steps, self.python = list(steps), python
         self.index = 0
         self.helper: Optional[HelperProcess] = None
+        self.log: Optional[Path] = None
         self.failed: Optional[str] = None
         self.cancelled = False
         self.started = time.monotonic()
@@ -66,6 +68,15 @@ class InstallProcess:
     def _start_step(self) -> None:
         self.helper = HelperProcess(self.steps[self.index].args, self.python, "samsegmenter-install-") \
             if self.index < len(self.steps) else None
+        if self.helper is not None:
+            self.log = self.helper.log
+
+    def log_tail(self, characters: int = 4000) -> str:
+        """The end of the last step's output (pip's own explanation of a failure)."""
+        try:
+            return self.log.read_bytes()[-characters:].decode(errors="replace") if self.log is not None else ""
+        except OSError:
+            return ""
 
     @property
     def done(self) -> bool:
