@@ -7,9 +7,11 @@ offers the engine's predictor interface (``predict``, ``prefetch``, ``propagate`
 exceptions as :class:`SAMSegmenterLib.predictor.SlicePredictor` and :mod:`SAMSegmenterLib.propagation`.
 
 GUIs use the non-blocking form: ``submit_*`` returns a :class:`Call` at once, and ``Call.poll()``
-(from a GUI timer) advances it without waiting: requests are sent, answers read only once they
-have arrived, and a propagation's progress is fetched at most every ``JOB_POLL_SECONDS``. No thread
-is started, so nothing here competes for the GIL with Slicer's main thread.
+(from a GUI timer) advances it without waiting on the network (transport.py): a host name is looked up
+in a helper process, connect, TLS handshake, upload and answer use non-blocking sockets, an expired
+session is uploaded again step by step, closing a session goes out in the background, and a
+propagation's progress is fetched at most every ``JOB_POLL_SECONDS``. No thread is started, so nothing
+here competes for the GIL with Slicer's main thread.
 """
 
 from __future__ import annotations

@@ -288,7 +288,8 @@ class Request:
         self.conn, self.method, self.timeout = conn, method, timeout
         chunked = callable(body)
         view = None if chunked else memoryview(body).cast("B")
-        head = [f"{method} {path} HTTP/1.1", f"Host: {conn.target.host}:{conn.target.port}"]
+        host = f"[{conn.target.host}]" if ":" in conn.target.host else conn.target.host  # an IPv6 literal
+        head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{conn.target.port}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         head.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {view.nbytes}")
         self._pending: list[memoryview] = [memoryview(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))]
