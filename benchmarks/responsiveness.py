@@ -161,7 +161,8 @@ def upload_row(big: Scene, engine: ServiceEngine) -> dict:
         controller.poll()
         longest, polls = max(longest, time.perf_counter() - t0), polls + 1
         cpu = max(cpu, time.thread_time() - c0)
-        if sent_at is None and not opening.uploading and opening._exchange.sent:
+        request = opening._exchange.request
+        if sent_at is None and (opening.done or request is not None and request.sent_body):
             sent_at = time.perf_counter() - started
         time.sleep(max(1.0, controller.poll_interval_ms) / 1000)
     answered = time.perf_counter() - started

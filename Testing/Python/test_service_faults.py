@@ -75,6 +75,12 @@ def test_an_upload_to_a_server_that_never_answers_times_out_without_blocking():
     try:
         client = ServiceClient.remote(peer.url, token="t", timeout=2)
         call = client.submit_open_volume(np.zeros((64, 256, 256), np.int16))  # 8 MiB: more than the buffers hold
+        moving = []
+        for _ in range(100):  # 0.5 s: the kernel's buffers fill, then the upload stalls
+            call.poll()
+            moving.append(call.uploading)
+            time.sleep(0.005)
+        assert any(moving) and not moving[-1]  # a stalled upload does not ask the GUI for 0 ms polls
         longest, _ = drive(call)
         with pytest.raises(ServiceError, match="no answer in time"):
             call.result(0)

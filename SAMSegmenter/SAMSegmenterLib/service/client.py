@@ -264,10 +264,9 @@ class Call:
 
     @property
     def uploading(self) -> bool:
-        """Whether a request body is still being sent (a front end then polls as often as it can)."""
-        exchange = self._exchange
-        request = getattr(exchange, "request", None)
-        return not self._done and request is not None and not request.sent_body
+        """Whether a request body is being sent and moving (a front end then polls as often as it can)."""
+        request = getattr(self._exchange, "request", None)
+        return not self._done and request is not None and request.sending
 
     def poll(self) -> bool:
         """Advance without blocking; True once finished (then ``result()`` returns or raises at once)."""

@@ -326,6 +326,12 @@ class Request:
             self._last_byte = time.monotonic()
         return self._receive(started)
 
+    @property
+    def sending(self) -> bool:
+        """Whether the body is being sent and the link moved in the last 50 ms (a stalled upload is not
+        "sending": a GUI need not poll it as fast as it can)."""
+        return self.conn.open and not self.sent_body and time.monotonic() - self._last_byte < 0.05
+
     def waiting(self) -> tuple[Optional[socket.socket], str]:
         """(socket, "r" or "w") this request waits for; (None, "") while a name is looked up."""
         if self.conn.state in ("resolve",) or self.conn.sock is None:
