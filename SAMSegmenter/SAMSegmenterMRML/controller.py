@@ -247,8 +247,9 @@ class InteractionController:
     def _open(self) -> None:
         """Start uploading the volume (non-blocking); prompts made meanwhile wait for it."""
         if self._remote is None and self._opening is None and not self._missing:
-            self._opening = self.engine.client.submit_open_volume(volume_array(self.volume_node), self.window,
-                                                                  self.spec.name, self.checkpoint)
+            self._opening = self.engine.client.submit_open_volume(
+                volume_array(self.volume_node, copy=False), self.window, self.spec.name, self.checkpoint,
+                snapshot=True)
 
     def _when_open(self, action: Callable[[], None]) -> None:
         if self._remote is not None:

@@ -150,3 +150,18 @@ def test_stopping_a_local_service_without_waiting(mni152):
     service.stop(wait=False)
     assert time.perf_counter() - started < NOT_BLOCKING and service.process is None
     assert process.wait(30) is not None  # it exits by itself (standard input closed, SIGTERM)
+
+
+def test_a_scene_volume_is_copied_piece_by_piece_while_it_is_sent(start_server, mni152):  # noqa: F811
+    """snapshot=True (the controller's upload of a scene's voxels): the client's own copy is filled as the
+    volume is sent, plain or deflated, and is what the session keeps after the owner changes its voxels."""
+    server = start_server()
+    crop = mni152[0][50:70]
+    expected = server.client().open_volume(crop).predict(0, 10, Prompt(box=BOX)).mask
+    for compress in (False, True):
+        live = np.array(crop)
+        remote = server.client(compress=compress).submit_open_volume(live, snapshot=True).result(120)
+        assert not np.shares_memory(remote.volume, live)
+        live[:] = 0  # the scene's voxels change; the session's copy does not
+        np.testing.assert_array_equal(remote.volume, crop)
+        np.testing.assert_array_equal(remote.predict(0, 10, Prompt(box=BOX)).mask, expected)

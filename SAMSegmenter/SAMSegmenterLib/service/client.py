@@ -503,15 +503,22 @@ class ServiceClient:
         return self.submit_open_volume(volume, window, model, checkpoint).result(self.timeout)
 
     def submit_open_volume(self, volume: np.ndarray, window: str = "auto", model: str = DEFAULT_MODEL,
-                           checkpoint: Optional[str] = None) -> Call:
-        """:meth:`open_volume` as a :class:`Call` (the upload advances with each poll)."""
+                           checkpoint: Optional[str] = None, snapshot: bool = False) -> Call:
+        """:meth:`open_volume` as a :class:`Call` (the upload advances with each poll).
+
+        snapshot: ``volume`` is memory its owner may change later (a scene's voxels): the client copies it
+        into its own array piece by piece as it sends it (no whole-volume copy in the caller's event handler);
+        the session keeps that copy to upload again after the server forgot it."""
         array = _uploadable(volume)
         spec = get_spec(model)
+        if snapshot and np.may_share_memory(array, volume):
+            array = _Snapshot(array)
 
         def opened(answer: Any) -> RemoteVolume:
             if not isinstance(answer, dict) or not isinstance(answer.get("session"), str):
                 raise ServiceError("the SAM service answered the upload with something that is not a session")
-            return RemoteVolume(self, array, window, spec.name, checkpoint, answer)
+            kept = array.copy if isinstance(array, _Snapshot) else array
+            return RemoteVolume(self, kept, window, spec.name, checkpoint, answer)
 
         return self._open_call(array, window, spec.name, checkpoint, opened)
 
@@ -521,12 +528,15 @@ class ServiceClient:
         to a remote one, so that no poll compresses more than DEFLATE_PIECE bytes."""
         remote = self.compress if self.compress is not None else isinstance(self.endpoint, RemoteEndpoint) and \
             parse_url(self.endpoint.url).host not in ("127.0.0.1", "localhost", "::1")
-        raw = memoryview(array).cast("B")
-        body: Body = raw
         headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(array, _Snapshot):
+            snapshot, array = array, array.copy
+            body: Body = (lambda: _deflated(snapshot.pieces())) if remote else snapshot.pieces
+        else:
+            raw = memoryview(array).cast("B")
+            body = (lambda: _deflated(_slices(raw))) if remote else raw  # a new iterator for each attempt
         if remote:  # spend CPU to save network time
             headers["Content-Encoding"] = "deflate"
-            body = lambda: _deflated(raw)  # noqa: E731  (a new iterator for each attempt)
         query = {"shape": ",".join(map(str, array.shape)), "dtype": array.dtype.name, "window": window,
                  "model": model, "checkpoint": checkpoint}
         return self.call("POST", f"{PREFIX}/sessions", body=body, headers=headers, query=query, decode=decode)
@@ -541,14 +551,39 @@ class ServiceClient:
         self._idle = []
 
 
-def _deflated(raw: memoryview) -> Iterator[bytes]:
-    """zlib-wrapped deflate of ``raw``, in pieces of at most DEFLATE_PIECE input bytes each."""
-    compressor = zlib.compressobj(1)
+def _slices(raw: memoryview) -> Iterator[memoryview]:
     for start in range(0, raw.nbytes, DEFLATE_PIECE):
-        piece = compressor.compress(raw[start:start + DEFLATE_PIECE])
+        yield raw[start:start + DEFLATE_PIECE]
+
+
+def _deflated(pieces: Iterator[Any]) -> Iterator[bytes]:
+    """zlib-wrapped deflate of the concatenated ``pieces`` (each at most a few MiB), piece by piece."""
+    compressor = zlib.compressobj(1)
+    for raw in pieces:
+        piece = compressor.compress(raw)
         if piece:
             yield piece
     yield compressor.flush()
+
+
+class _Snapshot:
+    """A copy of ``source`` ([k, j, i]) filled slab by slab while it is sent: :meth:`pieces` copies the next
+    slab (about DEFLATE_PIECE bytes) and yields the copy's bytes, so no single poll copies the whole volume."""
+
+    def __init__(self, source: np.ndarray):
+        self.source = source
+        self.copy = np.empty_like(source)
+        self.filled = 0  # slabs along axis 0 copied so far
+
+    def pieces(self) -> Iterator[memoryview]:
+        step = max(1, DEFLATE_PIECE // max(1, self.copy[0].nbytes))
+        for first in range(0, self.copy.shape[0], step):
+            last = min(first + step, self.copy.shape[0])
+            if last > self.filled:  # a retry sends the part already copied from the copy
+                self.copy[first:last] = self.source[first:last]
+                self.filled = last
+            yield memoryview(self.copy[first:last]).cast("B")
+        self.source = None  # the owner's memory is no longer needed
 
 
 def _uploadable(volume: np.ndarray) -> np.ndarray:
