@@ -67,6 +67,8 @@ def savedSettings():
 def logicFromSettings(settings):
     """A new SAMSegmenterLogic for ``settings``: a remote service, or a local one started on first use with the
     model, device, precision, backend and cache options. Nothing is started or loaded here."""
+    if not slicerSupported():
+        raise InputError(UNSUPPORTED_SLICER)
     from SAMSegmenterMRML.engines import ServiceEngine
     from SAMSegmenterMRML.logic import SAMSegmenterLogic
 
@@ -88,6 +90,8 @@ def sharedLogic():
     """The logic this panel and the effect share (SAMSegmenterMRML.logic.shared_logic), built from the saved
     settings on first use. SAMSegmenterError when the saved service cannot be used (e.g. its token file is gone)."""
     global _sharedFromSettings
+    if not slicerSupported():  # the MRML layer needs vtkSlicerSegmentEditorLogic: say so instead of failing on it
+        raise InputError(UNSUPPORTED_SLICER)
     from SAMSegmenterMRML.logic import replace_shared_logic, shared_logic
 
     if not _sharedFromSettings:
@@ -127,6 +131,8 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
         ScriptedLoadableModuleWidget.setup(self)
         self.download = None  # model_store.DownloadProcess running
         self.downloadCancelled = False
+        self.installing = None  # installer.InstallProcess running
+        self.verifying = None  # model_store.VerifyProcess running
         self.statusCall = None  # (client call, when it started) of a service status request
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(POLL_MSEC)
@@ -138,6 +144,10 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
             "Asks before installing anything. PyTorch comes through the PyTorch extension when it is installed."))
         self.upgradeTorchButton = self.button(form, _("Upgrade PyTorch..."), self.onUpgradeTorch, _(
             "Replaces the installed PyTorch; other extensions that use it are affected."))
+        self.installLabel = self.label(form)
+        self.cancelInstallButton = self.button(form, _("Cancel installation"), self.onCancelInstall, _(
+            "Stops the running installer (a package may be left half-installed: install again)."))
+        self.cancelInstallButton.visible = False
 
         form = self.section(_("Models"))
         self.modelSelector = qt.QComboBox()
@@ -235,8 +245,9 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
     def cleanup(self):
         self.pollTimer.stop()
         self.pollTimer.disconnect("timeout()", self.onPoll)
-        if self.download is not None:
-            self.download.cancel()
+        for process in (self.download, self.installing, self.verifying and self.verifying[0]):
+            if process is not None:
+                process.cancel()  # kills the helper's process tree; never waits
         if self.statusCall is not None:
             self.statusCall[0].cancel()
 
@@ -268,7 +279,11 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
             self.install(self.plan(upgradeTorch=True), confirmed=True)
 
     def install(self, plan, confirmed=False):
-        if not plan.needed:
+        """Install in helper processes (pip; light-the-torch for the PyTorch build SlicerPyTorch would pick):
+        Slicer never imports PyTorch and keeps running; progress and Cancel are on the panel."""
+        from SAMSegmenterMRML import installer
+
+        if not plan.needed or self.installing is not None:
             return
         if not confirmed and not slicer.util.confirmOkCancelDisplay(
                 _("SAMSegmenter needs additional Python packages. They are downloaded from the internet (PyTorch is "
@@ -276,28 +291,37 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
                 detailedText=_("Packages to install: {packages}").format(packages=plan.summary())
                 + ("\n\n" + "\n".join(plan.notes) if plan.notes else "")):
             return
-        with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
-            try:
-                if plan.torch == "pytorch_utils":
-                    import PyTorchUtils
+        with slicer.util.tryWithErrorDisplay(_("The installation cannot start.")):
+            self.installing = installer.InstallProcess(installer.install_steps(plan))
+            self.showInstall()
+            self.pollTimer.start()
 
-                    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                        askConfirmation=False, torchVersionRequirement=f">={dependencies.MINIMUM_TORCH}")
-                    if torch is None:
-                        raise RuntimeError(_("PyTorch was not installed."))
-                elif plan.torch == "pip":
-                    slicer.util.pip_install(dependencies.TORCH.pip)
-                if plan.pip_no_deps:  # never lets pip touch PyTorch
-                    slicer.util.pip_install("--no-deps " + " ".join(plan.pip_no_deps))
-                if plan.pip_with_deps:  # the service (FastAPI, uvicorn): their dependencies do not include PyTorch
-                    slicer.util.pip_install(" ".join(plan.pip_with_deps))
-            finally:
-                importlib.invalidate_caches()  # so that the packages just installed are found
+    def showInstall(self):
+        running = self.installing is not None and not self.installing.done
+        self.installButton.enabled = not running and self.installButton.enabled
+        self.cancelInstallButton.visible = running
+        self.installLabel.text = self.installing.status() if self.installing is not None else ""
+
+    def onCancelInstall(self):
+        if self.installing is not None:
+            self.installing.cancel()
+
+    def installFinished(self):
+        process, self.installing = self.installing, None
+        importlib.invalidate_caches()  # so that the packages just installed are found
         self.updatePackages()
-        try:  # a new logic: the effect then re-checks the packages for its local service
-            useLogic(logicFromSettings(savedSettings()))
-        except SAMSegmenterError as error:
-            self.showService(str(error), error=True)
+        self.showInstall()
+        if process.succeeded:
+            slicer.util.showStatusMessage(_("Python packages installed."), 5000)
+            try:  # a new logic: the effect then re-checks the packages for its local service
+                useLogic(logicFromSettings(savedSettings()))
+            except SAMSegmenterError as error:
+                self.showService(str(error), error=True)
+        elif process.cancelled:
+            self.installLabel.text = _("Installation cancelled; install again to complete it.")
+        else:
+            slicer.util.errorDisplay(_("Installing Python packages failed: {error}").format(error=process.failed),
+                                     detailedText=process.log_tail())
 
     # models ---------------------------------------------------------------------------------------
 
@@ -324,7 +348,7 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
             return
         where = f"<br>{entry.path}" if entry.path is not None else ""
         self.modelLabel.text = entry.describe() + where + "<br>" + _("Source: {source}").format(source=entry.source)
-        idle = self.download is None
+        idle = self.download is None and self.verifying is None
         self.downloadButton.enabled = entry.downloadable and entry.state != "installed" and idle
         self.verifyButton.enabled = entry.state == "installed" and idle
         self.deleteButton.enabled = not entry.embedded and entry.state != "missing" and idle
@@ -367,13 +391,25 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
         self.updateModels()
 
     def onVerify(self):
+        """The checksum runs in a helper process (GB-sized files take seconds); the result comes through onPoll."""
         from SAMSegmenterMRML import model_store
 
         entry = self.entry()
-        with slicer.util.tryWithErrorDisplay(_("Checksum verification failed."), waitCursor=True):
-            path = model_store.verify_model(entry.name)
+        with slicer.util.tryWithErrorDisplay(_("Checksum verification cannot start.")):
+            self.verifying = (model_store.VerifyProcess(entry.name), entry.title)
+            self.verifyButton.enabled = False
+            slicer.util.showStatusMessage(_("Checking the SHA-256 of {model}...").format(model=entry.title))
+            self.pollTimer.start()
+
+    def verifyFinished(self, code):
+        process, title = self.verifying
+        self.verifying = None
+        self.onModelSelected()
+        if code == 0:
             slicer.util.infoDisplay(_("{model}: the SHA-256 matches the published checksum.\n{path}").format(
-                model=entry.title, path=path))
+                model=title, path=process.result()))
+        else:
+            slicer.util.errorDisplay(_("Checksum verification failed: {error}").format(error=process.result()))
 
     def onDelete(self):
         from SAMSegmenterMRML import model_store
@@ -471,6 +507,15 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
         self.serviceProgress.visible = self.statusCall is not None
 
     def onPoll(self):
+        if self.installing is not None:
+            if self.installing.poll():
+                self.installFinished()
+            else:
+                self.showInstall()
+        if self.verifying is not None:
+            code = self.verifying[0].poll()
+            if code is not None:
+                self.verifyFinished(code)
         if self.download is not None:
             code = self.download.poll()
             if code is None:
@@ -485,7 +530,7 @@ class SAMSegmenterWidget(ScriptedLoadableModuleWidget):
             else:
                 self.serviceLabel.text = _("Waiting for the SAM service (a local one starts and loads its model): "
                                            "{seconds:.0f} s").format(seconds=time.monotonic() - started)
-        if self.download is None and self.statusCall is None:
+        if self.download is None and self.statusCall is None and self.installing is None and self.verifying is None:
             self.pollTimer.stop()
 
     def onOpenEditor(self):

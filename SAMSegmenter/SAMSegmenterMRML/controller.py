@@ -44,6 +44,7 @@ from .preview import PreviewSegmentation
 from .slice_prompts import build_slice_prompt
 
 DRAG_PIXELS = 4
+POLL_MS = 50  # the front end's poll period while nothing is being uploaded
 PREFETCH_DELAY = 0.4  # seconds a view rests on a slice before that slice is embedded ahead of time
 KEY_ACTIONS = {"a": "apply", "Return": "apply", "x": "cancel", "p": "both", "u": "up", "d": "down"}
 
@@ -188,9 +189,16 @@ class InteractionController:
     @property
     def wants_poll(self) -> bool:
         """Whether poll() has work: a job or an upload in flight, a cancelled job the service has not yet been
-        told to stop, or a prefetch waiting for its delay."""
+        told to stop, a prefetch waiting for its delay, or a background request (a session being closed)."""
         return (self._job is not None or self._opening is not None or self._prefetch is not None
-                or bool(self._cancelled))
+                or bool(self._cancelled) or self.engine.client.pending)
+
+    @property
+    def poll_interval_ms(self) -> int:
+        """How often the front end should call poll(): as often as its event loop allows (0) while a volume is
+        being sent (each poll sends for at most ~10 ms, the views redraw in between), otherwise every 50 ms."""
+        calls = [self._opening, self._job.call if self._job is not None else None]
+        return 0 if any(getattr(call, "uploading", False) for call in calls) else POLL_MS
 
     @property
     def state(self) -> ControllerState:
@@ -239,8 +247,9 @@ class InteractionController:
     def _open(self) -> None:
         """Start uploading the volume (non-blocking); prompts made meanwhile wait for it."""
         if self._remote is None and self._opening is None and not self._missing:
-            self._opening = self.engine.client.submit_open_volume(volume_array(self.volume_node), self.window,
-                                                                  self.spec.name, self.checkpoint)
+            self._opening = self.engine.client.submit_open_volume(
+                volume_array(self.volume_node, copy=False), self.window, self.spec.name, self.checkpoint,
+                snapshot=True)
 
     def _when_open(self, action: Callable[[], None]) -> None:
         if self._remote is not None:
@@ -443,13 +452,24 @@ class InteractionController:
         self._changed()
 
     def set_segment(self, segment_id: str) -> None:
-        """Write to another segment; a running job is cancelled and the preview dropped."""
+        """Write to another segment: a running job is cancelled; an unapplied preview is kept (Apply writes it
+        into the new segment, Cancel discards it) rather than dropped without a word."""
         if segment_id != self.segment_id:
             self._cancel_job()
-            self._clear_all()
             self.segment_id = segment_id
-            self._say("Drag a box around a structure in a slice view.")
+            if self._masks:
+                self._show_preview()  # in the new segment's colour
+                self._say(f"The preview of {len(self._masks)} slice(s) is kept: Apply writes it into the selected "
+                          "segment, Cancel (x) discards it.")
+            else:
+                self._clear_all()
+                self._say("Drag a box around a structure in a slice view.")
             self._changed()
+
+    @property
+    def has_preview(self) -> bool:
+        """Whether an unapplied preview exists (a front end keeps it when the effect is left)."""
+        return bool(self._masks)
 
     # jobs -------------------------------------------------------------------------------------
 
@@ -468,6 +488,7 @@ class InteractionController:
         """Advance uploads and jobs, show finished results, send due prefetches; True while more polls are
         wanted. Never blocks."""
         changed = False
+        self.engine.client.poll()  # background requests (sessions being closed)
         self._cancelled = [call for call in self._cancelled if not call.poll()]  # results never shown
         if self._opening is not None and self._opening.poll():
             changed = True

@@ -2,9 +2,11 @@
 
 They are the inference service's: Slicer's own process needs none of them (the client is standard
 library + numpy), but the local service runs in Slicer's Python. Nothing here installs anything:
-`install_plan` says what the module panel may install after the user agrees. PyTorch is installed
-through SlicerPyTorch's installer when that extension is present (it picks the build matching the GPU
-driver); an installed PyTorch is never replaced without the user explicitly asking for it.
+`install_plan` says what the module panel may install after the user agrees, and `installer` runs it in
+helper processes. When the SlicerPyTorch extension is present, PyTorch comes through light-the-torch as
+SlicerPyTorch's installer does (it picks the build matching the GPU driver), but as a command: that
+installer's own function ends with ``import torch`` in the calling process, i.e. in Slicer's. An installed
+PyTorch is never replaced without the user explicitly asking for it.
 """
 
 from __future__ import annotations
@@ -100,8 +102,8 @@ def package_statuses(
 class InstallPlan:
     """What the panel may install after the user's consent.
 
-    torch: "none" (nothing to do), "pytorch_utils" (install through SlicerPyTorch's
-    PyTorchUtilsLogic().installTorch), "pip" (``slicer.util.pip_install`` of TORCH.pip, when
+    torch: "none" (nothing to do), "pytorch_utils" (``python -m light_the_torch install``, the build choice
+    of SlicerPyTorch, when that extension is present), "pip" (``python -m pip install`` of TORCH.pip, when
     SlicerPyTorch is absent) or "keep_old" (an older PyTorch is installed: it is left alone
     unless the user asks to upgrade it). pip_no_deps: requirement specifiers installed with
     ``--no-deps`` so that pip never touches PyTorch; pip_with_deps: specifiers installed normally (their
@@ -121,7 +123,8 @@ class InstallPlan:
         """One line listing what would be installed."""
         parts = []
         if self.torch == "pytorch_utils":
-            parts.append(f"PyTorch (torch>={MINIMUM_TORCH}, through the PyTorch extension)")
+            parts.append(f"PyTorch (torch>={MINIMUM_TORCH}, the build light-the-torch picks, as the PyTorch "
+                         "extension does)")
         elif self.torch == "pip":
             parts.append(f"PyTorch ({TORCH.pip}, from PyPI)")
         parts.extend(self.pip_no_deps + self.pip_with_deps)

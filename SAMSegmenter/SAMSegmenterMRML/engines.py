@@ -58,10 +58,10 @@ class ServiceEngine:
         return f"service {self.client.endpoint.address()[0]}"
 
     def close(self) -> None:
-        """Stop a local server (a remote one keeps running)."""
+        """Stop a local server without waiting for it to exit (a remote one keeps running)."""
         self.client.close()
         if self.local is not None:
-            self.local.stop()
+            self.local.stop(wait=False)
 
 
 class InProcessEngine:

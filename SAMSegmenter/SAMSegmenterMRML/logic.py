@@ -55,8 +55,10 @@ class SegmentResult:
     segment_id: str
 
 
-def volume_array(volume_node: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
-    """A copy of the volume's voxels as [k, j, i] (first component of multi-component volumes)."""
+def volume_array(volume_node: slicer.vtkMRMLScalarVolumeNode, copy: bool = True) -> np.ndarray:
+    """The volume's voxels as [k, j, i] (first component of multi-component volumes): a copy, or with
+    ``copy=False`` a view of the node's memory where possible (the service client then copies it piece by
+    piece while uploading, so no event handler spends a whole-volume copy)."""
     if volume_node is None or volume_node.GetImageData() is None:
         raise InputError("the volume node has no image data")
     array = slicer.util.arrayFromVolume(volume_node)
@@ -64,7 +66,7 @@ def volume_array(volume_node: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
         array = array[..., 0]
     if array.ndim != 3:
         raise InputError(f"expected a 3D scalar volume, got an array of shape {array.shape}")
-    return np.array(array, copy=True)
+    return np.array(array, copy=True) if copy else array
 
 
 def volume_state(volume_node: slicer.vtkMRMLScalarVolumeNode) -> tuple[str, int]:

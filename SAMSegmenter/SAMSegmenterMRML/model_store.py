@@ -7,10 +7,6 @@ Weights of the SAM/MedSAM ViTs live in the engine's per-user cache
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,7 +14,8 @@ from typing import Optional
 from SAMSegmenterLib.errors import CheckpointError, InputError
 from SAMSegmenterLib.models.checkpoints import cached_checkpoint, litemedsam_checkpoint, resolve_checkpoint
 from SAMSegmenterLib.models.registry import MODEL_SPECS, get_spec
-from SAMSegmenterLib.service.client import MODULE_DIR
+
+from .processes import HelperProcess
 
 
 @dataclass(frozen=True)
@@ -88,11 +85,14 @@ def model_entries() -> list[ModelEntry]:
 
 
 class DownloadProcess:
-    """A verified download (``python -m SAMSegmenterLib download NAME``) running in its own process.
+    """A verified download (``python -m SAMSegmenterLib download NAME``) running in its own process group.
 
     Never a thread in Slicer's process (its idle main thread keeps the GIL). Progress is the size of the
-    partial file against the expected size; ``cancel()`` stops the process and keeps the partial file, so
-    the next download resumes. python: the interpreter (default this one: PythonSlicer inside Slicer).
+    partial file against the expected size; ``cancel()`` kills the whole process tree (PythonSlicer and the
+    interpreter it started) and keeps the partial file, so the next download resumes; ``poll()`` reports the
+    end only once no process of the tree is left. The download itself holds a lock file, so a second one of
+    the same weights fails at once instead of writing the same file. python: the interpreter (default this
+    one: PythonSlicer inside Slicer).
     """
 
     def __init__(self, name: str, python: Optional[str] = None):
@@ -102,12 +102,7 @@ class DownloadProcess:
         self.name = name
         self.path = cached_checkpoint(name)
         self.total = spec.size
-        self.log = Path(tempfile.mkstemp(prefix="samsegmenter-download-", suffix=".log")[1])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([python or sys.executable, "-m", "SAMSegmenterLib", "download", name],
-                                            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        self.helper = HelperProcess(["-m", "SAMSegmenterLib", "download", name], python, "samsegmenter-download-")
 
     @property
     def progress(self) -> tuple[int, Optional[int]]:
@@ -119,19 +114,38 @@ class DownloadProcess:
         return 0, self.total
 
     def poll(self) -> Optional[int]:
-        """The exit code once the process has ended (0: verified weights in place), else None."""
-        return self.process.poll()
+        """The exit code once the process tree has ended (0: verified weights in place), else None."""
+        return self.helper.poll()
 
     def error(self) -> str:
         """Why a failed download failed: the last line the command printed."""
-        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line.strip()]
-        return lines[-1].removeprefix("error: ") if lines else f"exit code {self.process.returncode}"
+        line = self.helper.last_line()
+        return line.removeprefix("error: ") if line else f"exit code {self.helper.process.returncode}"
 
     def cancel(self) -> None:
-        """Stop the download (the partial file is kept for a later resume)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        """Stop the download now (the partial file is kept for a later resume); never waits."""
+        self.helper.cancel()
+
+
+class VerifyProcess:
+    """The SHA-256 check of a model's weights (seconds for GB-sized files) in a helper process, not in Slicer's."""
+
+    SCRIPT = ("import sys\nfrom SAMSegmenterLib.models.checkpoints import resolve_checkpoint\n"
+              "print(resolve_checkpoint(sys.argv[1]))\n")
+
+    def __init__(self, name: str, python: Optional[str] = None):
+        self.name = name
+        self.helper = HelperProcess(["-c", self.SCRIPT, name], python, "samsegmenter-verify-")
+
+    def poll(self) -> Optional[int]:
+        return self.helper.poll()
+
+    def result(self) -> str:
+        """The verified path (exit code 0) or why the check failed."""
+        return self.helper.last_line().removeprefix("SAMSegmenterLib.errors.CheckpointError: ")
+
+    def cancel(self) -> None:
+        self.helper.cancel()
 
 
 def verify_model(name: str) -> Path:

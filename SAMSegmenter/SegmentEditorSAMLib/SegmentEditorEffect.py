@@ -1,6 +1,5 @@
 """The "SAM" Segment Editor effect: Qt widgets, scriptedEffect calls and event translation only. Every decision is
-made by SAMSegmenterMRML.controller.InteractionController (tested without Qt); model work runs in the SAM inference
-service, another process, whose non-blocking calls a QTimer polls."""
+made by SAMSegmenterMRML.controller.InteractionController (no Qt); model work runs in the SAM service (polled)."""
 
 import os
 
@@ -15,11 +14,10 @@ from SAMSegmenterLib.errors import SAMSegmenterError
 from SAMSegmenterMRML.controller import InteractionController, PointerEvent
 from SAMSegmenterMRML.editor import ScriptedEffectWriter
 
-WINDOWS = ("auto", "soft_tissue", "lung", "bone", "brain")
+WINDOWS, RED, BLUE = ("auto", "soft_tissue", "lung", "bone", "brain"), "#c00000", "#aac8ff"
 POINTER_EVENTS = {getattr(vtk.vtkCommand, f"{button.title()}Button{kind.title()}Event"): (kind, button)
                   for button in ("left", "right", "middle") for kind in ("press", "release")}
 POINTER_EVENTS[vtk.vtkCommand.MouseMoveEvent] = ("move", "none")
-RED, BLUE = "#c00000", "#aac8ff"
 
 
 class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
@@ -33,9 +31,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         AbstractScriptedSegmentEditorEffect.__init__(self, scriptedEffect)
         modes = slicer.qSlicerSegmentEditorAbstractEffect
         self.writer = ScriptedEffectWriter(scriptedEffect, modes.ModificationModeAdd, modes.ModificationModeRemove)
-        self.controller = self.observation = self.lastSliceNode = None
+        self.controller = self.observation = self.lastSliceNode = self.closing = None  # closing: a client's DELETEs
         self.stripSlices, self.pollTimer = [], qt.QTimer()
-        self.pollTimer.setInterval(50)
         self.pollTimer.connect("timeout()", self.onPoll)
 
     def clone(self):
@@ -55,6 +52,8 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
 
     def cleanup(self):
         self.deactivate()
+        self.closeController()  # also a preview deactivate() kept
+        self.pollTimer.stop()
         self.pollTimer.disconnect("timeout()", self.onPoll)
 
     def setupOptionsFrame(self):
@@ -177,8 +176,9 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
 
     def deactivate(self):
         if self.observation is not None:
-            self.observation[0].RemoveObserver(self.observation[1])
-            self.observation = None
+            self.observation = self.observation[0].RemoveObserver(self.observation[1])  # (returns None)
+        if self.controller is not None and self.controller.has_preview:  # Esc, Space, another effect or module
+            return slicer.util.showStatusMessage(_("SAM: the preview is kept, not applied: select SAM again."), 10000)
         self.closeController()
 
     def sync(self):
@@ -205,15 +205,17 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         return self.controller
 
     def closeController(self):
-        self.pollTimer.stop()
         if self.controller is not None:
-            self.controller.close()
-            self.controller = None
+            self.controller.close()  # its session closes in the background: keep polling the client
+            self.closing, self.controller = self.controller.engine.client, None
             self.showState(None)
+        self.onPoll()
 
     def onPoll(self):
-        if self.controller is None or not self.controller.poll():
-            self.pollTimer.stop()
+        more = self.controller is not None and self.controller.poll()
+        self.closing = self.closing if self.closing is not None and self.closing.poll() else None
+        self.pollTimer.setInterval(self.controller.poll_interval_ms if more else 50)  # 0 while a volume is sent
+        (self.pollTimer.start if more or self.closing is not None else self.pollTimer.stop)()
 
     def onStripClicked(self, row, column):
         sliceNode = self.lastSliceNode or slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()

@@ -332,3 +332,22 @@ def test_keys_apply_with_the_front_ends_mode_and_propagate_over_its_range(contro
     assert controller.key("a")
     assert "Applied to 2 slices" in controller.state.status
     np.testing.assert_array_equal(segment(segmentation, oblique), shown | kept)
+
+
+def test_another_segment_keeps_an_unapplied_propagation_and_apply_writes_it_there(controller, view, oblique,
+                                                                                  segmentation):
+    segmentation.GetSegmentation().AddEmptySegment("Other", "Other")
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    controller.propagate("both")
+    before = settle(controller)
+    assert before.preview_range[1] > before.preview_range[0]
+    shown = preview(controller, oblique)
+    controller.set_segment("Other")
+    after = controller.state
+    assert controller.has_preview and "kept" in after.status and after.preview_range == before.preview_range
+    np.testing.assert_array_equal(preview(controller, oblique), shown)
+    controller.apply("replace")
+    written = labelmap_on_volume(segment_labelmap(segmentation, "Other"), oblique.volume, segmentation)
+    np.testing.assert_array_equal(written, shown)
+    assert segment(segmentation, oblique).sum() == 0  # nothing went to the first segment

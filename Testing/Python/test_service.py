@@ -196,6 +196,9 @@ def test_kill_mid_propagation_gives_one_clear_error_and_the_next_action_restarts
         os.kill(service.process.pid, signal.SIGKILL)
         with pytest.raises(ServiceError, match="stopped unexpectedly"):
             call.result(120)
+        for _ in range(3):  # later progress polls neither restart the server nor ask another one for the job
+            assert call.poll()
+        assert service.restarts_left == 1 and not service.running
         again = remote.predict(0, 60, Prompt(box=CASES[0][2]))  # restarts the server, re-uploads the volume
         np.testing.assert_array_equal(again.mask, seed)
         assert service.restarts_left == 0 and service.running

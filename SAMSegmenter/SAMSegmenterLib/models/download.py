@@ -150,23 +150,59 @@ def download(url: str, dest: Union[str, Path], sha256: str, size: Optional[int] 
     part = dest.with_suffix(dest.suffix + ".part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        offset = part.stat().st_size if part.is_file() else 0
-        if size is not None and offset > size:  # not a prefix of the right file
-            part.unlink()
-            offset = 0
-        if size is None or offset < size:
-            _fetch(url, dest, part, offset, size, progress, cancel, timeout)
+        with _WriterLock(dest.with_suffix(dest.suffix + ".lock"), dest):  # one writer of the part at a time
+            _download_part(url, dest, part, size, progress, cancel, timeout)
+            problem = _problem(part, sha256, size)
+            if problem is not None:
+                part.unlink(missing_ok=True)
+                raise CheckpointError(
+                    f"the file downloaded from {url} {problem}; it was deleted: try again, or download "
+                    f"it manually, check its SHA-256 and pass its path (--checkpoint)")
+            os.replace(part, dest)
     except OSError as exc:  # local file trouble; network errors were converted already
         raise CheckpointError(f"cannot write {part}: {exc.strerror or exc}") from exc
-
-    problem = _problem(part, sha256, size)
-    if problem is not None:
-        part.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"the file downloaded from {url} {problem}; it was deleted: try again, or download "
-            f"it manually, check its SHA-256 and pass its path (--checkpoint)")
-    os.replace(part, dest)
     return dest
+
+
+class _WriterLock:
+    """An exclusive lock on ``path`` held while one process writes ``dest``'s part file: a second download of
+    the same file fails at once. The operating system releases it when the process ends, however it ends."""
+
+    def __init__(self, path: Path, dest: Path):
+        self.path, self.dest = path, dest
+        self.file = None
+
+    def __enter__(self) -> "_WriterLock":
+        self.file = open(self.path, "a+b")
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                self.file.seek(0)
+                msvcrt.locking(self.file.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.close()
+            raise CheckpointError(f"another download of {self.dest.name} is running (it holds {self.path}); "
+                                  "wait for it or stop it") from None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.file.close()  # releases the lock
+
+
+def _download_part(url: str, dest: Path, part: Path, size: Optional[int], progress: Optional[ProgressCallback],
+                   cancel: Optional[CancelCallback], timeout: float) -> None:
+    """Fetch the missing rest of ``part`` (under the writer lock)."""
+    offset = part.stat().st_size if part.is_file() else 0
+    if size is not None and offset > size:  # not a prefix of the right file
+        part.unlink()
+        offset = 0
+    if size is None or offset < size:
+        _fetch(url, dest, part, offset, size, progress, cancel, timeout)
 
 
 def _fetch(url: str, dest: Path, part: Path, offset: int, size: Optional[int],

@@ -1,0 +1,106 @@
+"""Helper processes of the Slicer panel (downloads, checksums, installs): started without a console window,
+polled without waiting, and cancelled as a whole process tree.
+
+Inside Slicer ``sys.executable`` is PythonSlicer, a launcher that starts the real interpreter as its child and
+passes no signal on: terminating the launcher alone leaves the child running. Each helper therefore starts in
+a process group of its own (a new session on POSIX, a new process group on Windows), and cancelling kills the
+group (``killpg``) or the tree (``taskkill /T``). A cancelled helper counts as finished only once no process
+of its group is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+from SAMSegmenterLib.service.client import MODULE_DIR
+
+WINDOWS = os.name == "nt"
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+NEW_GROUP = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+
+
+def python_env() -> dict[str, str]:
+    """This environment with SAMSegmenter's folder first on PYTHONPATH (the helper imports our code)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
+    return env
+
+
+class HelperProcess:
+    """``python args...`` in its own process group, its output (stdout and stderr) in a log file.
+
+    python: the interpreter (default this one: PythonSlicer inside Slicer)."""
+
+    def __init__(self, args: Sequence[str], python: Optional[str] = None, prefix: str = "samsegmenter-"):
+        self.command = [python or sys.executable, *args]
+        self.log = Path(tempfile.mkstemp(prefix=prefix, suffix=".log")[1])
+        options: dict = {"creationflags": NO_WINDOW | NEW_GROUP} if WINDOWS else {"start_new_session": True}
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, env=python_env(), **options)
+        self.cancelled = False
+
+    def poll(self) -> Optional[int]:
+        """The exit code once the process (after a cancel: its whole group) has ended, else None. Never waits."""
+        code = self.process.poll()
+        if code is None or (self.cancelled and self.group_alive()):
+            return None
+        return code
+
+    def group_alive(self) -> bool:
+        """Whether any process of the helper's group is still running (the launcher's child included)."""
+        if WINDOWS:
+            return self.process.poll() is None  # taskkill /T has ended the tree with its root
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return _group_has_live_member(self.process.pid)
+
+    def cancel(self) -> None:
+        """Kill the whole process tree; returns at once (poll() says when it is gone)."""
+        self.cancelled = True
+        if WINDOWS:
+            if self.process.poll() is None:
+                subprocess.Popen(["taskkill", "/F", "/T", "/PID", str(self.process.pid)], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, creationflags=NO_WINDOW)
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.poll()  # reap the launcher if it is gone already
+
+    def last_line(self) -> str:
+        """The last non-empty line the process printed (progress, or why it failed)."""
+        try:
+            text = self.log.read_bytes()[-4096:].decode(errors="replace")
+        except OSError:
+            return ""
+        lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a member that is not a zombie (Linux /proc; elsewhere: any member)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
