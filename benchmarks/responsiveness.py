@@ -31,7 +31,7 @@ import slicer  # noqa: E402
 from faulty_servers import UNRESOLVABLE_URL, FullBacklog, Silent, Slow  # noqa: E402
 from mrml_scene import make_scene, volume_from_array  # noqa: E402
 
-from SAMSegmenterLib.sample_data import load_sample  # noqa: E402
+from SAMSegmenterLib.io.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.service.client import LocalService, ServiceClient  # noqa: E402
 from SAMSegmenterMRML.controller import InteractionController, PointerEvent  # noqa: E402
 from SAMSegmenterMRML.editor import SegmentEditorSession  # noqa: E402

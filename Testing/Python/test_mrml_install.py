@@ -148,7 +148,7 @@ def test_prompt_and_propagation_from_the_qt_free_layers_load_no_torch():
         import numpy as np
         sys.path[:0] = [{str(MODULE_DIR)!r}, {str(TESTS)!r}]
         from mrml_scene import make_scene, volume_from_array
-        from SAMSegmenterLib.sample_data import load_sample
+        from SAMSegmenterLib.io.sample_data import load_sample
         from SAMSegmenterLib.service.client import LocalService, ServiceClient
         from SAMSegmenterMRML.controller import InteractionController, PointerEvent
         from SAMSegmenterMRML.editor import SegmentEditorSession
