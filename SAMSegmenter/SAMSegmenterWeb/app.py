@@ -3,8 +3,9 @@
 One `SAMSegmenterWebApp` serves one user (trame keeps one state per server process). It holds a
 trame-slicer ``SlicerApp`` (MRML scene, logics, segment editor), remote-rendered views in a 2D
 layout by default, and one volume with one segmentation at a time; loading another volume
-replaces both. The SAM effect is registered with the segmentation editor; its events and panel
-go through a `ControllerHost`.
+replaces both, after the user confirmed it when the segmentation holds voxels (the dialog offers
+to download it first). The segmentation downloads as .seg.nrrd or NIfTI (`export`). The SAM
+effect is registered with the segmentation editor; its events and panel go through a `ControllerHost`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from trame.app import TrameApp
 from trame_server import Server
 from trame_slicer import module as trame_slicer_module
 from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.segmentation import BrushDiameterMode, SegmentationEffectErase, SegmentationEffectPaint
 
 from SAMSegmenterLib.errors import SAMSegmenterError
 
 from .controller_host import ControllerHost, ControllerSupport
 from .effect import SAMEffect
+from .export import FORMATS, export_file_name, export_segmentation
 from .layouts import DEFAULT_LAYOUT, layouts
 from .loading import describe, load_volume, write_uploads
 from .masking import MaskingLogic
@@ -33,6 +36,9 @@ from .ui import build_ui, slice_view_gutter
 from .views import RenderSettings, register_view_factories
 
 RED_VIEW = "Red"
+BRUSH_EFFECTS = {"paint": SegmentationEffectPaint, "erase": SegmentationEffectErase}
+EFFECT_CHOICES = ("none", "sam", *BRUSH_EFFECTS)
+DEFAULT_BRUSH_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class SAMSegmenterWebApp(TrameApp):
         self.editor.active_segment_id_changed.connect(self._on_active_segment)
         self.volume_node: Optional[vtkMRMLScalarVolumeNode] = None
         self.segmentation_node: Optional[vtkMRMLSegmentationNode] = None
+        self._pending_uploads: list[dict] = []
         self._init_state()
         self.ui = build_ui(self)
         self.layout_manager.set_layout(DEFAULT_LAYOUT)
@@ -86,10 +93,14 @@ class SAMSegmenterWebApp(TrameApp):
         state.web_effect = "none"
         state.web_volume_name = ""
         state.web_message = None
+        state.web_export_names = {}
+        state.web_replace = None  # {"volume", "segments", "files"} while the replace-volume dialog is open
         state.web_service = self.service.url if self.service else ""
         state.sam = panel_state(None)
         state.change("web_layout")(self._on_layout)
+        state.web_brush_mm = DEFAULT_BRUSH_MM
         state.change("web_effect")(self._on_effect_choice)
+        state.change("web_brush_mm")(self._on_brush)
         state.change("sam_window")(self._on_window)
 
     # Volumes.
@@ -101,9 +112,11 @@ class SAMSegmenterWebApp(TrameApp):
         node = load_volume(self.slicer.io_manager, self.slicer.scene, paths)
         self.host.detach()
         self.editor.deactivate_effect()
+        name = node.GetName()
         for old in (self.volume_node, self.segmentation_node):
             if old is not None:
                 self.slicer.scene.RemoveNode(old)
+        node.SetName(name)  # the scene made it unique ("_1") while the old volume was still there
         self.volume_node = node
         self.segmentation_node = self.editor.create_empty_segmentation_node()
         self.segmentation_node.SetName(f"{node.GetName()} segmentation")
@@ -113,10 +126,58 @@ class SAMSegmenterWebApp(TrameApp):
         with self.state:
             self.state.web_volume_name = node.GetName()
             self.state.web_effect = "none"
+            self.state.web_export_names = {fmt: export_file_name(node.GetName(), fmt) for fmt in FORMATS}
         return node
 
+    def segmented_voxels(self) -> bool:
+        """True when some segment of the current segmentation holds voxels (what a new volume would discard)."""
+        return any(size not in ("", "empty") for size in self.segments.sizes().values())
+
     async def load_uploads(self, files: list[dict]) -> None:
-        """Load files the browser sent (one volume file, several files of a series, or a DICOM folder)."""
+        """Load files the browser sent (one volume file, several files of a series, or a DICOM folder).
+
+        When the current segmentation holds voxels, nothing is replaced yet: the page asks first
+        (`confirm_replace`, `cancel_replace`) and offers to download the segmentation.
+        """
+        if not files:
+            return
+        if self.segmented_voxels():
+            self._pending_uploads = list(files)
+            with self.state:
+                self.state.web_replace = {
+                    "volume": self.state.web_volume_name,
+                    "segments": self.segmentation_node.GetSegmentation().GetNumberOfSegments(),
+                    "files": describe([Path(entry.get("name") or "upload") for entry in files]),
+                }
+            return
+        self._load_uploads_now(files)
+
+    def confirm_replace(self) -> None:
+        """The user chose to discard the segmentation: load the files that were waiting."""
+        files, self._pending_uploads = self._pending_uploads, []
+        self.state.web_replace = None
+        self._load_uploads_now(files)
+
+    def cancel_replace(self) -> None:
+        self._pending_uploads = []
+        self.state.web_replace = None
+        self.show_message("info", f"Kept {self.state.web_volume_name} and its segmentation.")
+
+    def export(self, file_format: str) -> Any:
+        """The segmentation as a file (``file_format``: a key of export.FORMATS), as a download attachment;
+        None (and an error message) when there is nothing to save."""
+        if self.segmentation_node is None or self.volume_node is None:
+            self.show_error("Load a volume and segment it before saving")
+            return None
+        try:
+            name, data = export_segmentation(self.segmentation_node, self.volume_node, file_format)
+        except SAMSegmenterError as exc:
+            self.show_error(f"Nothing saved: {exc}")
+            return None
+        self.show_message("success", f"Saved {name} ({len(data) / 1024:.0f} KiB) on the volume's grid")
+        return self.server.protocol.addAttachment(data)
+
+    def _load_uploads_now(self, files: list[dict]) -> None:
         if not files:
             return
         names = [Path(entry.get("name") or "upload") for entry in files]
@@ -157,31 +218,48 @@ class SAMSegmenterWebApp(TrameApp):
             self.editor.set_surface_representation_enabled(has_3d)
 
     def _on_effect_choice(self, web_effect: str, **_: Any) -> None:
-        if web_effect == "sam":
-            self._activate_sam()
-        elif self.editor.active_effect is self.sam_effect:
+        effect = self._effect_for(web_effect)
+        if effect is self.editor.active_effect:
+            return
+        if effect is None:
             self.editor.deactivate_effect()
-
-    def _activate_sam(self) -> None:
+            return
         if self.segmentation_node is None:
-            self.show_error("Load a volume before choosing SAM")
+            self.show_error("Load a volume before choosing an effect")
             self.state.web_effect = "none"
             return
         if not self.editor.get_active_segment_id():
             self.segments.add()
-        self.editor.set_active_effect(self.sam_effect)
-        self._attach(self.editor.get_active_segment_id())
+        self.editor.set_active_effect(effect)
+        if effect is self.sam_effect:
+            self._attach(self.editor.get_active_segment_id())
+        else:
+            self._on_brush(self.state.web_brush_mm)
+
+    def _effect_for(self, web_effect: str) -> Any:
+        """The editor's effect for a value of the effect switch (None for "none")."""
+        if web_effect == "sam":
+            return self.sam_effect
+        brush = BRUSH_EFFECTS.get(web_effect)
+        return self.editor.get_effect(brush) if brush is not None else None
+
+    def _on_brush(self, web_brush_mm: float, **_: Any) -> None:
+        """Paint and erase use a brush of ``web_brush_mm`` millimetres (diameter, in the slice plane)."""
+        for brush in BRUSH_EFFECTS.values():
+            self.editor.get_effect(brush).set_brush_diameter(float(web_brush_mm), BrushDiameterMode.Absolute)
 
     def _attach(self, segment_id: str) -> None:
         """Give SAM a controller for ``segment_id``, with the intensity window chosen in the panel."""
         self.host.attach(self.volume_node, self.segmentation_node, segment_id, self.state.sam_window or WINDOWS[0])
 
     def _on_effect_name(self, _name: str) -> None:
-        sam_active = self.editor.active_effect is self.sam_effect
-        if not sam_active:
+        active = self.editor.active_effect
+        if active is not self.sam_effect:
             self.host.detach()
+        choices = [value for value in EFFECT_CHOICES if value != "none" and self._effect_for(value) is active]
+        choice = choices[0] if choices else "none"
         with self.state:
-            self.state.web_effect = "sam" if sam_active else "none"
+            self.state.web_effect = choice
 
     def _on_active_segment(self, segment_id: str) -> None:
         if self.editor.active_effect is self.sam_effect and segment_id and self.volume_node is not None:

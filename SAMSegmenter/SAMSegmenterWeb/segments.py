@@ -140,6 +140,10 @@ class SegmentsLogic:
     def redo(self) -> None:
         self.undo_stack.redo()
 
+    def sizes(self) -> dict[str, str]:
+        """segment id -> what the list shows as its size (see describe_size)."""
+        return segment_sizes(self.editor.active_segmentation_node)
+
     def refresh(self, *_: object) -> None:
         with self.server.state:
             self.list_state.data.segments = [
@@ -154,6 +158,7 @@ class SegmentsLogic:
             active = self.editor.get_active_segment_id()
             self.list_state.data.active_segment_id = active
             self.edit_logic.set_active_segment_id(active)
-            self.server.state[SIZES_KEY] = segment_sizes(self.editor.active_segmentation_node)
+            self.server.state[SIZES_KEY] = self.sizes()
+            self.server.state.web_has_segments = bool(self.editor.get_segment_ids())
             self.server.state.web_can_undo = self.undo_stack.can_undo()
             self.server.state.web_can_redo = self.undo_stack.can_redo()

@@ -1,7 +1,8 @@
 """Page layout of the web app (Vuetify 3): app bar, side panel, and the view grid.
 
 Side panel, top to bottom: open a volume file or a DICOM folder (and the message of the last
-load), the segments list, the effect choice (None / SAM), the SAM panel, the masking options.
+load), the segments list, saving the segmentation (downloads), the effect choice (None / SAM),
+the SAM panel, the masking options.
 App bar: the volume's name, the view layout switch, undo and redo.
 """
 
@@ -24,6 +25,7 @@ from trame_slicer.app.ui import (
 )
 from trame_slicer.views import SliceView
 
+from .export import FORMATS
 from .layouts import LAYOUT_TITLES
 from .masking import OVERWRITE_ITEMS
 from .panel import SAMPanel
@@ -75,11 +77,13 @@ def build_ui(app: SAMSegmenterWebApp) -> VAppLayout:
             _volume_section(app)
             v3.VDivider()
             _segments_section(app)
+            _save_section(app)
             v3.VDivider()
             _effect_section(app)
             v3.VDivider()
             _masking_section(app)
 
+        _replace_dialog(app)
         with v3.VMain(), html.Div(style="height: calc(100vh - 48px); display: flex;"):
             app.layout_manager.initialize_layout_grid(layout)
     return layout
@@ -138,6 +142,56 @@ def _segments_section(app: SAMSegmenterWebApp) -> None:
     app.segments.connect(segment_list)
 
 
+BRUSH_BUTTONS = (("paint", "mdi-brush", "Paint"), ("erase", "mdi-eraser", "Erase"))
+SAVE_LABELS = {"seg.nrrd": ".seg.nrrd", "nii.gz": "NIfTI"}
+
+
+def download_click(app: SAMSegmenterWebApp, file_format: str) -> str:
+    """JavaScript of a download button: ask the server for the file, then hand it to the browser as a download."""
+    trigger = app.server.controller.trigger_name(app.export)
+    return (
+        f"trigger('{trigger}', ['{file_format}']).then(data => data &&"
+        f" utils.download(web_export_names['{file_format}'], data, 'application/octet-stream'))"
+    )
+
+
+def _save_buttons(app: SAMSegmenterWebApp) -> None:
+    for file_format, title in FORMATS.items():
+        v3.VBtn(
+            SAVE_LABELS[file_format],
+            prepend_icon="mdi-download",
+            click=download_click(app, file_format),
+            disabled=("!web_has_segments",),
+            size="small",
+            variant="tonal",
+            title=f"Download the segmentation as a {title} file on the volume's grid",
+            raw_attrs=[f'aria-label="Download {SAVE_LABELS[file_format]}"'],
+        )
+
+
+def _save_section(app: SAMSegmenterWebApp) -> None:
+    with html.Div(classes="d-flex align-center ga-2 px-2 pb-2"):
+        html.Span("Save", classes="text-subtitle-2")
+        _save_buttons(app)
+
+
+def _replace_dialog(app: SAMSegmenterWebApp) -> None:
+    """Asks before a new volume discards a segmentation that holds voxels; offers to download it first."""
+    with v3.VDialog(model_value=("!!web_replace",), persistent=True, max_width=460):
+        with v3.VCard(v_if="web_replace", raw_attrs=['aria-label="Replace the volume?"']):
+            v3.VCardTitle("Replace the volume?")
+            v3.VCardText(
+                "Loading {{ web_replace.files }} closes {{ web_replace.volume }} and discards its segmentation"
+                " ({{ web_replace.segments }} segment{{ web_replace.segments === 1 ? '' : 's' }}): this cannot be"
+                " undone. Download it first to keep it."
+            )
+            with v3.VCardActions(classes="flex-wrap ga-1"):
+                _save_buttons(app)
+                v3.VSpacer()
+                v3.VBtn("Keep working", click=app.cancel_replace, size="small")
+                v3.VBtn("Discard and load", click=app.confirm_replace, color="error", size="small")
+
+
 def _effect_section(app: SAMSegmenterWebApp) -> None:
     with html.Div(classes="pa-2"):
         with html.Div(classes="d-flex align-center ga-2"):
@@ -159,6 +213,33 @@ def _effect_section(app: SAMSegmenterWebApp) -> None:
                     title="Segment Anything: box and point prompts in the slice views",
                     disabled=("!web_volume_name",),
                 )
+                for value, icon, title in BRUSH_BUTTONS:
+                    v3.VBtn(
+                        icon=icon,
+                        value=value,
+                        size="small",
+                        raw_attrs=[f'aria-label="{title}"'],
+                        title=f"{title}: drag in a slice view to {value} the selected segment with the brush",
+                        disabled=("!web_volume_name",),
+                    )
+        with html.Div(v_if="web_effect === 'paint' || web_effect === 'erase'", classes="d-flex flex-column ga-1 pt-2"):
+            v3.VSlider(
+                v_model=("web_brush_mm",),
+                min=1,
+                max=60,
+                step=1,
+                label="Brush",
+                density="compact",
+                hide_details=True,
+                thumb_label=True,
+                raw_attrs=['aria-label="Brush diameter (mm)"'],
+            )
+            html.Div(
+                "{{ web_effect === 'paint' ? 'Paint' : 'Erase' }} with a {{ web_brush_mm }} mm brush: drag in a"
+                " slice view. Undo reverts a stroke.",
+                classes="text-caption text-medium-emphasis",
+                raw_attrs=['role="status"'],
+            )
         SAMPanel(
             apply=app.sam_apply,
             cancel=app.sam_cancel,

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from web_browser import SEGMENT_ITEMS, VIEW_IMAGE, launch_chromium, shows_image, start_web_app, wait_for_pixels
+from web_browser import (
+    SEGMENT_ITEMS,
+    VIEW_IMAGE,
+    drag,
+    launch_chromium,
+    segment_rgb,
+    shows_image,
+    start_web_app,
+    tinted,
+    wait_for_pixels,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -32,6 +44,14 @@ def chromium():
         browser = launch_chromium(playwright)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def mni152_file(tmp_path_factory) -> Path:
+    """The volume the app shows, written as the app writes it (the MNI152 sample)."""
+    from SAMSegmenterLib.sample_data import write_sample
+
+    return write_sample("mni152", tmp_path_factory.mktemp("volume") / "mni152.nii.gz")
 
 
 @pytest.fixture
@@ -129,6 +149,72 @@ def test_sam_button_selects_the_effect(page):
     assert segment_names(page), "choosing SAM gives it a segment to write to"
     page.get_by_role("button", name="No effect").click()
     page.wait_for_function("() => document.querySelector('button[value=none]').classList.contains('v-btn--active')")
+
+
+def segment_sizes(page) -> list[str]:
+    return page.locator(f"{SEGMENT_ITEMS} .segment-size").evaluate_all("lines => lines.map(l => l.innerText.trim())")
+
+
+def size_voxels(size: str) -> int:
+    return 0 if size in ("", "empty") else int(size.split(" ")[0].replace(",", ""))
+
+
+def paint_stroke(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """A brush stroke from ``start`` to ``end`` (fractions of the red view's width and height)."""
+    view = page.locator(VIEW_IMAGE).first.bounding_box()
+    at = lambda f: (view["x"] + f[0] * view["width"], view["y"] + f[1] * view["height"])  # noqa: E731
+    drag(page, at(start), at(end), steps=12)
+
+
+def wait_for_voxels(page, index: int, predicate, timeout_s: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while not predicate(count := size_voxels(segment_sizes(page)[index])):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"segment {index} holds {count} voxels")
+        time.sleep(0.1)
+    return count
+
+
+def download(page, label: str, tmp_path: Path) -> Path:
+    """Click the download button ``label`` and return where Playwright saved the file the browser received."""
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name=label).first.click()
+    path = tmp_path / info.value.suggested_filename
+    info.value.save_as(path)
+    return path
+
+
+def test_paint_and_erase_with_the_brush_then_download_seg_nrrd_and_nifti(page, tmp_path, mni152_file):
+    from web_export_check import read_nifti_labelmap, read_seg_nrrd
+
+    while count := len(segment_names(page)):  # earlier tests left empty segments: start with none
+        page.locator(SEGMENT_ITEMS).first.locator(".mdi-delete-outline").click()
+        wait_for_segment_count(page, count - 1)
+    page.get_by_role("button", name="Paint", exact=True).click()
+    wait_for_segment_count(page, 1)
+    page.get_by_label("Brush diameter (mm)").wait_for()
+    before = wait_for_pixels(page, shows_image)
+    paint_stroke(page, (0.35, 0.45), (0.65, 0.45))
+    painted = wait_for_voxels(page, 0, lambda n: n > 0)
+    rgb = segment_rgb(page)
+    wait_for_pixels(page, lambda now: (tinted(now, rgb) & ~tinted(before, rgb)).sum() > 100)
+    page.get_by_role("button", name="Erase", exact=True).click()
+    paint_stroke(page, (0.5, 0.35), (0.5, 0.55))  # across the painted band
+    left = wait_for_voxels(page, 0, lambda n: 0 < n < painted)
+    print(f"painted {painted} voxels; {left} after an erase stroke across them")
+    name = segment_names(page)[0]
+
+    seg = download(page, "Download .seg.nrrd", tmp_path)
+    assert seg.name == "mni152_segmentation.seg.nrrd"
+    masks = read_seg_nrrd(seg, mni152_file)  # asserts the volume's grid
+    assert list(masks) == [name] and int(masks[name].sum()) == left, "the voxels the page counted"
+    ks = np.unique(np.nonzero(masks[name])[0])
+    assert len(ks) == 1, "painted in the slice the red view shows"
+
+    nifti = download(page, "Download NIfTI", tmp_path)
+    assert nifti.name == "mni152_segmentation.nii.gz"
+    labels = read_nifti_labelmap(nifti, mni152_file)  # asserts the grid to NIfTI's single precision
+    assert np.array_equal(labels > 0, masks[name]) and set(np.unique(labels)) == {0, 1}
 
 
 def test_bad_upload_gives_a_message_and_the_app_keeps_working(page, tmp_path):
