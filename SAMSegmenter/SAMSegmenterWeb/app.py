@@ -28,7 +28,7 @@ from .controller_host import ControllerHost, ControllerSupport
 from .effect import SAMEffect
 from .export import FORMATS, export_file_name, export_segmentation
 from .layouts import DEFAULT_LAYOUT, layouts
-from .loading import describe, load_volume, write_uploads
+from .loading import describe, frames_notice, load_volume, write_uploads
 from .masking import MaskingLogic
 from .panel import WINDOWS, panel_state
 from .segments import SegmentsLogic
@@ -81,7 +81,8 @@ class SAMSegmenterWebApp(TrameApp):
         self.editor.active_segment_id_changed.connect(self._on_active_segment)
         self.volume_node: Optional[vtkMRMLScalarVolumeNode] = None
         self.segmentation_node: Optional[vtkMRMLSegmentationNode] = None
-        self._pending_uploads: list[dict] = []
+        self._range_axis = 0  # the axis the Limit to slices fields were last filled for
+        self._pending: Optional[tuple[vtkMRMLScalarVolumeNode, str, str]] = None  # (volume, message, kind)
         self._init_state()
         self.ui = build_ui(self)
         self.layout_manager.set_layout(DEFAULT_LAYOUT)
@@ -97,26 +98,32 @@ class SAMSegmenterWebApp(TrameApp):
         state.web_replace = None  # {"volume", "segments", "files"} while the replace-volume dialog is open
         state.web_service = self.service.url if self.service else ""
         state.sam = panel_state(None)
+        state.sam_apply_mode, state.sam_direction, state.sam_window = "replace", "both", "auto"
+        state.sam_limit, state.sam_first, state.sam_last = False, 0, 0
         state.change("web_layout")(self._on_layout)
         state.web_brush_mm = DEFAULT_BRUSH_MM
         state.change("web_effect")(self._on_effect_choice)
         state.change("web_brush_mm")(self._on_brush)
         state.change("sam_window")(self._on_window)
+        state.change("sam_apply_mode", "sam_limit", "sam_first", "sam_last")(self._send_slice_range)
 
     # Volumes.
     def load(self, paths: Sequence[Path]) -> vtkMRMLScalarVolumeNode:
-        """Load a volume file or DICOM folder, replacing the current volume and segmentation.
+        """Load a volume file or DICOM folder, replacing the current volume and segmentation (without asking).
 
         Raises InputError (scene unchanged) when ``paths`` holds no grey-level volume.
         """
         node = load_volume(self.slicer.io_manager, self.slicer.scene, paths)
+        self._replace_with(node)
+        return node
+
+    def _replace_with(self, node: vtkMRMLScalarVolumeNode) -> None:
+        """Show ``node`` (already in the scene) with a new empty segmentation; the old volume and segmentation go."""
         self.host.detach()
         self.editor.deactivate_effect()
-        name = node.GetName()
         for old in (self.volume_node, self.segmentation_node):
             if old is not None:
                 self.slicer.scene.RemoveNode(old)
-        node.SetName(name)  # the scene made it unique ("_1") while the old volume was still there
         self.volume_node = node
         self.segmentation_node = self.editor.create_empty_segmentation_node()
         self.segmentation_node.SetName(f"{node.GetName()} segmentation")
@@ -127,7 +134,8 @@ class SAMSegmenterWebApp(TrameApp):
             self.state.web_volume_name = node.GetName()
             self.state.web_effect = "none"
             self.state.web_export_names = {fmt: export_file_name(node.GetName(), fmt) for fmt in FORMATS}
-        return node
+            self.state.sam_limit = False
+            self._full_slice_range(0)
 
     def segmented_voxels(self) -> bool:
         """True when some segment of the current segmentation holds voxels (what a new volume would discard)."""
@@ -136,32 +144,54 @@ class SAMSegmenterWebApp(TrameApp):
     async def load_uploads(self, files: list[dict]) -> None:
         """Load files the browser sent (one volume file, several files of a series, or a DICOM folder).
 
-        When the current segmentation holds voxels, nothing is replaced yet: the page asks first
-        (`confirm_replace`, `cancel_replace`) and offers to download the segmentation.
+        The files are read first (a bad file gets its message and changes nothing). When the current
+        segmentation holds voxels, the new volume waits: the page asks (`confirm_replace`,
+        `cancel_replace`) and offers to download the segmentation first.
         """
         if not files:
             return
+        names = [Path(entry.get("name") or "upload") for entry in files]
+        with tempfile.TemporaryDirectory(prefix="samsegmenter-upload-") as folder:
+            try:
+                paths = write_uploads(files, Path(folder))
+                node = load_volume(self.slicer.io_manager, self.slicer.scene, paths)
+            except SAMSegmenterError as exc:
+                self.show_error(str(exc))
+                return
+            notice = frames_notice([str(p) for p in paths])
+        self._drop_pending()
+        loaded = f"Loaded {describe(names)}" + (f". {notice}" if notice else "")
         if self.segmented_voxels():
-            self._pending_uploads = list(files)
+            self._pending = (node, loaded, "warning" if notice else "success")
             with self.state:
                 self.state.web_replace = {
                     "volume": self.state.web_volume_name,
                     "segments": self.segmentation_node.GetSegmentation().GetNumberOfSegments(),
-                    "files": describe([Path(entry.get("name") or "upload") for entry in files]),
+                    "files": describe(names),
                 }
             return
-        self._load_uploads_now(files)
+        self._replace_with(node)
+        self.show_message("warning" if notice else "success", loaded)
 
     def confirm_replace(self) -> None:
-        """The user chose to discard the segmentation: load the files that were waiting."""
-        files, self._pending_uploads = self._pending_uploads, []
+        """The user chose to discard the segmentation: show the volume that was waiting."""
+        pending, self._pending = self._pending, None
         self.state.web_replace = None
-        self._load_uploads_now(files)
+        if pending is not None:
+            node, message, kind = pending
+            self._replace_with(node)
+            self.show_message(kind, message)
 
     def cancel_replace(self) -> None:
-        self._pending_uploads = []
+        """The user keeps the current volume and segmentation: the volume that was waiting is dropped."""
+        self._drop_pending()
         self.state.web_replace = None
         self.show_message("info", f"Kept {self.state.web_volume_name} and its segmentation.")
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self.slicer.scene.RemoveNode(self._pending[0])
+            self._pending = None
 
     def export(self, file_format: str) -> Any:
         """The segmentation as a file (``file_format``: a key of export.FORMATS), as a download attachment;
@@ -176,18 +206,6 @@ class SAMSegmenterWebApp(TrameApp):
             return None
         self.show_message("success", f"Saved {name} ({len(data) / 1024:.0f} KiB) on the volume's grid")
         return self.server.protocol.addAttachment(data)
-
-    def _load_uploads_now(self, files: list[dict]) -> None:
-        if not files:
-            return
-        names = [Path(entry.get("name") or "upload") for entry in files]
-        with tempfile.TemporaryDirectory(prefix="samsegmenter-upload-") as folder:
-            try:
-                self.load(write_uploads(files, Path(folder)))
-            except SAMSegmenterError as exc:
-                self.show_error(str(exc))
-                return
-        self.show_message("success", f"Loaded {describe(names)}")
 
     def show_message(self, kind: str, text: str) -> None:
         """Show ``text`` above the panel; kind is a Vuetify alert type (success, info, warning, error)."""
@@ -216,6 +234,20 @@ class SAMSegmenterWebApp(TrameApp):
             view.set_visible_in_3d(has_3d)
         if self.segmentation_node is not None:
             self.editor.set_surface_representation_enabled(has_3d)
+        self._activate_new_pipelines()
+
+    def _activate_new_pipelines(self) -> None:
+        """Make the active effect work in views the layout just created.
+
+        trame-slicer makes an effect's pipeline for each new view but activates pipelines only when
+        the effect is activated, so views created later (a layout switch) ignored the effect until it
+        was chosen again. Switching the effect itself off and on activates every pipeline it has,
+        without the editor's signals (the SAM controller, its preview and prompts stay).
+        """
+        effect = self.editor.active_effect
+        if effect is not None and effect.is_active:
+            effect.set_active(False)
+            effect.set_active(True)
 
     def _on_effect_choice(self, web_effect: str, **_: Any) -> None:
         effect = self._effect_for(web_effect)
@@ -271,7 +303,18 @@ class SAMSegmenterWebApp(TrameApp):
     # SAM effect host callbacks.
     def _show_controller_state(self, controller_state: Any) -> None:
         with self.state:
+            axis = getattr(controller_state, "axis", None)
+            if axis is not None and axis != self._range_axis and not self.state.sam_limit:
+                self._full_slice_range(axis)
             self.state.sam = panel_state(controller_state)
+
+    def _full_slice_range(self, axis: int) -> None:
+        """Set the *Limit to slices* fields to every slice along ``axis`` (0 = K, 1 = J, 2 = I) of the volume."""
+        self._range_axis = axis
+        if self.volume_node is not None:
+            count = self.volume_node.GetImageData().GetDimensions()[2 - axis]
+            self.state.sam_first, self.state.sam_last = 0, count - 1
+            self._send_slice_range()
 
     def _red_slice_node(self) -> Optional[vtkMRMLSliceNode]:
         view = self.slicer.view_manager.get_view(RED_VIEW)
@@ -285,8 +328,20 @@ class SAMSegmenterWebApp(TrameApp):
         self.host.cancel()
 
     def sam_propagate(self) -> None:
-        limit = (int(self.state.sam_first), int(self.state.sam_last)) if self.state.sam_limit else None
-        self.host.propagate(self.state.sam_direction, limit)
+        self.host.propagate(self.state.sam_direction, self._slice_limit())
+
+    def _slice_limit(self) -> Optional[tuple[int, int]]:
+        """The *Limit to slices* range when it is checked (and both fields hold numbers), else None."""
+        if not self.state.sam_limit:
+            return None
+        try:
+            return int(self.state.sam_first), int(self.state.sam_last)
+        except (TypeError, ValueError):
+            return None
+
+    def _send_slice_range(self, **_: Any) -> None:
+        """The keys (a / Enter, p / u / d) follow the panel's apply mode and slice limit."""
+        self.host.set_key_settings(self.state.sam_apply_mode or "replace", self._slice_limit())
 
     def sam_stop(self) -> None:
         self.host.stop()

@@ -25,6 +25,16 @@ BUTTON_EVENTS: dict[int, tuple[str, str]] = {
 }
 POINTER_EVENTS = frozenset([*BUTTON_EVENTS, vtkCommand.MouseMoveEvent])
 KEY_EVENT = vtkCommand.KeyPressEvent
+# The browser's names of keys (KeyboardEvent.key) -> VTK's / Qt's key symbols, as the controller knows them.
+KEYSYMS = {
+    "Enter": "Return",
+    "ArrowUp": "Up",
+    "ArrowDown": "Down",
+    "ArrowLeft": "Left",
+    "ArrowRight": "Right",
+    "PageUp": "Prior",
+    "PageDown": "Next",
+}
 
 
 def pointer_fields(
@@ -66,3 +76,19 @@ def held_button_after(fields: dict[str, Any], held_button: str) -> str:
     if fields["kind"] == "release" and fields["button"] == held_button:
         return "none"
     return held_button
+
+
+def key_symbol(event_data: vtkMRMLInteractionEventData) -> str | None:
+    """The key symbol of a key-press event from the browser, or None for the duplicate of a key press.
+
+    The browser reports a printable key twice, as "keydown" (no character code) and "keypress" (with
+    one), and VTK's remote interaction adapter turns both into a KeyPressEvent; keys that print
+    nothing (Escape, arrows, Page Up) come only as "keydown". The keydown of a printable key (one
+    character, or Enter) is the duplicate. Browser key names are translated with KEYSYMS.
+    """
+    keysym = event_data.GetKeySym() or ""
+    code = event_data.GetKeyCode()
+    has_code = bool(code) and code != "\0"
+    if not has_code and (len(keysym) == 1 or keysym == "Enter"):
+        return None
+    return KEYSYMS.get(keysym, keysym)
