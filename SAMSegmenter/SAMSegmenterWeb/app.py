@@ -49,6 +49,27 @@ class ServiceOptions:
     token_file: Optional[Path] = None
 
 
+SESSION_PATH = "/paraview/"  # where trame's page first asks a launcher for its websocket address
+
+
+def _answer_session_requests(wslink_server: Any) -> None:
+    """Answer the page's launcher request with this server's websocket, instead of a 405 error.
+
+    trame's page POSTs to SESSION_PATH before it connects; without a launcher the request fails
+    ("405 Method Not Allowed" in the browser's console) and the page falls back to "ws://<host>/ws".
+    The answer names that address ("USE_HOST" is replaced by the page's host): the same
+    connection, without the error.
+    """
+    from aiohttp import web
+
+    async def session(_request: Any) -> Any:
+        return web.json_response({"sessionURL": "ws://USE_HOST/ws"})
+
+    app = getattr(wslink_server, "app", None)
+    if app is not None:
+        app.router.add_post(SESSION_PATH, session)
+
+
 class SAMSegmenterWebApp(TrameApp):
     """The app; `load` puts a volume in it, `server.start(...)` serves it."""
 
@@ -85,6 +106,7 @@ class SAMSegmenterWebApp(TrameApp):
         self._pending: Optional[tuple[vtkMRMLScalarVolumeNode, str, str]] = None  # (volume, message, kind)
         self._init_state()
         self.ui = build_ui(self)
+        self.server.controller.on_server_bind.add(_answer_session_requests)
         self.layout_manager.set_layout(DEFAULT_LAYOUT)
 
     def _init_state(self) -> None:
@@ -237,13 +259,21 @@ class SAMSegmenterWebApp(TrameApp):
         self._activate_new_pipelines()
 
     def _activate_new_pipelines(self) -> None:
-        """Make the active effect work in views the layout just created.
+        """Make the app's effects work in views the layout just created (trame-slicer 2.0.0 leaves them broken).
 
-        trame-slicer makes an effect's pipeline for each new view but activates pipelines only when
-        the effect is activated, so views created later (a layout switch) ignored the effect until it
-        was chosen again. Switching the effect itself off and on activates every pipeline it has,
+        trame-slicer makes an effect's pipeline for each new view while the view is being built, before
+        the view manager knows the view, so the pipeline gets no view (a brush pipeline then fails when
+        the effect is activated); and it activates pipelines only when the effect is activated, so the
+        active effect ignored new views until it was chosen again. Here each pipeline without a view gets
+        its view, and the active effect is switched off and on by itself, which activates every pipeline
         without the editor's signals (the SAM controller, its preview and prompts stay).
         """
+        view_manager = self.slicer.view_manager
+        for effect in (self.sam_effect, *(self.editor.get_effect(brush) for brush in BRUSH_EFFECTS.values())):
+            for weak in effect.pipelines:
+                pipeline = weak()
+                if pipeline is not None and getattr(pipeline, "_view", None) is None and pipeline.GetViewNode():
+                    pipeline.SetView(view_manager.get_view(pipeline.GetViewNode()))
         effect = self.editor.active_effect
         if effect is not None and effect.is_active:
             effect.set_active(False)
@@ -262,6 +292,7 @@ class SAMSegmenterWebApp(TrameApp):
             return
         if not self.editor.get_active_segment_id():
             self.segments.add()
+        self._activate_new_pipelines()
         self.editor.set_active_effect(effect)
         if effect is self.sam_effect:
             self._attach(self.editor.get_active_segment_id())

@@ -194,7 +194,7 @@ def _replace_dialog(app: SAMSegmenterWebApp) -> None:
 
 def _effect_section(app: SAMSegmenterWebApp) -> None:
     with html.Div(classes="pa-2"):
-        with html.Div(classes="d-flex align-center ga-2"):
+        with html.Div(classes="d-flex flex-column ga-1"):
             html.Span("Effect", classes="text-subtitle-2")
             with v3.VBtnToggle(v_model=("web_effect",), mandatory=True, density="compact", divided=True):
                 v3.VBtn(
@@ -215,7 +215,8 @@ def _effect_section(app: SAMSegmenterWebApp) -> None:
                 )
                 for value, icon, title in BRUSH_BUTTONS:
                     v3.VBtn(
-                        icon=icon,
+                        title,
+                        prepend_icon=icon,
                         value=value,
                         size="small",
                         raw_attrs=[f'aria-label="{title}"'],

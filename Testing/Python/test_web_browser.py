@@ -79,6 +79,18 @@ def test_url_line_and_loopback(web_app):
         assert "vtkEGLRenderWindow" in line or "vtkOSOpenGLRenderWindow" in line, line
 
 
+def test_page_load_has_no_failed_requests(web_app, chromium):
+    """trame's page first asks a launcher for its websocket; the app answers instead of a 405 error."""
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    failed = []
+    page.on("response", lambda response: response.status >= 400 and failed.append((response.status, response.url)))
+    page.goto(web_app.url)
+    page.wait_for_selector(VIEW_IMAGE, timeout=60_000)
+    wait_for_pixels(page, shows_image)
+    page.close()
+    assert failed == []
+
+
 def test_red_view_shows_the_volume(web_app, chromium, tmp_path_factory):
     page = chromium.new_page(viewport={"width": 1400, "height": 900})
     page.goto(web_app.url, wait_until="commit")
@@ -199,6 +211,7 @@ def test_paint_and_erase_with_the_brush_then_download_seg_nrrd_and_nifti(page, t
     rgb = segment_rgb(page)
     wait_for_pixels(page, lambda now: (tinted(now, rgb) & ~tinted(before, rgb)).sum() > 100)
     page.get_by_role("button", name="Erase", exact=True).click()
+    page.get_by_text("Erase with a 5 mm brush").wait_for()
     paint_stroke(page, (0.5, 0.35), (0.5, 0.55))  # across the painted band
     left = wait_for_voxels(page, 0, lambda n: 0 < n < painted)
     print(f"painted {painted} voxels; {left} after an erase stroke across them")
@@ -217,6 +230,23 @@ def test_paint_and_erase_with_the_brush_then_download_seg_nrrd_and_nifti(page, t
     assert np.array_equal(labels > 0, masks[name]) and set(np.unique(labels)) == {0, 1}
 
 
+def test_the_brush_works_in_views_a_layout_switch_creates(page):
+    """Effects get a pipeline in each view created later (the coronal and sagittal views of "3 slices")."""
+    page.get_by_role("button", name="Paint", exact=True).click()
+    before = wait_for_voxels(page, 0, lambda n: n > 0)
+    page.get_by_role("button", name="3 slices", exact=True).click()
+    page.wait_for_function(f"document.querySelectorAll('{VIEW_IMAGE}').length === 3", timeout=30_000)
+    coronal = page.locator(VIEW_IMAGE).nth(1)
+    wait_for_pixels(page, shows_image, index=1)
+    box = coronal.bounding_box()
+    drag(page, (box["x"] + 0.4 * box["width"], box["y"] + 0.5 * box["height"]),
+         (box["x"] + 0.6 * box["width"], box["y"] + 0.5 * box["height"]), steps=12)
+    after = wait_for_voxels(page, 0, lambda n: n > before)
+    print(f"a stroke in the coronal view painted {after - before} voxels")
+    page.get_by_role("button", name="Axial", exact=True).click()
+    page.wait_for_function(f"document.querySelectorAll('{VIEW_IMAGE}').length === 1", timeout=30_000)
+
+
 def test_bad_upload_gives_a_message_and_the_app_keeps_working(page, tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image\n")
@@ -231,6 +261,59 @@ def test_bad_upload_gives_a_message_and_the_app_keeps_working(page, tmp_path):
     wait_for_segment_count(page, before + 1)
 
 
+def test_a_new_volume_asks_before_it_discards_the_segmentation(page, mni152_file):
+    """The segmentation holds voxels: loading a file opens a dialog (download, keep working, discard)."""
+    names = segment_names(page)
+    assert size_voxels(segment_sizes(page)[0]) > 0
+    upload = page.locator("input[type=file]:not([webkitdirectory])")
+    upload.set_input_files(str(mni152_file))
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("discards its segmentation").wait_for(timeout=60_000)
+    assert dialog.get_by_role("button", name="Download .seg.nrrd").is_enabled()
+    dialog.get_by_role("button", name="Keep working").click()
+    page.get_by_text("Kept mni152 and its segmentation").wait_for()
+    assert segment_names(page) == names and size_voxels(segment_sizes(page)[0]) > 0
+    upload.set_input_files(str(mni152_file))
+    page.get_by_role("dialog").get_by_role("button", name="Discard and load").click()
+    page.get_by_text("Loaded mni152.nii.gz").wait_for(timeout=60_000)
+    page.wait_for_function(f"document.querySelectorAll('{SEGMENT_ITEMS}').length === 0")
+    assert page.get_by_text("mni152", exact=True).is_visible(), "the same file again: no '_1' suffix"
+
+
+def test_limit_to_slices_shows_the_full_range_and_resets_with_a_new_volume(page, mni152_file):
+    page.get_by_role("button", name="SAM", exact=True).click()
+    panel = page.get_by_role("region", name="SAM effect")
+    first, last = panel.get_by_label("first"), panel.get_by_label("last")
+    first.wait_for(timeout=60_000)
+    assert (first.input_value(), last.input_value()) == ("0", "188"), "every axial slice of MNI152 (189)"
+    panel.get_by_label("Limit to slices").check()
+    first.fill("20")
+    last.fill("55")
+    page.get_by_role("button", name="No effect").click()
+    page.locator("[role=status] .v-alert__close button, [role=alert] .v-alert__close button").first.click()
+    page.locator("input[type=file]:not([webkitdirectory])").set_input_files(str(mni152_file))
+    page.get_by_text("Loaded mni152.nii.gz").wait_for(timeout=60_000)
+    page.get_by_role("button", name="SAM", exact=True).click()
+    first.wait_for(timeout=60_000)
+    assert (first.input_value(), last.input_value()) == ("0", "188")
+    assert not panel.get_by_label("Limit to slices").is_checked()
+    page.get_by_role("button", name="No effect").click()
+
+
+def test_a_4d_file_loads_its_first_volume_with_a_notice(page, tmp_path):
+    import nibabel
+
+    frames = np.zeros((40, 50, 30, 3), dtype=np.float32)
+    frames[10:30, 10:40, 5:25] = np.arange(1, 4, dtype=np.float32) * 100
+    path = tmp_path / "perfusion.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(frames, np.diag([2.0, 2.0, 3.0, 1.0])), path)
+    page.locator("input[type=file]:not([webkitdirectory])").set_input_files(str(path))
+    notice = page.get_by_text("perfusion.nii.gz holds 3 volumes")
+    notice.wait_for(timeout=60_000)
+    assert "only the first is shown" in notice.inner_text()
+    assert page.get_by_text("perfusion", exact=True).is_visible()
+
+
 def test_dicom_folder_upload_shows_the_new_volume(page, tmp_path):
     from pydicom.data import get_testdata_file
 
@@ -241,6 +324,7 @@ def test_dicom_folder_upload_shows_the_new_volume(page, tmp_path):
     before = wait_for_pixels(page, shows_image)
     page.locator("input[type=file][webkitdirectory]").set_input_files(str(folder))
     page.get_by_text("Loaded IM0001.dcm").wait_for(timeout=60_000)
+    assert page.get_by_text("CT series 1", exact=True).is_visible(), "titled from the DICOM header"
     after = wait_for_pixels(
         page, lambda pixels: shows_image(pixels) and np.abs(pixels.astype(int) - before.astype(int)).mean() > 10
     )
