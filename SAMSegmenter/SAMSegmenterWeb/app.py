@@ -352,6 +352,21 @@ class SAMSegmenterWebApp(TrameApp):
         return view.get_view_node() if view is not None else None
 
     # Panel actions.
+    def undo(self) -> None:
+        """Undo the last edit (undo button); the SAM panel no longer says what was applied."""
+        self.segments.undo()
+        self._note_history("Undone: the segment is as it was before the last edit. Redo brings the edit back.")
+
+    def redo(self) -> None:
+        self.segments.redo()
+        self._note_history("Redone.")
+
+    def _note_history(self, text: str) -> None:
+        """Replace the SAM panel's status (e.g. "Applied to 3 slices. Undo restores...") after undo or redo."""
+        sam = self.state.sam
+        if sam and sam.get("attached"):
+            self.state.sam = {**sam, "status": text, "error": False}
+
     def sam_apply(self) -> None:
         self.host.apply(self.state.sam_apply_mode)
 

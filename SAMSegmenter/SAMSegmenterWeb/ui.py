@@ -67,10 +67,10 @@ def build_ui(app: SAMSegmenterWebApp) -> VAppLayout:
                 for layout_id, title in LAYOUT_TITLES.items():
                     v3.VBtn(title, value=layout_id, size="small")
             v3.VBtn(
-                icon="mdi-undo", click=app.segments.undo, disabled=("!web_can_undo",), raw_attrs=['aria-label="Undo"']
+                icon="mdi-undo", click=app.undo, disabled=("!web_can_undo",), raw_attrs=['aria-label="Undo"']
             )
             v3.VBtn(
-                icon="mdi-redo", click=app.segments.redo, disabled=("!web_can_redo",), raw_attrs=['aria-label="Redo"']
+                icon="mdi-redo", click=app.redo, disabled=("!web_can_redo",), raw_attrs=['aria-label="Redo"']
             )
 
         with v3.VNavigationDrawer(permanent=True, width=PANEL_WIDTH, location="left"):

@@ -8,6 +8,7 @@ folder (``screenshot_app.png``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from io import BytesIO
@@ -245,6 +246,37 @@ def test_the_brush_works_in_views_a_layout_switch_creates(page):
     print(f"a stroke in the coronal view painted {after - before} voxels")
     page.get_by_role("button", name="Axial", exact=True).click()
     page.wait_for_function(f"document.querySelectorAll('{VIEW_IMAGE}').length === 1", timeout=30_000)
+
+
+def test_a_long_confidence_strip_scrolls_inside_the_panel(page):
+    """189 bars (a propagation through every axial slice of MNI152) stay inside the side panel.
+
+    The strip's content is the controller's state for a whole-volume propagation, set in the page's
+    state (a real one would take minutes of model time here); the layout is what is tested.
+    """
+    page.get_by_role("button", name="SAM", exact=True).click()
+    panel = page.get_by_role("region", name="SAM effect")
+    panel.get_by_text(re.compile(r"local service http://127\.0\.0\.1:\d+")).wait_for(timeout=240_000)
+    page.evaluate(
+        """() => {
+            const sam = {...window.trame.state.get('sam')};
+            sam.confidence = Array.from({length: 189}, (_, i) => ({index: i, score: 0.9, iou: 0.8, key: i === 30}));
+            sam.axis = 'K';
+            sam.preview_range = [0, 188];
+            window.trame.state.set('sam', sam);
+        }"""
+    )
+    bars = panel.locator("[aria-label='Confidence per slice'] [role=listitem]")
+    page.wait_for_function(
+        "n => document.querySelectorAll(\"[aria-label='Confidence per slice'] [role=listitem]\").length === n", arg=189
+    )
+    drawer = page.locator(".v-navigation-drawer__content")
+    strip = panel.locator("[aria-label='Confidence per slice']")
+    assert strip.bounding_box()["width"] <= drawer.bounding_box()["width"]
+    bars.nth(188).click()
+    assert drawer.evaluate("el => el.scrollLeft") == 0, "the side panel did not scroll sideways"
+    assert strip.evaluate("el => el.scrollWidth > el.clientWidth && el.scrollLeft > 0"), "the strip scrolled"
+    page.get_by_role("button", name="No effect").click()
 
 
 def test_bad_upload_gives_a_message_and_the_app_keeps_working(page, tmp_path):
