@@ -27,7 +27,7 @@ from SAMSegmenterLib.errors import SAMSegmenterError
 from .controller_host import ControllerHost, ControllerSupport
 from .effect import SAMEffect
 from .export import FORMATS, export_file_name, export_segmentation
-from .layouts import DEFAULT_LAYOUT, layouts
+from .layouts import DEFAULT_LAYOUT, SLICES_LAYOUT, layouts
 from .loading import describe, frames_notice, load_volume, write_uploads
 from .masking import MaskingLogic
 from .panel import WINDOWS, panel_state
@@ -107,6 +107,10 @@ class SAMSegmenterWebApp(TrameApp):
         self._init_state()
         self.ui = build_ui(self)
         self.server.controller.on_server_bind.add(_answer_session_requests)
+        # The slice views of every layout are made now, before any segmentation: a slice view made after a
+        # segmentation was added drew its segments opaque and dark (blended with black, not with the
+        # anatomy), as seen after a switch to "3 slices" (trame-slicer 2.0.0 / slicer-core 5.11).
+        self.layout_manager.set_layout(SLICES_LAYOUT)
         self.layout_manager.set_layout(DEFAULT_LAYOUT)
 
     def _init_state(self) -> None:

@@ -26,6 +26,7 @@ from web_browser import (
     shows_image,
     start_web_app,
     tinted,
+    view_pixels,
     wait_for_pixels,
 )
 
@@ -231,21 +232,50 @@ def test_paint_and_erase_with_the_brush_then_download_seg_nrrd_and_nifti(page, t
     assert np.array_equal(labels > 0, masks[name]) and set(np.unique(labels)) == {0, 1}
 
 
+def settled_pixels(page, index: int = 0, timeout_s: float = 30.0) -> np.ndarray:
+    """A view's pixels once it shows the image and two captures 0.3 s apart agree (size and content)."""
+    deadline = time.monotonic() + timeout_s
+    previous = wait_for_pixels(page, shows_image, index=index)
+    while True:
+        time.sleep(0.3)
+        pixels = view_pixels(page, index)
+        if pixels.shape == previous.shape and np.abs(pixels.astype(int) - previous).mean() < 0.2:
+            return pixels
+        assert time.monotonic() < deadline, "the view kept changing"
+        previous = pixels
+
+
 def test_the_brush_works_in_views_a_layout_switch_creates(page):
-    """Effects get a pipeline in each view created later (the coronal and sagittal views of "3 slices")."""
+    """Effects get a pipeline in each view a layout switch shows (the coronal and sagittal views of "3 slices"),
+    and segments there are translucent over the anatomy as in the axial view."""
     page.get_by_role("button", name="Paint", exact=True).click()
     before = wait_for_voxels(page, 0, lambda n: n > 0)
+    rgb = segment_rgb(page)
+    slider = page.get_by_role("slider", name="Brush diameter (mm)")
+    slider.focus()
+    slider.press("End")  # the largest brush: a region, not a line
+    page.get_by_text("Paint with a 60 mm brush").wait_for()
     page.get_by_role("button", name="3 slices", exact=True).click()
     page.wait_for_function(f"document.querySelectorAll('{VIEW_IMAGE}').length === 3", timeout=30_000)
     coronal = page.locator(VIEW_IMAGE).nth(1)
-    wait_for_pixels(page, shows_image, index=1)
+    unpainted = settled_pixels(page, index=1)
     box = coronal.bounding_box()
-    drag(page, (box["x"] + 0.4 * box["width"], box["y"] + 0.5 * box["height"]),
-         (box["x"] + 0.6 * box["width"], box["y"] + 0.5 * box["height"]), steps=12)
+    drag(page, (box["x"] + 0.4 * box["width"], box["y"] + 0.6 * box["height"]),
+         (box["x"] + 0.6 * box["width"], box["y"] + 0.6 * box["height"]), steps=12)
     after = wait_for_voxels(page, 0, lambda n: n > before)
     print(f"a stroke in the coronal view painted {after - before} voxels")
+    page.mouse.move(box["x"] + 5, box["y"] + 5)  # the brush outline follows the mouse: move it off the segment
+    painted = wait_for_pixels(page, lambda now: (tinted(now, rgb) & ~tinted(unpainted, rgb)).sum() > 2000, index=1)
+    region = tinted(painted, rgb) & ~tinted(unpainted, rgb)
+    under = unpainted.mean(axis=2)[region]
+    shown = painted.mean(axis=2)[region]
+    correlation = float(np.corrcoef(under, shown)[0, 1])
+    print(f"coronal: {region.sum()} px tinted, correlation with the anatomy under them {correlation:.2f}")
+    assert correlation > 0.5, "the anatomy shows through the segment (translucent, not an opaque fill)"
     page.get_by_role("button", name="Axial", exact=True).click()
     page.wait_for_function(f"document.querySelectorAll('{VIEW_IMAGE}').length === 1", timeout=30_000)
+    slider.focus()
+    slider.press("Home")
 
 
 def test_a_long_confidence_strip_scrolls_inside_the_panel(page):
