@@ -20,14 +20,19 @@ from PIL import Image
 from web_browser import (
     SEGMENT_ITEMS,
     VIEW_IMAGE,
+    download,
     drag,
     launch_chromium,
+    paint_stroke,
     segment_rgb,
+    segment_sizes,
     shows_image,
+    size_voxels,
     start_web_app,
     tinted,
     view_pixels,
     wait_for_pixels,
+    wait_for_voxels,
 )
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -163,39 +168,6 @@ def test_sam_button_selects_the_effect(page):
     assert segment_names(page), "choosing SAM gives it a segment to write to"
     page.get_by_role("button", name="No effect").click()
     page.wait_for_function("() => document.querySelector('button[value=none]').classList.contains('v-btn--active')")
-
-
-def segment_sizes(page) -> list[str]:
-    return page.locator(f"{SEGMENT_ITEMS} .segment-size").evaluate_all("lines => lines.map(l => l.innerText.trim())")
-
-
-def size_voxels(size: str) -> int:
-    return 0 if size in ("", "empty") else int(size.split(" ")[0].replace(",", ""))
-
-
-def paint_stroke(page, start: tuple[float, float], end: tuple[float, float]) -> None:
-    """A brush stroke from ``start`` to ``end`` (fractions of the red view's width and height)."""
-    view = page.locator(VIEW_IMAGE).first.bounding_box()
-    at = lambda f: (view["x"] + f[0] * view["width"], view["y"] + f[1] * view["height"])  # noqa: E731
-    drag(page, at(start), at(end), steps=12)
-
-
-def wait_for_voxels(page, index: int, predicate, timeout_s: float = 30.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while not predicate(count := size_voxels(segment_sizes(page)[index])):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"segment {index} holds {count} voxels")
-        time.sleep(0.1)
-    return count
-
-
-def download(page, label: str, tmp_path: Path) -> Path:
-    """Click the download button ``label`` and return where Playwright saved the file the browser received."""
-    with page.expect_download(timeout=60_000) as info:
-        page.get_by_role("button", name=label).first.click()
-    path = tmp_path / info.value.suggested_filename
-    info.value.save_as(path)
-    return path
 
 
 def test_paint_and_erase_with_the_brush_then_download_seg_nrrd_and_nifti(page, tmp_path, mni152_file):
