@@ -3,7 +3,8 @@
 Mirrors trame-slicer's SegmentationEditor (the active segmentation's segments and the undo stack)
 into trame state for its ``SegmentList`` widget, and runs the list's actions on the editor. Each
 segment's size (voxels, and millilitres from the voxel spacing) is shown under its name and
-recomputed whenever the segmentation or the undo stack changes.
+recomputed whenever the segmentation or the undo stack changes, with its largest diameter and mean
+intensity (statistics.py) on a second line.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from undo_stack import UndoStack
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
+from .statistics import describe_statistics, segment_statistics
+
 UNDO_LIMIT = 10
 SIZES_KEY = "web_segment_sizes"
+STATS_KEY = "web_segment_stats"
 
 
 def segment_size(segment: vtkSegment) -> Optional[tuple[int, float]]:
@@ -88,6 +92,12 @@ class SizedSegmentList(SegmentList):
                         classes="segment-size text-caption text-medium-emphasis px-4",
                         raw_attrs=['aria-label="Segment size"'],
                     )
+                    html.Div(
+                        f"{{{{ {STATS_KEY}[item.segment_id] }}}}",
+                        v_if=f"{STATS_KEY}[item.segment_id]",
+                        classes="segment-stats text-caption text-medium-emphasis px-4",
+                        raw_attrs=['aria-label="Segment statistics"'],
+                    )
                 with Template(v_slot_append=True):
                     VIcon(classes="mr-2", icon=("item.is_visible ? 'mdi-eye-outline' : 'mdi-eye-off-outline'",),
                           click=self._server_trigger(self.toggle_segment_visibility_clicked))
@@ -144,6 +154,18 @@ class SegmentsLogic:
         """segment id -> what the list shows as its size (see describe_size)."""
         return segment_sizes(self.editor.active_segmentation_node)
 
+    def statistics(self) -> dict[str, str]:
+        """segment id -> its statistics line (statistics.describe_statistics), "" for an empty segment."""
+        node = self.editor.active_segmentation_node
+        if node is None:
+            return {}
+        segmentation = node.GetSegmentation()
+        volume = self.editor.active_volume_node
+        return {
+            segment_id: describe_statistics(segment_statistics(segmentation.GetSegment(segment_id), volume))
+            for segment_id in segmentation.GetSegmentIDs()
+        }
+
     def refresh(self, *_: object) -> None:
         with self.server.state:
             self.list_state.data.segments = [
@@ -159,6 +181,7 @@ class SegmentsLogic:
             self.list_state.data.active_segment_id = active
             self.edit_logic.set_active_segment_id(active)
             self.server.state[SIZES_KEY] = self.sizes()
+            self.server.state[STATS_KEY] = self.statistics()
             self.server.state.web_has_segments = bool(self.editor.get_segment_ids())
             self.server.state.web_can_undo = self.undo_stack.can_undo()
             self.server.state.web_can_redo = self.undo_stack.can_redo()

@@ -35,10 +35,34 @@ if TYPE_CHECKING:
     from .app import SAMSegmenterWebApp
 
 PANEL_WIDTH = 380
+DISPLAY_NAMES = ("auto", "brain", "abdomen", "lung", "bone")  # app.DISPLAY_PRESETS
+
+
+LABEL_STYLE = "position: absolute; color: #ffd54f; font: 600 13px sans-serif; text-shadow: 0 0 3px black;"
+EDGE_POSITIONS = {
+    "left": "left: 6px; top: 50%;",
+    "right": "right: 6px; top: 50%;",
+    "top": "top: 6px; left: 50%;",
+    "bottom": "bottom: 28px; left: 50%;",
+}
 
 
 def slice_view_gutter(server: Server, _view_id: str, view: SliceView) -> None:
-    """Overlay of a slice view: a reset button at the top left, the slice slider at the bottom."""
+    """Overlay of a slice view: a reset button at the top left, orientation letters at the edges, the slice
+    shown at the top right (see annotations.py), the slice slider at the bottom."""
+    info = f"(web_view_info['{view.get_singleton_tag()}'] || {{}})"
+    for edge, position in EDGE_POSITIONS.items():
+        html.Div(
+            f"{{{{ {info}.{edge} }}}}",
+            style=LABEL_STYLE + position + " pointer-events: none;",
+            classes=f"orientation-{edge}",
+            raw_attrs=[f'aria-label="Orientation {edge}"'],
+        )
+    html.Div(
+        f"{{{{ {info}.slice }}}}",
+        style=LABEL_STYLE + "top: 6px; right: 8px; pointer-events: none;",
+        raw_attrs=['aria-label="Slice shown"'],
+    )
     with html.Div(style="position: absolute; top: 4px; left: 4px;"):
         with v3.VBtn(
             size="small", variant="text", icon=True, click=view.reset_view, raw_attrs=['aria-label="Reset view"']
@@ -106,6 +130,16 @@ def _volume_section(app: SAMSegmenterWebApp) -> None:
                 icon="mdi-folder-upload",
                 typed_state=load_state.get_sub_state(load_state.name.dir_button),
             )
+        v3.VSelect(
+            v_model=("web_display",),
+            items=("web_display_items", [{"title": name.capitalize(), "value": name} for name in DISPLAY_NAMES]),
+            label="Display window",
+            density="compact",
+            hide_details=True,
+            disabled=("!web_volume_name",),
+            classes="mt-2",
+            raw_attrs=['aria-label="Display window"'],
+        )
         v3.VAlert(
             v_if="web_message",
             text=("web_message.text",),
@@ -136,6 +170,17 @@ def _segments_section(app: SAMSegmenterWebApp) -> None:
                 variant="tonal",
             )
         edit_ui._build_color_dialog()
+        v3.VSlider(
+            v_model=("web_segment_opacity",),
+            min=0,
+            max=1,
+            step=0.05,
+            label="Opacity",
+            density="compact",
+            hide_details=True,
+            disabled=("!web_has_segments",),
+            raw_attrs=['aria-label="Segment opacity"'],
+        )
         segment_list = SizedSegmentList(
             typed_state=app.segments.list_state, edit_ui=edit_ui, density="compact", raw_attrs=['aria-label="Segments"']
         )

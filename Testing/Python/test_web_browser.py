@@ -124,6 +124,38 @@ def test_layout_switch_shows_three_slice_views(page):
     page.wait_for_function(f"document.querySelectorAll('{VIEW_IMAGE}').length === 1", timeout=30_000)
 
 
+def focus_view(page, index: int = 0) -> None:
+    """Give a view the keyboard focus (its element with tabindex 0), as a click in it would."""
+    page.locator(VIEW_IMAGE).nth(index).locator("xpath=ancestor::*[@tabindex='0'][1]").focus()
+
+
+def test_orientation_letters_slice_number_and_slice_keys(page):
+    shown = page.get_by_label("Slice shown").first
+    page.wait_for_function("el => /^K = \\d+ \\(0-188\\)$/.test(el.innerText.trim())", arg=shown.element_handle())
+    letters = {edge: page.get_by_label(f"Orientation {edge}").first.inner_text().strip()
+               for edge in ("left", "right", "top", "bottom")}
+    assert letters == {"left": "R", "right": "L", "top": "A", "bottom": "P"}, "radiological axial view"
+    start = int(re.match(r"K = (\d+)", shown.inner_text().strip()).group(1))
+    focus_view(page)
+    for key, expected in (("ArrowUp", start + 1), ("ArrowUp", start + 2), ("PageDown", start + 1),
+                          ("ArrowLeft", start), ("PageUp", start + 1)):
+        page.keyboard.press(key)
+        page.wait_for_function("([el, text]) => el.innerText.trim().startsWith(text)",
+                               arg=[shown.element_handle(), f"K = {expected} "])
+
+
+def test_display_window_presets_change_the_view(page):
+    auto = settled_pixels(page)
+    display = page.locator(".v-select").filter(has_text="Display window").first
+    display.click()
+    page.get_by_role("option", name="Bone").click()
+    bone = wait_for_pixels(page, lambda now: now.shape == auto.shape and now.mean() < 0.6 * auto.mean())
+    print(f"mean grey: auto {auto.mean():.0f}, bone window {bone.mean():.0f}")
+    display.click()
+    page.get_by_role("option", name="Auto").click()
+    wait_for_pixels(page, lambda now: now.shape == auto.shape and abs(now.mean() - auto.mean()) < 2)
+
+
 def test_add_segment_undo_redo(page):
     before = segment_names(page)
     page.get_by_role("button", name="Add segment").click()
@@ -189,6 +221,11 @@ def test_paint_and_erase_with_the_brush_then_download_seg_nrrd_and_nifti(page, t
     paint_stroke(page, (0.5, 0.35), (0.5, 0.55))  # across the painted band
     left = wait_for_voxels(page, 0, lambda n: 0 < n < painted)
     print(f"painted {painted} voxels; {left} after an erase stroke across them")
+    stats = page.locator(f"{SEGMENT_ITEMS} .segment-stats").first.inner_text().strip()
+    found = re.fullmatch(r"max diameter ([\d.]+) mm · mean ([\d.]+)", stats)
+    assert found, stats
+    # the stroke spans 30 % of the view's width, about 85 mm of the MNI152 slice (233 mm fill the view's height)
+    assert 40 < float(found.group(1)) < 120, "the painted band's length"
     name = segment_names(page)[0]
 
     seg = download(page, "Download .seg.nrrd", tmp_path)
