@@ -29,10 +29,11 @@ from SAMSegmenterMRML.geometry import volume_ijk_to_world, volume_shape
 
 from .annotations import view_annotations
 from .controller_host import ControllerHost, ControllerSupport
+from .dicom_seg import read_headers
 from .effect import SAMEffect
-from .export import FORMATS, export_file_name, export_segmentation
+from .export import ALL_FORMATS, FORMATS, export_file_name, export_segmentation
 from .layouts import DEFAULT_LAYOUT, SLICES_LAYOUT, layouts
-from .loading import describe, frames_notice, load_volume, write_uploads
+from .loading import describe, frames_notice, load_volume, volume_files, write_uploads
 from .masking import MaskingLogic
 from .panel import WINDOWS, panel_state
 from .segments import SegmentsLogic
@@ -116,6 +117,8 @@ class SAMSegmenterWebApp(TrameApp):
         self.volume_node: Optional[vtkMRMLScalarVolumeNode] = None
         self.segmentation_node: Optional[vtkMRMLSegmentationNode] = None
         self._range_axis = 0  # the axis the Limit to slices fields were last filled for
+        self.dicom_headers: list = []  # pydicom headers of the DICOM files the volume was read from
+        self._dicom_headers: dict[str, list] = {}  # volume node id -> its headers, until it is shown
         self._pending: Optional[tuple[vtkMRMLScalarVolumeNode, str, str]] = None  # (volume, message, kind)
         self._init_state()
         self.ui = build_ui(self)
@@ -159,8 +162,15 @@ class SAMSegmenterWebApp(TrameApp):
         Raises InputError (scene unchanged) when ``paths`` holds no grey-level volume.
         """
         node = load_volume(self.slicer.io_manager, self.slicer.scene, paths)
+        self._keep_dicom_headers(node, paths)
         self._replace_with(node)
         return node
+
+    def _keep_dicom_headers(self, node: vtkMRMLScalarVolumeNode, paths: Sequence[Path]) -> None:
+        """Remember the headers of the DICOM files ``node`` was read from (for DICOM SEG), while they exist."""
+        headers = read_headers(volume_files(paths))
+        if headers:
+            self._dicom_headers[node.GetID()] = headers
 
     def _replace_with(self, node: vtkMRMLScalarVolumeNode) -> None:
         """Show ``node`` (already in the scene) with a new empty segmentation; the old volume and segmentation go."""
@@ -170,6 +180,8 @@ class SAMSegmenterWebApp(TrameApp):
             if old is not None:
                 self.slicer.scene.RemoveNode(old)
         self.volume_node = node
+        self.dicom_headers = self._dicom_headers.pop(node.GetID(), [])
+        self._dicom_headers.clear()
         self.segmentation_node = self.editor.create_empty_segmentation_node()
         self.segmentation_node.SetName(f"{node.GetName()} segmentation")
         self.editor.set_active_segmentation(self.segmentation_node, node)
@@ -181,7 +193,8 @@ class SAMSegmenterWebApp(TrameApp):
         with self.state:
             self.state.web_volume_name = node.GetName()
             self.state.web_effect = "none"
-            self.state.web_export_names = {fmt: export_file_name(node.GetName(), fmt) for fmt in FORMATS}
+            formats = ALL_FORMATS if self.dicom_headers else FORMATS
+            self.state.web_export_names = {fmt: export_file_name(node.GetName(), fmt) for fmt in formats}
             self.state.sam_limit = False
             self._full_slice_range(0)
             self.state.web_display = "auto"
@@ -235,6 +248,7 @@ class SAMSegmenterWebApp(TrameApp):
             try:
                 paths = write_uploads(files, Path(folder))
                 node = load_volume(self.slicer.io_manager, self.slicer.scene, paths)
+                self._keep_dicom_headers(node, paths)
             except SAMSegmenterError as exc:
                 self.show_error(str(exc))
                 return
@@ -270,6 +284,7 @@ class SAMSegmenterWebApp(TrameApp):
 
     def _drop_pending(self) -> None:
         if self._pending is not None:
+            self._dicom_headers.pop(self._pending[0].GetID(), None)
             self.slicer.scene.RemoveNode(self._pending[0])
             self._pending = None
 
@@ -280,7 +295,7 @@ class SAMSegmenterWebApp(TrameApp):
             self.show_error("Load a volume and segment it before saving")
             return None
         try:
-            name, data = export_segmentation(self.segmentation_node, self.volume_node, file_format)
+            name, data = export_segmentation(self.segmentation_node, self.volume_node, file_format, self.dicom_headers)
         except SAMSegmenterError as exc:
             self.show_error(f"Nothing saved: {exc}")
             return None

@@ -25,7 +25,7 @@ from trame_slicer.app.ui import (
 )
 from trame_slicer.views import SliceView
 
-from .export import FORMATS
+from .export import ALL_FORMATS
 from .layouts import LAYOUT_TITLES
 from .masking import OVERWRITE_ITEMS
 from .panel import SAMPanel
@@ -188,7 +188,7 @@ def _segments_section(app: SAMSegmenterWebApp) -> None:
 
 
 BRUSH_BUTTONS = (("paint", "mdi-brush", "Paint"), ("erase", "mdi-eraser", "Erase"))
-SAVE_LABELS = {"seg.nrrd": ".seg.nrrd", "nii.gz": "NIfTI"}
+SAVE_LABELS = {"seg.nrrd": ".seg.nrrd", "nii.gz": "NIfTI", "dcm": "DICOM SEG"}
 
 
 def download_click(app: SAMSegmenterWebApp, file_format: str) -> str:
@@ -201,9 +201,10 @@ def download_click(app: SAMSegmenterWebApp, file_format: str) -> str:
 
 
 def _save_buttons(app: SAMSegmenterWebApp) -> None:
-    for file_format, title in FORMATS.items():
+    for file_format, title in ALL_FORMATS.items():
         v3.VBtn(
             SAVE_LABELS[file_format],
+            v_if=f"web_export_names['{file_format}']",
             prepend_icon="mdi-download",
             click=download_click(app, file_format),
             disabled=("!web_has_segments",),
@@ -215,7 +216,7 @@ def _save_buttons(app: SAMSegmenterWebApp) -> None:
 
 
 def _save_section(app: SAMSegmenterWebApp) -> None:
-    with html.Div(classes="d-flex align-center ga-2 px-2 pb-2"):
+    with html.Div(classes="d-flex align-center flex-wrap ga-2 px-2 pb-2"):
         html.Span("Save", classes="text-subtitle-2")
         _save_buttons(app)
 

@@ -401,3 +401,23 @@ def test_dicom_folder_upload_shows_the_new_volume(page, tmp_path):
     )
     assert after.shape == before.shape
     assert not segment_names(page), "a new volume starts with an empty segmentation"
+
+
+def test_dicom_seg_download_references_the_source_images(page, tmp_path):
+    """After a DICOM upload (the previous test) a DICOM SEG download is offered: a painted stroke saved on the
+    source image's grid, referencing it."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    page.get_by_role("button", name="Paint", exact=True).click()
+    wait_for_segment_count(page, 1)
+    paint_stroke(page, (0.4, 0.5), (0.6, 0.5))
+    painted = wait_for_voxels(page, 0, lambda n: n > 0)
+    path = download(page, "Download DICOM SEG", tmp_path)
+    seg = pydicom.dcmread(path)
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    assert seg.Modality == "SEG" and seg.NumberOfFrames == 1
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    assert referenced == source.SOPInstanceUID and seg.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.SegmentSequence[0].SegmentLabel == segment_names(page)[0]
+    assert int(np.count_nonzero(seg.pixel_array)) == painted, "the voxels the page counted"
