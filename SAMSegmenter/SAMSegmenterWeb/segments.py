@@ -28,6 +28,18 @@ from vtkmodules.vtkCommonMath import vtkMatrix4x4
 from .statistics import describe_statistics, segment_statistics
 
 UNDO_LIMIT = 10
+# Colours of new segments, in order (RGB 0-255): saturated, so that a translucent segment stays visible on
+# grey anatomy (trame-slicer's random colours are sometimes grey or dark).
+SEGMENT_COLORS = (
+    (230, 60, 60),
+    (60, 200, 80),
+    (60, 130, 240),
+    (240, 200, 40),
+    (220, 70, 220),
+    (40, 200, 220),
+    (250, 140, 30),
+    (150, 90, 240),
+)
 SIZES_KEY = "web_segment_sizes"
 STATS_KEY = "web_segment_stats"
 
@@ -130,8 +142,9 @@ class SegmentsLogic:
         self.edit_logic.set_ui(segment_list._edit_ui)
 
     def add(self) -> str:
-        """Add an empty segment (it becomes the active one) and return its id."""
-        return self.editor.add_empty_segment()
+        """Add an empty segment (it becomes the active one) with the next colour of SEGMENT_COLORS; return its id."""
+        color = SEGMENT_COLORS[len(self.editor.get_segment_ids()) % len(SEGMENT_COLORS)]
+        return self.editor.add_empty_segment(segment_color=[c / 255.0 for c in color])
 
     def select(self, segment_id: str) -> None:
         self.editor.set_active_segment_id(segment_id)

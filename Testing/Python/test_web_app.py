@@ -192,6 +192,20 @@ def test_another_segment_and_leaving_sam(web):
     assert app.editor.active_effect is not app.sam_effect
 
 
+def test_new_segments_get_saturated_colours_in_turn(web):
+    from SAMSegmenterWeb.segments import SEGMENT_COLORS
+
+    app, _, _ = web
+    count = len(app.editor.get_segment_ids())
+    added = [app.segments.add() for _ in range(3)]
+    colours = [tuple(round(255 * c) for c in app.editor.get_segment(i).GetColor()) for i in added]
+    expected = [SEGMENT_COLORS[(count + n) % len(SEGMENT_COLORS)] for n in range(3)]
+    assert colours == expected and len(set(colours)) == 3
+    assert all(max(c) - min(c) >= 150 for c in colours), "saturated: visible over grey"
+    for segment_id in added:
+        app.editor.remove_segment(segment_id)
+
+
 def test_segment_sizes_follow_writes_and_undo(web):
     import numpy as np
 
