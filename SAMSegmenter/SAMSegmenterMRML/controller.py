@@ -46,7 +46,7 @@ from .slice_prompts import build_slice_prompt, drawn_box_problem
 
 DRAG_PIXELS = 4
 PREFETCH_DELAY = 0.4  # seconds a view rests on a slice before that slice is embedded ahead of time
-KEY_ACTIONS = {"a": "apply", "Return": "apply", "x": "cancel", "Escape": "cancel", "p": "both", "u": "up", "d": "down"}
+KEY_ACTIONS = {"a": "apply", "Return": "apply", "x": "cancel", "p": "both", "u": "up", "d": "down"}
 
 
 @dataclass(frozen=True)
@@ -308,7 +308,7 @@ class InteractionController:
         return np.array([drag.ras, drag.ras + along_u, drag.ras + along_u + along_v, drag.ras + along_v])
 
     def key(self, keysym: str) -> bool:
-        """Handle a key press; True when it is one of the effect's keys (a, Enter, x, Escape, p, u, d).
+        """Handle a key press; True when it is one of the effect's keys (a, Enter, x, p, u, d).
 
         The apply keys write with :attr:`apply_mode`; p / u / d propagate over :attr:`slice_range`."""
         action = KEY_ACTIONS.get(keysym)

@@ -23,7 +23,7 @@ from trame_slicer.segmentation import SegmentationEffect, SegmentationEffectPipe
 from vtkmodules.vtkCommonCore import reference, vtkCommand
 
 from .controller_host import ControllerHost
-from .events import KEY_EVENT, POINTER_EVENTS, held_button_after, key_symbol, pointer_fields
+from .events import CONTROLLER_KEYS, KEY_EVENT, POINTER_EVENTS, held_button_after, key_symbol, pointer_fields
 
 VIEW_INTERACTION_MANAGER = "vtkMRMLCrosshairDisplayableManager"
 
@@ -64,7 +64,7 @@ class SAMEffectPipeline(SegmentationEffectPipeline[SAMEffect]):
             return False
         if event_data.GetType() == KEY_EVENT:
             keysym = key_symbol(event_data)
-            consumed = keysym is not None and host.key(keysym)
+            consumed = keysym is not None and host.key(CONTROLLER_KEYS.get(keysym, keysym))
         else:
             fields = pointer_fields(event_data, self.GetViewNode(), self._held_button)
             self._held_button = held_button_after(fields, self._held_button)

@@ -36,6 +36,9 @@ KEYSYMS = {
     "PageDown": "Next",
 }
 PAGE_STEPS = {"Prior": 1, "Next": -1}
+# Keys the web app gives the controller under another name: Escape cancels, as x does (in 3D Slicer the
+# Segment Editor keeps Escape for itself).
+CONTROLLER_KEYS = {"Escape": "x"}
 KEY_TRANSLATION_PRIORITY = 100.0  # above the view's interaction observers
 
 

@@ -136,7 +136,7 @@ def test_keys_and_scrolling_reach_the_controller(red_view):
     # as "keydown" (no character code) then "keypress" (its code); Escape only as "keydown".
     for key, code in (("a", "\0"), ("a", "a"), ("Escape", "\0"), ("Enter", "\0"), ("Enter", "\r"), ("PageUp", "\0")):
         send(view, vtkCommand.KeyPressEvent, 200, 200, key=key, code=code)
-    assert recorder.keys == ["a", "Escape", "Return", "Prior"], "each key once, with VTK's key symbols"
+    assert recorder.keys == ["a", "x", "Return", "Prior"], "each key once, VTK's symbols, Escape as x (cancel)"
     recorder.views.clear()
     low, high = view.get_slice_range()
     view.set_slice_value((low + high) / 2 + 3 * view.get_slice_step())
