@@ -137,7 +137,7 @@ def recolour(page, rgb) -> None:
 
 def go_to_slice(page, index: int) -> None:
     """Move the red view to axial slice ``index`` with its slider's keys (Home is slice 0, each arrow one slice)."""
-    slider = page.get_by_role("slider").first
+    slider = page.locator(".v-main").get_by_role("slider").first
     slider.focus()
     slider.press("Home")
     low = float(slider.get_attribute("aria-valuemin"))
@@ -330,7 +330,7 @@ def test_correcting_a_slice_changes_only_its_range(page, session):
     assert first < CORRECTED <= last
     bars = panel(page).locator("[aria-label='Confidence per slice'] [role=listitem]")
     bars.nth(CORRECTED - first).click()  # the strip shows that slice in the view
-    slider = page.get_by_role("slider").first
+    slider = page.locator(".v-main").get_by_role("slider").first
     page.wait_for_function(
         "([el, v]) => Math.abs(parseFloat(el.getAttribute('aria-valuenow')) - v) < 0.01",
         arg=[slider.element_handle(), float(slider.get_attribute("aria-valuemin")) + CORRECTED],
