@@ -39,6 +39,7 @@ from .panel import WINDOWS, panel_state
 from .segments import SegmentsLogic
 from .ui import build_ui, slice_view_gutter
 from .views import RenderSettings, register_view_factories
+from .window_level import WindowLevelDrag
 
 RED_VIEW = "Red"
 BRUSH_EFFECTS = {"paint": SegmentationEffectPaint, "erase": SegmentationEffectErase}
@@ -128,8 +129,12 @@ class SAMSegmenterWebApp(TrameApp):
         # anatomy), as seen after a switch to "3 slices" (trame-slicer 2.0.0 / slicer-core 5.11).
         self.layout_manager.set_layout(SLICES_LAYOUT)
         self.layout_manager.set_layout(DEFAULT_LAYOUT)
+        self.window_level_drags = []
         for view in self.slicer.view_manager.get_slice_views():
             view.get_view_node().AddObserver(vtkCommand.ModifiedEvent, lambda *_, v=view: self._annotate(v))
+            self.window_level_drags.append(
+                WindowLevelDrag(view, self._volume_display, lambda: self.state.web_effect == "none", self._dragged)
+            )
 
     def _init_state(self) -> None:
         state = self.state
@@ -209,6 +214,14 @@ class SAMSegmenterWebApp(TrameApp):
         display.SetAutoWindowLevel(preset is None)
         if preset is not None:
             display.SetWindowLevel(*preset)
+
+    def _volume_display(self) -> Any:
+        return self.volume_node.GetDisplayNode() if self.volume_node is not None else None
+
+    def _dragged(self) -> None:
+        """The window/level was dragged: the display select says "custom"."""
+        with self.state:
+            self.state.web_display = "custom"
 
     def _on_segment_opacity(self, web_segment_opacity: float, **_: Any) -> None:
         """Opacity of every segment in the views (0 to 1; multiplies the fill's and the outline's)."""

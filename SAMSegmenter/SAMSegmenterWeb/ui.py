@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .app import SAMSegmenterWebApp
 
 PANEL_WIDTH = 380
-DISPLAY_NAMES = ("auto", "brain", "abdomen", "lung", "bone")  # app.DISPLAY_PRESETS
+DISPLAY_NAMES = ("auto", "brain", "abdomen", "lung", "bone", "custom")  # app.DISPLAY_PRESETS; custom: dragged
 
 
 LABEL_STYLE = "position: absolute; color: #ffd54f; font: 600 13px sans-serif; text-shadow: 0 0 3px black;"

@@ -144,13 +144,22 @@ def test_orientation_letters_slice_number_and_slice_keys(page):
                                arg=[shown.element_handle(), f"K = {expected} "])
 
 
-def test_display_window_presets_change_the_view(page):
+def test_display_window_presets_and_drag_change_the_view(page):
     auto = settled_pixels(page)
     display = page.locator(".v-select").filter(has_text="Display window").first
     display.click()
     page.get_by_role("option", name="Bone").click()
     bone = wait_for_pixels(page, lambda now: now.shape == auto.shape and now.mean() < 0.6 * auto.mean())
     print(f"mean grey: auto {auto.mean():.0f}, bone window {bone.mean():.0f}")
+    display.click()
+    page.get_by_role("option", name="Auto").click()
+    wait_for_pixels(page, lambda now: now.shape == auto.shape and abs(now.mean() - auto.mean()) < 2)
+    box = page.locator(VIEW_IMAGE).first.bounding_box()  # no effect active: a left drag sets window/level
+    drag(page, (box["x"] + 0.3 * box["width"], box["y"] + 0.5 * box["height"]),
+         (box["x"] + 0.9 * box["width"], box["y"] + 0.5 * box["height"]), steps=10)
+    wider = wait_for_pixels(page, lambda now: now.shape == auto.shape and now.std() < 0.8 * auto.std())
+    print(f"grey spread: auto {auto.std():.0f}, after a drag to the right (wider window) {wider.std():.0f}")
+    assert display.get_by_text("Custom").is_visible()
     display.click()
     page.get_by_role("option", name="Auto").click()
     wait_for_pixels(page, lambda now: now.shape == auto.shape and abs(now.mean() - auto.mean()) < 2)
