@@ -10,7 +10,8 @@ and the life of model jobs, which run in the inference service through non-block
 
 - one job at a time: a new prompt, Cancel, a new window or a new segment cancels the running one, whose
   result is then never shown; Stop cancels it too (a prediction's result is dropped, a propagation
-  leaves the preview as it was); p / u / d and the Propagate button are refused while a job runs;
+  keeps the slices it finished); p / u / d, the Propagate button and new prompts are refused while a
+  propagation runs;
 - after a propagation, a prompt on a slice of the same axis makes that slice a key slice: its new mask
   replaces the previewed one and only the slices it affects (up to the neighbouring key slices, see
   :func:`SAMSegmenterLib.propagation.plan.affected_range`) are propagated again;
@@ -41,7 +42,7 @@ from .labelmaps import WRITE_MODES, SegmentWriter, Slab, write_slab
 from .logic import volume_array
 from .markups import PromptMarkups
 from .preview import PreviewSegmentation
-from .slice_prompts import build_slice_prompt
+from .slice_prompts import build_slice_prompt, drawn_box_problem
 
 DRAG_PIXELS = 4
 POLL_MS = 50  # the front end's poll period while nothing is being uploaded
@@ -118,7 +119,7 @@ class _Drag:
 
 @dataclass
 class _Job:
-    kind: str  # "predict", "propagate" or "correct"
+    kind: str  # "predict", "propagate", "stopped" (a propagation asked to stop) or "correct"
     call: Any
     ref: Optional[SliceRef] = None
     span: Optional[tuple[int, int]] = None  # slices a correction re-propagates
@@ -291,6 +292,11 @@ class InteractionController:
         return False
 
     def _press(self, event: PointerEvent) -> bool:
+        if event.button in ("left", "right") and self._job is not None and self._job.kind != "predict":
+            self._say("A propagation is running: wait for it, or Stop it (the slices done are kept), "
+                      "before drawing a new prompt.", error=True)
+            self._changed()
+            return True  # the view does not act on it either
         if event.button == "left":
             include = not event.ctrl
         elif event.button == "right" and self.spec.point_prompts:
@@ -355,6 +361,10 @@ class InteractionController:
             points, labels = self.markups.points()
             prompt = build_slice_prompt(self.shape, self.ijk_to_world, points, labels, self.markups.box_corners(),
                                         "RAS", shown.axis)
+            problem = box is not None and drawn_box_problem(box, self.ijk_to_world, prompt.ref, self.shape)
+            if problem:
+                self.markups.clear()
+                raise SAMSegmenterError(problem)
         except SAMSegmenterError as error:
             self._say(str(error), error=True)
             self._changed()
@@ -395,8 +405,14 @@ class InteractionController:
         self._changed()
 
     def stop(self) -> None:
-        """Stop the running job: a prediction's result is dropped, a propagation leaves the preview as it was."""
-        if self.busy:
+        """Stop the running job: a prediction's result is dropped; a propagation is asked to stop, and the
+        slices it finished are shown once the service answers (see _finish)."""
+        job = self._job
+        if job is not None and job.kind == "propagate":
+            job.call.cancel()
+            job.kind = "stopped"
+            self._say("Stopping; the slices propagated so far are kept...")
+        elif self.busy:
             self._cancel_job()
             self._say("Stopped; the preview is unchanged.")
         self._changed()
@@ -532,12 +548,19 @@ class InteractionController:
         try:
             result = job.call.result(0)
         except SAMSegmenterError as error:
-            self._say(f"SAM failed: {error}", error=True)
+            if job.kind == "stopped":  # stopped before it finished a slice
+                self._say("Stopped; the preview is unchanged.")
+            else:
+                self._say(f"SAM failed: {error}", error=True)
             return
         if job.kind == "predict":
             self._show_prediction(job.ref, result)
-        elif job.kind == "propagate":
+        elif job.kind in ("propagate", "stopped"):
             self._show_propagation(result)
+            if job.kind == "stopped":
+                first, last = min(self._masks), max(self._masks)
+                self._say(f"Stopped; slices {first}-{last} are kept in the preview. Apply, correct or propagate "
+                          "again.")
         else:
             self._show_correction(job.span, result)
 

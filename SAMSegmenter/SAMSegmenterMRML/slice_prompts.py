@@ -108,3 +108,29 @@ def build_slice_prompt(
         labels=tuple(label_list),
         box=box_xy,
     )
+
+
+MIN_BOX_VOXELS = 3  # a drawn box thinner than this (either side, in voxels) outlines nothing
+BOX_OVERHANG_VOXELS = 2.0  # how far past the image a drawn box may reach (the pointer's imprecision)
+
+
+def drawn_box_problem(box_world: Sequence[Sequence[float]], ijk_to_world: np.ndarray, ref: SliceRef,
+                      shape_kji: Sequence[int]) -> Optional[str]:
+    """Why a box the user drew on slice ``ref`` is no prompt (a sentence), or None when it is one.
+
+    box_world: (N >= 2, 3) RAS corners. Refused: a box thinner than MIN_BOX_VOXELS (a click-drag
+    along one edge), and a box reaching more than BOX_OVERHANG_VOXELS past the image (dragged off
+    the view: the model would outline air).
+    """
+    corners = slice_xy(world_to_ijk(np.asarray(box_world, dtype=float), ijk_to_world), ref.axis)
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    width, height = (int(round_index(high[n]) - round_index(low[n])) + 1 for n in (0, 1))
+    if min(width, height) < MIN_BOX_VOXELS:
+        return (f"The box is {width} x {height} voxels: too thin to outline a structure. "
+                "Drag a box around the whole structure.")
+    rows, cols = slice_shape(tuple(int(n) for n in shape_kji), ref.axis)
+    past = max(-low[0], -low[1], high[0] - (cols - 1), high[1] - (rows - 1))
+    if past > BOX_OVERHANG_VOXELS:
+        return (f"The box reaches {past:.0f} voxels past the edge of slice {ref.axis_name}={ref.index}. "
+                "Drag it inside the image, around the structure.")
+    return None

@@ -23,7 +23,7 @@ from trame_slicer.segmentation import SegmentationEffect, SegmentationEffectPipe
 from vtkmodules.vtkCommonCore import reference, vtkCommand
 
 from .controller_host import ControllerHost
-from .events import KEY_EVENT, POINTER_EVENTS, held_button_after, pointer_fields
+from .events import CONTROLLER_KEYS, KEY_EVENT, POINTER_EVENTS, held_button_after, key_symbol, pointer_fields
 
 VIEW_INTERACTION_MANAGER = "vtkMRMLCrosshairDisplayableManager"
 
@@ -63,7 +63,8 @@ class SAMEffectPipeline(SegmentationEffectPipeline[SAMEffect]):
         if host is None:
             return False
         if event_data.GetType() == KEY_EVENT:
-            consumed = host.key(event_data.GetKeySym())
+            keysym = key_symbol(event_data)
+            consumed = keysym is not None and host.key(CONTROLLER_KEYS.get(keysym, keysym))
         else:
             fields = pointer_fields(event_data, self.GetViewNode(), self._held_button)
             self._held_button = held_button_after(fields, self._held_button)

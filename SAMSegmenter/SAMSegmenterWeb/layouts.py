@@ -10,6 +10,7 @@ from __future__ import annotations
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 
 DEFAULT_LAYOUT = "axial"
+SLICES_LAYOUT = "slices"  # the three slice views (made at start, see SAMSegmenterWebApp)
 
 
 def layouts() -> dict[str, Layout]:

@@ -1,19 +1,23 @@
 """Loading volumes into the web app's scene: files Slicer reads, and folders of DICOM files.
 
 Reading goes through trame-slicer's IO manager (Slicer's volume archetype readers; DICOM series
-are split and sorted by its DICOM reader). A file or folder that yields no grey-level volume
+are split and sorted by its DICOM reader). The volume is named after its file, or its DICOM series'
+description; a 4D file gets a notice (`frames_notice`). A file or folder that yields no grey-level volume
 raises InputError with one line naming it, and leaves the scene as it was.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLScene
 from trame.app.file_upload import ClientFile
 from trame_slicer.core import IOManager
 
+from SAMSegmenterLib.io.dicom import is_dicom_file
 from SAMSegmenterLib.errors import InputError
 
 FORMATS = "NIfTI, NRRD, MetaImage, or DICOM files"
@@ -82,8 +86,59 @@ def load_volume(io_manager: IOManager, scene: vtkMRMLScene, paths: Sequence[Path
     if chosen is None:
         what = "no grey-level volume" if nodes else f"no volume ({FORMATS})"
         raise InputError(f"cannot load {describe(paths)}: it holds {what}")
-    chosen.SetName(volume_name(chosen.GetName()))
+    chosen.SetName(display_name(files, chosen.GetName()))
     return chosen
+
+
+def display_name(files: Sequence[str], node_name: str) -> str:
+    """The volume's name in the page: a single file's name without its suffix, a DICOM series' description.
+
+    Slicer's own names are not used as they are: a name already in the scene gets "_1" (or
+    "file.nii.gz_1"), and its DICOM reader titles a series "<number>: <description>", which reads
+    "None: Unnamed Series" for files without them.
+    """
+    dicom = [Path(f) for f in files if is_dicom_file(Path(f))]
+    if dicom:
+        return dicom_title(dicom[0]) or volume_name(node_name)
+    if len(files) == 1:
+        return volume_name(Path(files[0]).name)
+    return volume_name(node_name)
+
+
+def dicom_title(path: Path) -> str:
+    """"<modality> <series description>" of a DICOM file ("<modality> series <number>" without a description;
+    "" when the header cannot be read)."""
+    try:
+        import pydicom
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings on odd files: the title is all we read
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - any unreadable header: fall back to Slicer's name
+        return ""
+    modality = str(header.get("Modality", "") or "").strip()
+    description = str(header.get("SeriesDescription", "") or "").strip()
+    number = str(header.get("SeriesNumber", "") or "").strip()
+    title = description or " ".join(part for part in ("series", number) if part)
+    return " ".join(part for part in (modality, title) if part)
+
+
+def frames_notice(files: Sequence[str]) -> str:
+    """A sentence for the page when a file holds several volumes (a 4D NIfTI): only its first is shown; else ""."""
+    for name in files:
+        if not name.lower().endswith((".nii", ".nii.gz")):
+            continue
+        try:
+            import nibabel
+
+            shape = nibabel.load(name).shape
+        except Exception:  # noqa: BLE001 - Slicer read it; the notice is only a courtesy
+            continue
+        frames = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+        if frames > 1:
+            return (f"{Path(name).name} holds {frames} volumes (4D, {' x '.join(map(str, shape))}): "
+                    "only the first is shown and segmented.")
+    return ""
 
 
 def volume_name(file_name: str) -> str:

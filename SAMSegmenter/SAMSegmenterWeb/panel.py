@@ -189,15 +189,17 @@ class SAMPanel(html.Div):
 
     @staticmethod
     def _confidence_strip(jump_to: Callable[[int], None]) -> None:
-        with html.Div(v_if="sam.confidence.length", classes="d-flex flex-column ga-1"):
+        with html.Div(v_if="sam.confidence.length", classes="d-flex flex-column ga-1", style="min-width: 0;"):
             html.Div(
                 "Confidence per slice ({{ sam.axis }} {{ sam.preview_range ? sam.preview_range.join('-') : '' }}):"
                 " click a slice to show it",
                 classes="text-caption",
             )
             with html.Div(
-                classes="d-flex align-end",
-                style="height: 40px; gap: 1px; background: rgba(255,255,255,0.05);",
+                classes="d-flex align-end confidence-strip",
+                # Never wider than the panel: with many slices the bars keep 2 px each and the strip scrolls.
+                style="height: 40px; gap: 1px; background: rgba(255,255,255,0.05); max-width: 100%;"
+                " overflow-x: auto; overflow-y: hidden;",
                 role="list",
                 raw_attrs=['aria-label="Confidence per slice"'],
             ):
@@ -208,7 +210,7 @@ class SAMPanel(html.Div):
                     title=(BAR_TITLE,),
                     raw_attrs=['role="listitem"'],
                     style=(
-                        "{flex: '1 1 0', minWidth: '2px', cursor: 'pointer', background: "
+                        "{flex: '1 0 2px', minWidth: '2px', cursor: 'pointer', background: "
                         + BAR_COLOR
                         + ", height: (c.score === null ? 20 : 15 + 85 * c.score) + '%',"
                         " outline: c.key ? '1px solid white' : 'none'}",

@@ -3,7 +3,8 @@
 Mirrors trame-slicer's SegmentationEditor (the active segmentation's segments and the undo stack)
 into trame state for its ``SegmentList`` widget, and runs the list's actions on the editor. Each
 segment's size (voxels, and millilitres from the voxel spacing) is shown under its name and
-recomputed whenever the segmentation or the undo stack changes.
+recomputed whenever the segmentation or the undo stack changes, with its largest diameter and mean
+intensity (statistics.py) on a second line.
 """
 
 from __future__ import annotations
@@ -24,8 +25,23 @@ from undo_stack import UndoStack
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
+from .statistics import describe_statistics, segment_statistics
+
 UNDO_LIMIT = 10
+# Colours of new segments, in order (RGB 0-255): saturated, so that a translucent segment stays visible on
+# grey anatomy (trame-slicer's random colours are sometimes grey or dark).
+SEGMENT_COLORS = (
+    (230, 60, 60),
+    (60, 200, 80),
+    (60, 130, 240),
+    (240, 200, 40),
+    (220, 70, 220),
+    (40, 200, 220),
+    (250, 140, 30),
+    (150, 90, 240),
+)
 SIZES_KEY = "web_segment_sizes"
+STATS_KEY = "web_segment_stats"
 
 
 def segment_size(segment: vtkSegment) -> Optional[tuple[int, float]]:
@@ -88,6 +104,12 @@ class SizedSegmentList(SegmentList):
                         classes="segment-size text-caption text-medium-emphasis px-4",
                         raw_attrs=['aria-label="Segment size"'],
                     )
+                    html.Div(
+                        f"{{{{ {STATS_KEY}[item.segment_id] }}}}",
+                        v_if=f"{STATS_KEY}[item.segment_id]",
+                        classes="segment-stats text-caption text-medium-emphasis px-4",
+                        raw_attrs=['aria-label="Segment statistics"'],
+                    )
                 with Template(v_slot_append=True):
                     VIcon(classes="mr-2", icon=("item.is_visible ? 'mdi-eye-outline' : 'mdi-eye-off-outline'",),
                           click=self._server_trigger(self.toggle_segment_visibility_clicked))
@@ -120,8 +142,9 @@ class SegmentsLogic:
         self.edit_logic.set_ui(segment_list._edit_ui)
 
     def add(self) -> str:
-        """Add an empty segment (it becomes the active one) and return its id."""
-        return self.editor.add_empty_segment()
+        """Add an empty segment (it becomes the active one) with the next colour of SEGMENT_COLORS; return its id."""
+        color = SEGMENT_COLORS[len(self.editor.get_segment_ids()) % len(SEGMENT_COLORS)]
+        return self.editor.add_empty_segment(segment_color=[c / 255.0 for c in color])
 
     def select(self, segment_id: str) -> None:
         self.editor.set_active_segment_id(segment_id)
@@ -140,6 +163,22 @@ class SegmentsLogic:
     def redo(self) -> None:
         self.undo_stack.redo()
 
+    def sizes(self) -> dict[str, str]:
+        """segment id -> what the list shows as its size (see describe_size)."""
+        return segment_sizes(self.editor.active_segmentation_node)
+
+    def statistics(self) -> dict[str, str]:
+        """segment id -> its statistics line (statistics.describe_statistics), "" for an empty segment."""
+        node = self.editor.active_segmentation_node
+        if node is None:
+            return {}
+        segmentation = node.GetSegmentation()
+        volume = self.editor.active_volume_node
+        return {
+            segment_id: describe_statistics(segment_statistics(segmentation.GetSegment(segment_id), volume))
+            for segment_id in segmentation.GetSegmentIDs()
+        }
+
     def refresh(self, *_: object) -> None:
         with self.server.state:
             self.list_state.data.segments = [
@@ -154,6 +193,8 @@ class SegmentsLogic:
             active = self.editor.get_active_segment_id()
             self.list_state.data.active_segment_id = active
             self.edit_logic.set_active_segment_id(active)
-            self.server.state[SIZES_KEY] = segment_sizes(self.editor.active_segmentation_node)
+            self.server.state[SIZES_KEY] = self.sizes()
+            self.server.state[STATS_KEY] = self.statistics()
+            self.server.state.web_has_segments = bool(self.editor.get_segment_ids())
             self.server.state.web_can_undo = self.undo_stack.can_undo()
             self.server.state.web_can_redo = self.undo_stack.can_redo()

@@ -21,6 +21,8 @@ from trame_slicer.rca_view import RemoteSliceViewFactory, RemoteThreeDViewFactor
 from trame_slicer.rca_view.rca_view_factory import RcaView
 from trame_slicer.views import ViewLayoutDefinition
 
+from .events import translate_browser_keys
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -71,6 +73,8 @@ class _AppliesSettings:
     ) -> RcaView:
         rca_view = super()._create_view(view, scene, app_logic)
         self.settings.apply(rca_view, is_slice_view=self.is_slice_view)
+        if self.is_slice_view:
+            translate_browser_keys(rca_view.slicer_view)
         return rca_view
 
 

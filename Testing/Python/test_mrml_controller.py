@@ -179,7 +179,8 @@ def test_busy_rule_is_the_same_for_keys_and_the_button(controller, view, oblique
     assert not controller.state.can_apply
     controller.stop()
     state = settle(controller)
-    assert state.preview_range == (SLICE, SLICE)  # a stopped propagation leaves the preview as it was
+    first, last = state.preview_range  # a stopped propagation keeps the slices it finished
+    assert first <= SLICE <= last and "Stopped" in state.status and not state.error, state.status
 
 
 def test_stop_stops_the_propagation_on_the_service(controller, view, oblique, engine):
@@ -196,26 +197,49 @@ def test_stop_stops_the_propagation_on_the_service(controller, view, oblique, en
         time.sleep(0.005)
     controller.stop()
     state = settle(controller)
-    assert state.preview_range == (SLICE, SLICE) and "Stopped" in state.status
+    first, last = state.preview_range
+    assert first <= SLICE <= last and "Stopped" in state.status and not state.error, state.status
+    assert [c.index for c in state.confidence] == ([] if first == last else list(range(first, last + 1)))
     assert engine.client.request("GET", f"{PREFIX}/jobs/{call.job_id}")["state"] == "cancelled"
 
 
-@pytest.mark.parametrize("interrupt", ["prompt", "cancel", "window"])
+@pytest.mark.parametrize("interrupt", ["cancel", "window"])
 def test_a_running_propagation_is_cancelled_and_never_shown(controller, view, oblique, interrupt):
     drag_box(controller, view, oblique, brain_box(oblique), SLICE)
     settle(controller)
     assert controller.key("p") and controller.busy
-    if interrupt == "prompt":
-        show(view, oblique, SLICE + 1)
-        drag_box(controller, view, oblique, brain_box(oblique, SLICE + 1), SLICE + 1)
-    elif interrupt == "cancel":
+    if interrupt == "cancel":
         assert controller.key("x")
     else:
         controller.set_window("0,1000")
     state = settle(controller)
-    expected = {"prompt": (SLICE + 1, SLICE + 1), "cancel": None, "window": None}[interrupt]
-    assert state.preview_range == expected, state.status
+    assert state.preview_range is None, state.status
     assert not state.error, state.status
+
+
+def test_a_prompt_during_a_propagation_is_refused(controller, view, oblique):
+    """A box drawn while a propagation runs does not silently replace it: the press is refused with a reason."""
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    assert controller.key("p")
+    job = controller._job
+    show(view, oblique, SLICE + 1)
+    x0, y0, _, _ = brain_box(oblique, SLICE + 1)
+    assert controller.pointer(PointerEvent("press", "left", (10, 10), ras(oblique, x0, y0, SLICE + 1), view))
+    assert controller._job is job and controller.state.error and "propagation is running" in controller.state.status
+    assert not controller.pointer(PointerEvent("release", "left", (60, 60), ras(oblique, x0, y0, SLICE + 1), view))
+    state = settle(controller)
+    assert not state.error and state.preview_range[0] <= SLICE <= state.preview_range[1], state.status
+
+
+@pytest.mark.parametrize("corners", [((20, 30), (60, 30)), ((20, 30), (21, 70)), ((20, 30), (400, 70))])
+def test_a_degenerate_box_is_refused_with_a_reason(controller, view, oblique, corners):
+    """A zero-height or one-voxel-wide box, or one dragged far past the image, is not sent to the model."""
+    (x0, y0), (x1, y1) = corners
+    drag_box(controller, view, oblique, (x0, y0, x1, y1), SLICE)
+    state = controller.state
+    assert state.error and ("too thin" in state.status or "past the edge" in state.status), state.status
+    assert not controller.busy and state.preview_range is None and controller.markups.is_empty()
 
 
 def test_propagate_then_correct_a_middle_slice(controller, view, oblique, local, segmentation):

@@ -62,6 +62,30 @@ def change(app, **values) -> None:
     app.state.flush()
 
 
+def test_view_annotations_name_the_orientation_and_the_slice(web):
+    app, _, _ = web
+    red = app.slicer.view_manager.get_view("Red")
+    low, high = red.get_slice_range()
+    red.set_slice_value(low + 30 * red.get_slice_step())
+    labels = app.state.web_view_info["Red"]
+    assert (labels["left"], labels["right"], labels["top"], labels["bottom"]) == ("R", "L", "A", "P")
+    assert labels["slice"] == "K = 30 (0-188)"
+    sagittal = app.state.web_view_info["Yellow"]
+    assert (sagittal["top"], sagittal["bottom"]) == ("S", "I") and sagittal["slice"].startswith("I = ")
+
+
+def test_display_presets_and_segment_opacity(web):
+    app, _, _ = web
+    display = app.volume_node.GetDisplayNode()
+    change(app, web_display="bone")
+    assert not display.GetAutoWindowLevel() and (display.GetWindow(), display.GetLevel()) == (1000.0, 400.0)
+    change(app, web_display="auto")
+    assert display.GetAutoWindowLevel()
+    change(app, web_segment_opacity=0.3)
+    assert app.segmentation_node.GetDisplayNode().GetOpacity() == pytest.approx(0.3)
+    change(app, web_segment_opacity=1.0)
+
+
 def test_load_shows_the_volume_with_an_empty_segmentation(web):
     app, _, _ = web
     assert app.state.web_volume_name == "mni152"
@@ -168,6 +192,20 @@ def test_another_segment_and_leaving_sam(web):
     assert app.editor.active_effect is not app.sam_effect
 
 
+def test_new_segments_get_saturated_colours_in_turn(web):
+    from SAMSegmenterWeb.segments import SEGMENT_COLORS
+
+    app, _, _ = web
+    count = len(app.editor.get_segment_ids())
+    added = [app.segments.add() for _ in range(3)]
+    colours = [tuple(round(255 * c) for c in app.editor.get_segment(i).GetColor()) for i in added]
+    expected = [SEGMENT_COLORS[(count + n) % len(SEGMENT_COLORS)] for n in range(3)]
+    assert colours == expected and len(set(colours)) == 3
+    assert all(max(c) - min(c) >= 150 for c in colours), "saturated: visible over grey"
+    for segment_id in added:
+        app.editor.remove_segment(segment_id)
+
+
 def test_segment_sizes_follow_writes_and_undo(web):
     import numpy as np
 
@@ -185,6 +223,14 @@ def test_segment_sizes_follow_writes_and_undo(web):
     write_slab(SegmentWriter(app.editor, app.segmentation_node), app.volume_node, second, mask, Slab(0, 90, 90))
     sizes = app.state.web_segment_sizes
     assert sizes[second] == "1,199 voxels · 1.20 mL" and sizes[first] == "empty"
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
+    image = app.volume_node.GetImageData()
+    volume = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(image.GetDimensions()[::-1])
+    mean = float(volume[90][mask[0]].mean())
+    # 1 mm voxels: the farthest voxel centres are (j 100, i 119) and (j 129, i 80), (100, 80) being left out
+    assert app.state.web_segment_stats[second] == f"max diameter {np.hypot(29, 39):.1f} mm · mean {mean:.1f}"
+    assert app.state.web_segment_stats[first] == ""
     app.segments.undo()
     assert app.state.web_segment_sizes[second] == "empty"
     app.segments.redo()

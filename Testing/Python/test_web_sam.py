@@ -19,10 +19,14 @@ import pytest
 from web_browser import (
     SEGMENT_ITEMS,
     VIEW_IMAGE,
+    download,
     drag,
     launch_chromium,
+    paint_stroke,
     segment_rgb,
+    segment_sizes,
     shows_image,
+    size_voxels,
     start_web_app,
     tinted,
     view_pixels,
@@ -133,7 +137,7 @@ def recolour(page, rgb) -> None:
 
 def go_to_slice(page, index: int) -> None:
     """Move the red view to axial slice ``index`` with its slider's keys (Home is slice 0, each arrow one slice)."""
-    slider = page.get_by_role("slider").first
+    slider = page.locator(".v-main").get_by_role("slider").first
     slider.focus()
     slider.press("Home")
     low = float(slider.get_attribute("aria-valuemin"))
@@ -159,9 +163,10 @@ def settled_pixels(page, timeout_s: float = 30.0) -> np.ndarray:
         previous = pixels
 
 
-def structure_box(pixels: np.ndarray, margin: int = 30) -> tuple[int, int, int, int]:
+def structure_box(pixels: np.ndarray, margin: int = 30, side: str = "left") -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) in view pixels: the box a user draws, with ``margin``, around the upper-left structure
-    the view shows (on low axial slices the right temporal pole; the cerebellum lies below the poles).
+    the view shows (on low axial slices the right temporal pole; the cerebellum lies below the poles), or the
+    upper-right one with ``side="right"`` (the left temporal pole).
 
     The view's own widgets (reset button at the top, slice slider at the bottom) are left out."""
     from scipy import ndimage
@@ -173,7 +178,8 @@ def structure_box(pixels: np.ndarray, margin: int = 30) -> tuple[int, int, int, 
     large = [n + 1 for n in range(count) if sizes[n] > 0.005 * bright.size]
     assert large, "the view shows no structure"
     centres = ndimage.center_of_mass(bright, labels, large)
-    label = large[int(np.argmin([row + col for row, col in centres]))]
+    sign = 1 if side == "left" else -1
+    label = large[int(np.argmin([row + sign * col for row, col in centres]))]
     rows, cols = np.nonzero(labels == label)
     return (int(cols.min()) - margin, int(rows.min()) - margin, int(cols.max()) + margin, int(rows.max()) + margin)
 
@@ -241,11 +247,28 @@ def test_apply_writes_the_voxels_and_undo_removes_them(page, session):
     assert colour_inside(session["before"], after, session["rgb"], session["box"])[0] > 0.5 * session["preview_px"]
     page.get_by_role("button", name="Undo").click()
     wait_for_size(page, lambda text: text == "empty")
+    wait_for_status(page, r"^Undone")  # the panel no longer says "Applied"
     wait_for_pixels(page, lambda now: colour_inside(session["before"], now, session["rgb"], session["box"])[0] < 50)
     session["single_slice"] = written
 
 
-def test_stop_during_a_propagation_keeps_the_single_slice_preview(page, session):
+def test_degenerate_boxes_are_refused_with_a_reason(page, session):
+    x0, y0, x1, y1 = session["box"]
+    drag_box(page, (x0, y0, x1, y0))  # a zero-height drag
+    wait_for_status(page, r"too thin to outline a structure")
+    view = page.locator(VIEW_IMAGE).first.bounding_box()
+    drag_box(page, (x0, y0, int(view["width"]) - 4, y1))  # dragged past the image, to the view's edge
+    wait_for_status(page, r"voxels past the edge of slice K=\d+")
+    assert not strip(page) and segment_size(page) == "empty"
+    assert not panel(page).get_by_role("button", name="Apply", exact=True).is_enabled(), "nothing to apply"
+
+
+def focus_view(page) -> None:
+    """Give the red view the keyboard focus (its element with tabindex 0), as a click in it would."""
+    page.locator(VIEW_IMAGE).first.locator("xpath=ancestor::*[@tabindex='0'][1]").focus()
+
+
+def test_stop_keeps_the_propagated_slices_and_a_box_meanwhile_is_refused(page, session):
     drag_box(page, session["box"])  # the slice's embedding is cached now
     wait_for_status(page, rf"Slice K={SEED}: predicted IoU", timeout_s=PREVIEW_TIMEOUT_S)
     panel(page).get_by_role("button", name="Propagate").click()  # both ways, through the whole volume
@@ -254,23 +277,42 @@ def test_stop_during_a_propagation_keeps_the_single_slice_preview(page, session)
         "el => parseFloat(el.getAttribute('aria-valuenow')) > 0", arg=progress.element_handle(timeout=30_000)
     )
     assert status(page).startswith("Propagating")
+    drag_box(page, session["box"])  # a box now would replace the job: refused, the job goes on
+    wait_for_status(page, r"A propagation is running: wait for it, or Stop it")
+    assert panel(page).get_by_role("button", name="Stop").is_enabled()
+    page.wait_for_function(  # a few slices each way (189 in all)
+        "el => parseFloat(el.getAttribute('aria-valuenow')) > 3", arg=progress.element_handle(), timeout=120_000
+    )
     panel(page).get_by_role("button", name="Stop").click()
-    wait_for_status(page, r"Stopped; the preview is unchanged\.")
-    assert not panel(page).get_by_role("progressbar").count()
-    assert not strip(page), "the preview is still one slice"
+    found = wait_for_status(page, r"Stopped; slices (\d+)-(\d+) are kept in the preview\.")
+    first, last = int(found.group(1)), int(found.group(2))
+    assert first <= SEED <= last and last - first >= 2, "the slices propagated before Stop are kept"
+    assert sorted(strip(page)) == list(range(first, last + 1))
     assert panel(page).get_by_role("button", name="Apply", exact=True).is_enabled()
-    time.sleep(1.0)  # a cancelled job's result would arrive now: it must not be shown
-    assert not strip(page) and status(page).startswith("Stopped")
-    inside, _, _ = colour_inside(session["before"], view_pixels(page), session["rgb"], session["box"])
-    assert inside > 0.5 * session["preview_px"], "the single-slice preview is still shown"
+    time.sleep(1.0)  # nothing else arrives
+    assert status(page).startswith("Stopped")
+    focus_view(page)
+    page.keyboard.press("Escape")  # Escape cancels, as x does
+    wait_for_status(page, r"Prompts cleared\.")
+    assert not strip(page)
 
 
-def test_propagate_shows_progress_and_previews_more_slices(page, session, tmp_path_factory):
+def test_key_p_propagates_within_the_slice_limit_and_shows_progress(page, session, tmp_path_factory):
+    drag_box(page, session["box"])
+    wait_for_status(page, rf"Slice K={SEED}: predicted IoU", timeout_s=PREVIEW_TIMEOUT_S)
     panel(page).get_by_label("Limit to slices").check()
     panel(page).get_by_label("first").fill(str(LIMIT[0]))
     panel(page).get_by_label("last").fill(str(LIMIT[1]))
-    panel(page).get_by_role("button", name="Propagate").click()
+    focus_view(page)
+    page.keyboard.press("p")  # as the Propagate button: both ways, within the limit
     panel(page).get_by_role("progressbar").first.wait_for(timeout=30_000)
+    seen = set()
+    deadline = time.monotonic() + 180
+    while not re.search(r"Propagated over slices", text := status(page)):
+        seen.add(text)
+        assert time.monotonic() < deadline, f"no propagation result; the panel said {sorted(seen)}"
+        time.sleep(0.1)
+    assert not [text for text in seen if "job is running" in text], "one key press, one job, no false message"
     found = wait_for_status(page, r"Propagated over slices (\d+)-(\d+)\.", timeout_s=180)
     first, last = int(found.group(1)), int(found.group(2))
     assert LIMIT[0] <= first < SEED < last <= LIMIT[1]
@@ -288,7 +330,7 @@ def test_correcting_a_slice_changes_only_its_range(page, session):
     assert first < CORRECTED <= last
     bars = panel(page).locator("[aria-label='Confidence per slice'] [role=listitem]")
     bars.nth(CORRECTED - first).click()  # the strip shows that slice in the view
-    slider = page.get_by_role("slider").first
+    slider = page.locator(".v-main").get_by_role("slider").first
     page.wait_for_function(
         "([el, v]) => Math.abs(parseFloat(el.getAttribute('aria-valuenow')) - v) < 0.01",
         arg=[slider.element_handle(), float(slider.get_attribute("aria-valuemin")) + CORRECTED],
@@ -316,3 +358,43 @@ def test_apply_writes_every_previewed_slice_and_undo_removes_them(page, session)
     assert not strip(page), "the preview is gone once applied"
     page.get_by_role("button", name="Undo").click()
     wait_for_size(page, lambda text: text == "empty")
+
+
+def test_two_structures_a_brush_touch_up_and_a_seg_nrrd_download(page, tmp_path):
+    """The issue's user story: segment two structures with SAM, touch one up with the brush, download a
+    .seg.nrrd, and read it with slicer-core on the same volume (same grid, the voxels the page counted)."""
+    from web_export_check import read_seg_nrrd
+
+    from SAMSegmenterLib.io.sample_data import write_sample
+
+    go_to_slice(page, SEED)
+    shown = settled_pixels(page)
+    for side, index in (("left", 0), ("right", 1)):
+        if index:
+            page.get_by_role("button", name="Add segment").click()
+            page.wait_for_function(f"document.querySelectorAll('{SEGMENT_ITEMS}').length === 2")
+            wait_for_status(page, r"Drag a box")  # SAM now writes to the new segment
+        drag_box(page, structure_box(shown, side=side))
+        wait_for_status(page, rf"Slice K={SEED}: predicted IoU", timeout_s=PREVIEW_TIMEOUT_S)
+        panel(page).get_by_role("button", name="Apply", exact=True).click()
+        wait_for_status(page, r"Applied to 1 slice\.")
+    sizes = [size_voxels(text) for text in segment_sizes(page)]
+    assert all(n > 0 for n in sizes), sizes
+    page.get_by_role("button", name="Paint", exact=True).click()  # touch up the second structure
+    x0, y0, x1, y1 = structure_box(shown, side="right")
+    view = page.locator(VIEW_IMAGE).first.bounding_box()
+    paint_stroke(page, ((x0 - 20) / view["width"], (y0 + y1) / 2 / view["height"]),
+                 ((x0 + x1) / 2 / view["width"], (y0 + y1) / 2 / view["height"]))
+    deadline = time.monotonic() + 30
+    while size_voxels(segment_sizes(page)[1]) <= sizes[1]:
+        assert time.monotonic() < deadline, "the brush added nothing"
+        time.sleep(0.1)
+    sizes = [size_voxels(text) for text in segment_sizes(page)]
+    print(f"two structures and a touch-up: {sizes} voxels")
+
+    seg = download(page, "Download .seg.nrrd", tmp_path)
+    masks = read_seg_nrrd(seg, write_sample("mni152", tmp_path / "mni152.nii.gz"))  # asserts the volume's grid
+    assert [int(mask.sum()) for mask in masks.values()] == sizes, "the voxels the page counted"
+    first, second = masks.values()
+    assert not (first & second).any(), "two structures, no overlap"
+    assert {int(k) for mask in masks.values() for k in np.unique(np.nonzero(mask)[0])} == {SEED}

@@ -173,3 +173,39 @@ def drag(page: Any, start: tuple[float, float], end: tuple[float, float], steps:
     for n in range(1, steps + 1):
         page.mouse.move(start[0] + (end[0] - start[0]) * n / steps, start[1] + (end[1] - start[1]) * n / steps)
     page.mouse.up()
+
+
+def segment_sizes(page) -> list[str]:
+    """The size line of each segment in the segments list ("1,234 voxels · 1.23 mL", "empty")."""
+    return page.locator(f"{SEGMENT_ITEMS} .segment-size").evaluate_all("lines => lines.map(l => l.innerText.trim())")
+
+
+def size_voxels(size: str) -> int:
+    """The voxel count of a size line (0 for "empty")."""
+    return 0 if size in ("", "empty") else int(size.split(" ")[0].replace(",", ""))
+
+
+def paint_stroke(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """A brush stroke from ``start`` to ``end`` (fractions of the red view's width and height)."""
+    view = page.locator(VIEW_IMAGE).first.bounding_box()
+    at = lambda f: (view["x"] + f[0] * view["width"], view["y"] + f[1] * view["height"])  # noqa: E731
+    drag(page, at(start), at(end), steps=12)
+
+
+def wait_for_voxels(page, index: int, predicate, timeout_s: float = 30.0) -> int:
+    """Wait until the voxel count of the ``index``-th segment satisfies ``predicate``; return it."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate(count := size_voxels(segment_sizes(page)[index])):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"segment {index} holds {count} voxels")
+        time.sleep(0.1)
+    return count
+
+
+def download(page, label: str, tmp_path: Path) -> Path:
+    """Click the download button ``label`` and return where Playwright saved the file the browser received."""
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name=label).first.click()
+    path = tmp_path / info.value.suggested_filename
+    info.value.save_as(path)
+    return path
