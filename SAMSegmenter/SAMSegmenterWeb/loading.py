@@ -17,8 +17,8 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLScene
 from trame.app.file_upload import ClientFile
 from trame_slicer.core import IOManager
 
-from SAMSegmenterLib.io.dicom import is_dicom_file
 from SAMSegmenterLib.errors import InputError
+from SAMSegmenterLib.io.dicom import is_dicom_file
 
 FORMATS = "NIfTI, NRRD, MetaImage, or DICOM files"
 NAME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
