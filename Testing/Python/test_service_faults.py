@@ -150,6 +150,25 @@ def test_stopping_a_local_service_without_waiting(mni152):
     service.stop(wait=False)
     assert time.perf_counter() - started < NOT_BLOCKING and service.process is None
     assert process.wait(30) is not None  # it exits by itself (standard input closed, SIGTERM)
+    assert service.folder.is_dir()  # its token and log stay until a stop that waits
+    service.stop()  # what atexit does
+    assert not service.folder.exists()
+
+
+def test_a_stopped_local_service_leaves_no_folder_and_can_start_again():
+    """stop() removes the service's private folder (token, ready file, log); a later start makes it again."""
+    service = LocalService(args=["--device", "cpu"])
+    try:
+        service.wait_ready()
+        assert sorted(p.name for p in service.folder.iterdir()) == ["ready", "server.log", "token"]
+        service.stop()
+        assert not service.folder.exists()
+        service.start()
+        service.wait_ready()
+        assert service.token_file.is_file()
+    finally:
+        service.stop()
+    assert not service.folder.exists()
 
 
 def test_a_scene_volume_is_copied_piece_by_piece_while_it_is_sent(start_server, mni152):  # noqa: F811

@@ -21,6 +21,7 @@ import http.cookies
 import json
 import os
 import select
+import shutil
 import ssl
 import subprocess
 import sys
@@ -890,6 +891,7 @@ class LocalService(Endpoint):
     def start(self) -> None:
         """Start the server process (returns at once; :meth:`address` says when it is ready)."""
         self._stopped = False
+        self.folder.mkdir(mode=0o700, exist_ok=True)  # removed by a stop() that waited
         self.ready_file.unlink(missing_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
@@ -1009,3 +1011,4 @@ class LocalService(Endpoint):
                     process.kill()
                     process.wait(timeout)
             self._exiting = []
+            shutil.rmtree(self.folder, ignore_errors=True)  # token, ready file, log: nothing left behind
