@@ -25,6 +25,7 @@ from trame_slicer.app.ui import (
 )
 from trame_slicer.views import SliceView
 
+from .display import CUSTOM, DISPLAY_PRESETS
 from .export import ALL_FORMATS
 from .layouts import LAYOUT_TITLES
 from .masking import OVERWRITE_ITEMS
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .app import SAMSegmenterWebApp
 
 PANEL_WIDTH = 380
-DISPLAY_NAMES = ("auto", "brain", "abdomen", "lung", "bone", "custom")  # app.DISPLAY_PRESETS; custom: dragged
+DISPLAY_NAMES = (*DISPLAY_PRESETS, CUSTOM)
 
 
 LABEL_STYLE = "position: absolute; color: #ffd54f; font: 600 13px sans-serif; text-shadow: 0 0 3px black;"
