@@ -122,6 +122,7 @@ class SAMSegmenterWebApp(TrameApp):
             lambda: self.volume_node,
             lambda: self.segmentation_node,
             lambda: self.state.web_effect == "none",
+            self.slicer.scene.GetFirstNodeByClass("vtkMRMLCrosshairNode"),
         )
 
     def _init_state(self) -> None:

@@ -1,9 +1,10 @@
-"""How the web app shows the volume and segments: window/level presets and drag, segment opacity, and
-the orientation letters and slice label of each slice view.
+"""How the web app shows the volume and segments: window/level presets and drag, segment opacity, the
+crosshair, and the orientation letters and slice label of each slice view.
 
 `DisplayLogic` binds the trame state keys ``web_display`` (a key of DISPLAY_PRESETS, or "custom" after
 a window/level drag), ``web_segment_opacity`` (0-1) and ``web_view_info`` (slice view tag ->
-annotations.view_annotations labels) to the volume's display node, the segmentation's display node
+annotations.view_annotations labels) and ``web_crosshair`` (bool) to the volume's display node, the
+crosshair node, the segmentation's display node
 and each slice view's slice node.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLCrosshairNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.util import arrayFromVTKMatrix
 from trame_server import Server
 from vtkmodules.vtkCommonCore import vtkCommand
@@ -44,6 +45,7 @@ class DisplayLogic:
         volume: Callable[[], Optional[vtkMRMLScalarVolumeNode]],
         segmentation: Callable[[], Optional[vtkMRMLSegmentationNode]],
         drag_enabled: Callable[[], bool],
+        crosshair: Optional[vtkMRMLCrosshairNode] = None,
     ) -> None:
         self.state = server.state
         self.slice_views = slice_views
@@ -52,6 +54,9 @@ class DisplayLogic:
         self.state.web_display, self.state.web_segment_opacity, self.state.web_view_info = "auto", 1.0, {}
         self.state.change("web_display")(self._on_display)
         self.state.change("web_segment_opacity")(self._on_segment_opacity)
+        self.crosshair = crosshair
+        self.state.web_crosshair = False
+        self.state.change("web_crosshair")(self._on_crosshair)
         self.window_level_drags = []
         for view in slice_views:
             view.get_view_node().AddObserver(vtkCommand.ModifiedEvent, lambda *_, v=view: self.annotate(v))
@@ -79,6 +84,12 @@ class DisplayLogic:
         display.SetAutoWindowLevel(preset is None)
         if preset is not None:
             display.SetWindowLevel(*preset)
+
+    def _on_crosshair(self, web_crosshair: bool, **_: Any) -> None:
+        """Show the crosshair (Shift + mouse move places it and moves the other views to it, as in 3D Slicer)."""
+        if self.crosshair is not None:
+            mode = vtkMRMLCrosshairNode.ShowBasic if web_crosshair else vtkMRMLCrosshairNode.NoCrosshair
+            self.crosshair.SetCrosshairMode(mode)
 
     def _dragged(self) -> None:
         """The window/level was dragged: the display select says "custom"."""

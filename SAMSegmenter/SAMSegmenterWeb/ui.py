@@ -92,6 +92,13 @@ def build_ui(app: SAMSegmenterWebApp) -> VAppLayout:
                 for layout_id, title in LAYOUT_TITLES.items():
                     v3.VBtn(title, value=layout_id, size="small")
             v3.VBtn(
+                icon="mdi-crosshairs",
+                click="web_crosshair = !web_crosshair",
+                color=("web_crosshair ? 'primary' : ''",),
+                title="Crosshair: Shift + mouse move places it and moves the other views there",
+                raw_attrs=['aria-label="Crosshair"', ':aria-pressed="web_crosshair"'],
+            )
+            v3.VBtn(
                 icon="mdi-undo", click=app.undo, disabled=("!web_can_undo",), raw_attrs=['aria-label="Undo"']
             )
             v3.VBtn(
