@@ -292,7 +292,8 @@ class InteractionController:
         return False
 
     def _press(self, event: PointerEvent) -> bool:
-        if event.button in ("left", "right") and self._job is not None and self._job.kind != "predict":
+        prompting = event.button == "left" or (event.button == "right" and self.spec.point_prompts)
+        if prompting and self._job is not None and self._job.kind != "predict":
             self._say("A propagation is running: wait for it, or Stop it (the slices done are kept), "
                       "before drawing a new prompt.", error=True)
             self._changed()

@@ -16,20 +16,17 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLSliceNode
-from slicer.util import arrayFromVTKMatrix
 from trame.app import TrameApp
 from trame_server import Server
 from trame_slicer import module as trame_slicer_module
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.segmentation import BrushDiameterMode, SegmentationEffectErase, SegmentationEffectPaint
-from vtkmodules.vtkCommonCore import vtkCommand
 
 from SAMSegmenterLib.errors import SAMSegmenterError
-from SAMSegmenterMRML.geometry import volume_ijk_to_world, volume_shape
 
-from .annotations import view_annotations
 from .controller_host import ControllerHost, ControllerSupport
 from .dicom_seg import read_headers
+from .display import DisplayLogic
 from .effect import SAMEffect
 from .export import ALL_FORMATS, FORMATS, export_file_name, export_segmentation
 from .layouts import DEFAULT_LAYOUT, SLICES_LAYOUT, layouts
@@ -39,21 +36,11 @@ from .panel import WINDOWS, panel_state
 from .segments import SegmentsLogic
 from .ui import build_ui, slice_view_gutter
 from .views import RenderSettings, register_view_factories
-from .window_level import WindowLevelDrag
 
 RED_VIEW = "Red"
 BRUSH_EFFECTS = {"paint": SegmentationEffectPaint, "erase": SegmentationEffectErase}
 EFFECT_CHOICES = ("none", "sam", *BRUSH_EFFECTS)
 DEFAULT_BRUSH_MM = 5.0
-# Display window/level presets, (window, level) in the volume's units (Hounsfield units for CT; 3D Slicer's
-# CT presets). "auto" is Slicer's automatic window from the volume's histogram.
-DISPLAY_PRESETS: dict[str, Optional[tuple[float, float]]] = {
-    "auto": None,
-    "brain": (100.0, 50.0),
-    "abdomen": (350.0, 40.0),
-    "lung": (1400.0, -500.0),
-    "bone": (1000.0, 400.0),
-}
 
 
 @dataclass(frozen=True)
@@ -129,12 +116,14 @@ class SAMSegmenterWebApp(TrameApp):
         # anatomy), as seen after a switch to "3 slices" (trame-slicer 2.0.0 / slicer-core 5.11).
         self.layout_manager.set_layout(SLICES_LAYOUT)
         self.layout_manager.set_layout(DEFAULT_LAYOUT)
-        self.window_level_drags = []
-        for view in self.slicer.view_manager.get_slice_views():
-            view.get_view_node().AddObserver(vtkCommand.ModifiedEvent, lambda *_, v=view: self._annotate(v))
-            self.window_level_drags.append(
-                WindowLevelDrag(view, self._volume_display, lambda: self.state.web_effect == "none", self._dragged)
-            )
+        self.display = DisplayLogic(
+            self.server,
+            self.slicer.view_manager.get_slice_views(),
+            lambda: self.volume_node,
+            lambda: self.segmentation_node,
+            lambda: self.state.web_effect == "none",
+            self.slicer.scene.GetFirstNodeByClass("vtkMRMLCrosshairNode"),
+        )
 
     def _init_state(self) -> None:
         state = self.state
@@ -143,7 +132,6 @@ class SAMSegmenterWebApp(TrameApp):
         state.web_effect = "none"
         state.web_volume_name = ""
         state.web_message = None
-        state.web_view_info = {}  # slice view tag -> annotations.view_annotations labels
         state.web_export_names = {}
         state.web_replace = None  # {"volume", "segments", "files"} while the replace-volume dialog is open
         state.web_service = self.service.url if self.service else ""
@@ -155,9 +143,6 @@ class SAMSegmenterWebApp(TrameApp):
         state.change("web_effect")(self._on_effect_choice)
         state.change("web_brush_mm")(self._on_brush)
         state.change("sam_window")(self._on_window)
-        state.web_display, state.web_segment_opacity = "auto", 1.0
-        state.change("web_display")(self._on_display)
-        state.change("web_segment_opacity")(self._on_segment_opacity)
         state.change("sam_apply_mode", "sam_limit", "sam_first", "sam_last")(self._send_slice_range)
 
     # Volumes.
@@ -190,10 +175,8 @@ class SAMSegmenterWebApp(TrameApp):
         self.segmentation_node = self.editor.create_empty_segmentation_node()
         self.segmentation_node.SetName(f"{node.GetName()} segmentation")
         self.editor.set_active_segmentation(self.segmentation_node, node)
-        self._on_segment_opacity(self.state.web_segment_opacity)
         self._show_volume(reset=True)
-        for view in self.slicer.view_manager.get_slice_views():
-            self._annotate(view)
+        self.display.on_volume_changed()
         self.masking.on_volume_changed(node)
         with self.state:
             self.state.web_volume_name = node.GetName()
@@ -202,46 +185,6 @@ class SAMSegmenterWebApp(TrameApp):
             self.state.web_export_names = {fmt: export_file_name(node.GetName(), fmt) for fmt in formats}
             self.state.sam_limit = False
             self._full_slice_range(0)
-            self.state.web_display = "auto"
-        self._on_display("auto")
-
-    def _on_display(self, web_display: str, **_: Any) -> None:
-        """Show the volume with a window/level preset of DISPLAY_PRESETS ("auto": Slicer's automatic window)."""
-        display = self.volume_node.GetDisplayNode() if self.volume_node is not None else None
-        if display is None or web_display not in DISPLAY_PRESETS:
-            return
-        preset = DISPLAY_PRESETS[web_display]
-        display.SetAutoWindowLevel(preset is None)
-        if preset is not None:
-            display.SetWindowLevel(*preset)
-
-    def _volume_display(self) -> Any:
-        return self.volume_node.GetDisplayNode() if self.volume_node is not None else None
-
-    def _dragged(self) -> None:
-        """The window/level was dragged: the display select says "custom"."""
-        with self.state:
-            self.state.web_display = "custom"
-
-    def _on_segment_opacity(self, web_segment_opacity: float, **_: Any) -> None:
-        """Opacity of every segment in the views (0 to 1; multiplies the fill's and the outline's)."""
-        node = self.segmentation_node
-        display = node.GetDisplayNode() if node is not None else None
-        if display is not None:
-            display.SetOpacity(float(web_segment_opacity))
-
-    def _annotate(self, view: Any) -> None:
-        """Refresh the orientation letters and slice label of a slice view (state ``web_view_info``)."""
-        node = self.volume_node
-        geometry = (volume_ijk_to_world(node), volume_shape(node)) if node is not None else (None, None)
-        slice_to_ras = arrayFromVTKMatrix(view.get_view_node().GetSliceToRAS())
-        labels = view_annotations(slice_to_ras, *geometry)
-        tag = view.get_singleton_tag()
-        info = dict(self.state.web_view_info or {})
-        if info.get(tag) != labels:
-            info[tag] = labels
-            with self.state:
-                self.state.web_view_info = info
 
     def segmented_voxels(self) -> bool:
         """True when some segment of the current segmentation holds voxels (what a new volume would discard)."""

@@ -25,6 +25,7 @@ from trame_slicer.app.ui import (
 )
 from trame_slicer.views import SliceView
 
+from .display import CUSTOM, DISPLAY_PRESETS
 from .export import ALL_FORMATS
 from .layouts import LAYOUT_TITLES
 from .masking import OVERWRITE_ITEMS
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .app import SAMSegmenterWebApp
 
 PANEL_WIDTH = 380
-DISPLAY_NAMES = ("auto", "brain", "abdomen", "lung", "bone", "custom")  # app.DISPLAY_PRESETS; custom: dragged
+DISPLAY_NAMES = (*DISPLAY_PRESETS, CUSTOM)
 
 
 LABEL_STYLE = "position: absolute; color: #ffd54f; font: 600 13px sans-serif; text-shadow: 0 0 3px black;"
@@ -90,6 +91,13 @@ def build_ui(app: SAMSegmenterWebApp) -> VAppLayout:
             ):
                 for layout_id, title in LAYOUT_TITLES.items():
                     v3.VBtn(title, value=layout_id, size="small")
+            v3.VBtn(
+                icon="mdi-crosshairs",
+                click="web_crosshair = !web_crosshair",
+                color=("web_crosshair ? 'primary' : ''",),
+                title="Crosshair: Shift + mouse move places it and moves the other views there",
+                raw_attrs=['aria-label="Crosshair"', ':aria-pressed="web_crosshair"'],
+            )
             v3.VBtn(
                 icon="mdi-undo", click=app.undo, disabled=("!web_can_undo",), raw_attrs=['aria-label="Undo"']
             )
