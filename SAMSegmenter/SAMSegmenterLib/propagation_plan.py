@@ -17,6 +17,10 @@ from .selection import SELECTIONS
 from .volume import occupied_slices
 
 PROMPT_PARTS = ("box", "points", "mask")
+MARGIN_UNITS = ("model", "slice")
+# The side of LiteMedSAM's square input: a box margin in the ``model`` unit is in pixels of this scale (the unit
+# of the published LiteMedSAM 3D procedure's 3 px).
+MODEL_SIDE = 256
 CLEANUPS = ("none", "largest", "connected")
 DIRECTIONS = ("up", "down", "both")
 
@@ -57,8 +61,9 @@ class PropagationOptions:
     """
 
     prompt: str = "box"
-    box_margin: float = 2.0
-    box_fraction: float = 0.15
+    box_margin: float = 6.0
+    margin_unit: str = "model"
+    box_fraction: float = 0.0
     include_points: int = 1
     exclude_points: int = 1
     cleanup: str = "connected"
@@ -69,6 +74,8 @@ class PropagationOptions:
     max_area_ratio: Optional[float] = None
     min_contrast: Optional[float] = MIN_CONTRAST
     selection: str = "single"
+    max_intensity_shift: Optional[float] = 1.5
+    min_confidence: Optional[float] = None
 
     def parts(self) -> frozenset[str]:
         """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
@@ -91,6 +98,8 @@ class PropagationOptions:
             raise InputError("exclude_points must be >= 0")
         if self.cleanup not in CLEANUPS:
             raise InputError(f"cleanup must be one of {', '.join(CLEANUPS)}, got {self.cleanup!r}")
+        if self.margin_unit not in MARGIN_UNITS:
+            raise InputError(f"margin_unit must be one of {', '.join(MARGIN_UNITS)}, got {self.margin_unit!r}")
         if not self.box_margin >= 0:
             raise InputError(f"box_margin must be >= 0 pixels, got {self.box_margin}")
         if not self.box_fraction >= 0:
@@ -128,12 +137,15 @@ class PropagationResult:
     mask: np.ndarray
     axis: int
     scores: dict[int, float] = field(default_factory=dict)
+    confidence: dict[int, float] = field(default_factory=dict)
+    cues: dict[int, dict[str, float]] = field(default_factory=dict)
     stop_reasons: dict[str, str] = field(default_factory=dict)
     stop_details: dict[str, str] = field(default_factory=dict)
     last: dict[str, int] = field(default_factory=dict)
     cancelled: bool = False
     encoder_calls: int = 0
     slices_visited: int = 0
+    decodes: int = 0
     range: tuple[int, int] = (0, 0)
     seconds: float = 0.0
 
