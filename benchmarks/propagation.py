@@ -24,7 +24,8 @@ Metrics: 3D Dice, HD95 in mm, encoder calls (distinct slices embedded) and decod
 segmented slice; per-slice confidence: ROC AUC of ``result.confidence`` for telling slices with
 Dice >= 0.7 from worse ones (slices of ``ours`` and ``ours_free``, seeds excluded).
 
-    python benchmarks/propagation.py [--sets iso thick ct mr] [--store DIR] [--json]
+    python benchmarks/propagation.py [--sets iso thick ct mr] [--iso-runs NAME:AXIS ...] [--thick-mm 3 5 7]
+                                     [--store DIR] [--json]
 
 ``--store DIR`` keeps embeddings on disk between runs (benchmarks/embedding_store.py).
 """
@@ -48,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from embedding_store import StoredPredictor  # noqa: E402
-from propagation_cases import HELD_OUT_SETS, SETS, TUNE_SETS, Case, cases  # noqa: E402
+from propagation_cases import HELD_OUT_SETS, ISO_RUNS, SETS, THICK_MM, TUNE_SETS, Case, cases  # noqa: E402
 
 from SAMSegmenterLib.metrics import dice, hd95  # noqa: E402
 from SAMSegmenterLib.models import load_model  # noqa: E402
@@ -198,6 +199,10 @@ def print_tables(rows: list[dict], summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="case sets (default: all)")
+    parser.add_argument("--iso-runs", nargs="+", choices=list(ISO_RUNS), default=list(ISO_RUNS),
+                        help="template runs of the iso set (default: all)")
+    parser.add_argument("--thick-mm", nargs="+", type=int, choices=THICK_MM, default=list(THICK_MM),
+                        help="slab thicknesses of the thick set (default: all)")
     parser.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     options = PropagationOptions()
     predictors: dict[str, StoredPredictor] = {}
     rows, records = [], []
-    for case in cases(tuple(args.sets)):
+    for case in cases(tuple(args.sets), tuple(args.iso_runs), tuple(args.thick_mm)):
         if case.volume_id not in predictors:
             predictors[case.volume_id] = StoredPredictor(model, case.volume, store=args.store)
         case_rows, case_records = run_case(predictors[case.volume_id], case, options)

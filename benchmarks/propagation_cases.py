@@ -95,10 +95,11 @@ def _mni() -> tuple[np.ndarray, tuple[float, float, float], Masks]:
     return volume, geometry.spacing_kji, masks
 
 
-def iso_cases() -> Iterator[Case]:
+def iso_cases(runs: tuple[str, ...] = tuple(ISO_RUNS)) -> Iterator[Case]:
     volume, spacing, masks = _mni()
     kji = np.indices(volume.shape, sparse=True)
-    for run, own_end in ISO_RUNS.items():
+    for run in runs:
+        own_end = ISO_RUNS[run]
         name, _, letter = run.partition(":")
         axis = "KJI".index(letter)
         target = MNI_TARGETS[name](masks, kji)
@@ -147,7 +148,9 @@ def mr_cases() -> Iterator[Case]:
     yield from _real("mr", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz", MR_LABELS)
 
 
-def cases(sets: tuple[str, ...] = SETS) -> Iterator[Case]:
-    makers = {"iso": iso_cases, "thick": thick_cases, "ct": ct_cases, "mr": mr_cases}
+def cases(sets: tuple[str, ...] = SETS, iso_runs: tuple[str, ...] = tuple(ISO_RUNS),
+          thick_mm: tuple[int, ...] = THICK_MM) -> Iterator[Case]:
+    makers = {"iso": lambda: iso_cases(iso_runs), "thick": lambda: thick_cases(thick_mm), "ct": ct_cases,
+              "mr": mr_cases}
     for name in sets:
         yield from makers[name]()
