@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="template runs of the iso set (default: all)")
     parser.add_argument("--thick-mm", nargs="+", type=int, choices=THICK_MM, default=list(THICK_MM),
                         help="slab thicknesses of the thick set (default: all)")
+    parser.add_argument("--option", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override PropagationOptions fields (JSON values, e.g. max_intensity_shift=null)")
     parser.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -210,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     model = load_model("litemedsam", device="cpu")
-    options = PropagationOptions()
+    options = PropagationOptions(**{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)})
     predictors: dict[str, StoredPredictor] = {}
     rows, records = [], []
     for case in cases(tuple(args.sets), tuple(args.iso_runs), tuple(args.thick_mm)):
