@@ -86,3 +86,18 @@ def test_cues_are_plain_numbers():
     cues = SliceCues(0.8, 1.1, 0.9, 0.3, 0.85, 0.88, 0.0, 0.9)
     assert set(cues.as_dict()) == {"iou_previous", "area_previous", "area_anchor", "intensity_shift", "stability",
                                    "score", "box_border", "agreement"}
+
+
+def test_confidence_and_cues_cross_the_service_boundary():
+    from SAMSegmenterLib.propagation_plan import PropagationResult
+    from SAMSegmenterLib.service.protocol import result_from_json, result_to_json
+
+    mask = np.zeros((4, 5, 6), bool)
+    mask[1:3, 1:4, 2:5] = True
+    cues = SliceCues(0.8, 1.1, 0.9, 0.3, 0.85, 0.88, 0.0, 0.9).as_dict()
+    result = PropagationResult(mask=mask, axis=0, scores={1: 0.9, 2: 0.8}, confidence={2: 0.42}, cues={2: cues},
+                               stop_reasons={"up": "appearance"}, stop_details={"up": "slice 3: ..."}, last={"up": 2},
+                               decodes=3, range=(0, 3))
+    back = result_from_json(result_to_json(result))
+    assert back.confidence == {2: 0.42} and back.cues == {2: cues} and back.decodes == 3
+    np.testing.assert_array_equal(back.mask, mask)
