@@ -1,38 +1,33 @@
-"""3D propagation against ground truth: SAMSegmenter's method vs the published LiteMedSAM 3D procedure.
+"""3D propagation against ground truth: SAMSegmenter's walk, the published LiteMedSAM 3D procedure and
+the ground-truth-box ceiling, on isotropic, thick-slice and real CT / MR volumes.
 
-Volume: nilearn's MNI152 2009 T1 template (197 x 233 x 189, 1 mm). Targets are cut
-from nilearn's brain / white-matter masks (thresholded probability maps, so the
-ground truth is imperfect) by connected components inside a bounding region:
+Sets (benchmarks/propagation_cases.py): ``iso`` (MNI152 template, 1 mm), ``thick`` (the template
+averaged into 3, 5 and 7 mm slabs along the walking axis), ``ct`` and ``mr`` (TotalSegmentator's
+example CT and MR, 3 mm, and 6 mm slabs of them). Rules and thresholds were chosen on ``thick``
+and ``ct``; ``mr`` is held out (and ``iso`` checks that the 1 mm template keeps its lead).
 
-  cerebellum     brain, k <= 32 (below the temporal lobes), j <= 115; largest component  (axis K)
-  temporal_pole  brain, k <= 40, j > 105, i < 98; largest component: one temporal pole    (axes K, J)
-  vertex         brain, k >= 125: the top 30 mm of both hemispheres                        (axis K)
-  wm_upper       white matter, i < 98, k >= 100: one hemisphere's upper white matter       (axis K)
-  hemisphere     brain, i < 98; largest component: one half of the brain                   (axis I)
+Each case starts from the tight box of the target on its middle slice (along the axis). Methods,
+in the same run and on the same embeddings:
 
-Each run starts from the tight box of the target on its middle slice (along the
-axis). Methods, in the same run and on the same embeddings:
+  ceiling    context, not a method: the tight ground-truth box on every slice of the target
+             (needs the answer on every slice; the best a box-driven walk could do with this model).
+  published  the published LiteMedSAM 3D procedure (CVPR 2024 challenge inference): that box on
+             the middle slice; each next slice prompted by the previous mask's bounding box grown by
+             3 px at the 256 px model scale; an empty previous mask falls back to the middle box;
+             limited to the target's slices.
+  ours       propagation.propagate with its default options, limited to the target's slices.
+  ours_free  the same without a range: on the real volumes the whole axis; on the template up to the
+             cut of the bounding region on the side where the target's end is not its own (see
+             propagation_cases.py). The stop criteria decide where to end.
 
-  reference  the published LiteMedSAM 3D procedure (CVPR 2024 challenge inference):
-             that box on the middle slice; each next slice prompted by the previous
-             mask's bounding box grown by 3 px at the 256 px model scale; an empty
-             previous mask falls back to the middle box; limited to the target's slices.
-  ours       propagation.propagate with its default options, limited to the target's
-             slices (the same information the reference gets).
-  ours_box_fit  ours with every slice's mask (the seed's too) chosen by box_fit (selection.py)
-             instead of the single output (propagate's default).
-  ours_free  ours, unlimited beyond the end of the target that is its own boundary
-             (not a cut of the bounding region): the stop criteria decide where to end.
-  gt_boxes   context, not a method: the tight ground-truth box on every slice (needs the
-             answer on every slice; shows what the model can do per slice).
+Metrics: 3D Dice, HD95 in mm, encoder calls (distinct slices embedded) and decoder passes per
+segmented slice; per-slice confidence: ROC AUC of ``result.confidence`` for telling slices with
+Dice >= 0.7 from worse ones (slices of ``ours`` and ``ours_free``, seeds excluded).
 
-Metrics: 3D Dice, HD95 in mm (SAMSegmenterLib.metrics), slices per second, encoder
-calls and slices touched. Embeddings are computed once per slice and shared by the
-methods; each method is charged the measured encoder time of every slice it needed
-(so its slices/s is what it would get on a cold cache without overlap), and encoder
-calls count the distinct slices it needed.
+    python benchmarks/propagation.py [--sets iso thick ct mr] [--iso-runs NAME:AXIS ...] [--thick-mm 3 5 7]
+                                     [--store DIR] [--json]
 
-    python benchmarks/propagation.py [--quick] [--json] [--targets NAME:AXIS ...]
+``--store DIR`` keeps embeddings on disk between runs (benchmarks/embedding_store.py).
 """
 
 from __future__ import annotations
@@ -43,61 +38,27 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import Callable, Hashable
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from embedding_store import StoredPredictor  # noqa: E402
+from propagation_cases import HELD_OUT_SETS, ISO_RUNS, SETS, THICK_MM, TUNE_SETS, Case, cases  # noqa: E402
 
-from SAMSegmenterLib.io.sample_data import load_sample  # noqa: E402
 from SAMSegmenterLib.metrics import dice, hd95  # noqa: E402
-from SAMSegmenterLib.models import ImageEmbedding, load_model  # noqa: E402
-from SAMSegmenterLib.predictor import SlicePredictor  # noqa: E402
+from SAMSegmenterLib.models import load_model  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt, box_from_mask  # noqa: E402
 from SAMSegmenterLib.propagation import PropagationOptions, propagate  # noqa: E402
-from SAMSegmenterLib.propagation.postprocess import largest_component  # noqa: E402
-from SAMSegmenterLib.volume import AXES, parse_axis, put_slice, take_slice  # noqa: E402
+from SAMSegmenterLib.volume import put_slice, take_slice  # noqa: E402
 
-Masks = dict[str, np.ndarray]
-
-TARGETS: dict[str, Callable[[Masks, tuple[np.ndarray, ...]], np.ndarray]] = {
-    "cerebellum": lambda m, kji: largest_component(m["brain"] & (kji[0] <= 32) & (kji[1] <= 115)),
-    "temporal_pole": lambda m, kji: largest_component(m["brain"] & (kji[0] <= 40) & (kji[1] > 105) & (kji[2] < 98)),
-    "vertex": lambda m, kji: m["brain"] & (kji[0] >= 125),
-    "wm_upper": lambda m, kji: largest_component(m["wm"] & (kji[2] < 98) & (kji[0] >= 100)),
-    "hemisphere": lambda m, kji: largest_component(m["brain"] & (kji[2] < 98)),
-}
-# Each run and the end of the target along its axis that is the structure's own (the other end is a cut
-# of the bounding region, or the volume's edge): ``ours_free`` is left without a limit on that side only.
-RUNS = {"cerebellum:K": "down", "temporal_pole:K": "down", "vertex:K": "up", "wm_upper:K": "up",
-        "temporal_pole:J": "up", "hemisphere:I": "down"}
-QUICK = ("cerebellum:K", "temporal_pole:K")
-METHODS = ("gt_boxes", "reference", "ours", "ours_box_fit", "ours_free")
-
-
-class MeteredPredictor(SlicePredictor):
-    """A SlicePredictor that remembers how long each embedding took and which ones a run needed."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.encode_seconds: dict[Hashable, float] = {}
-        self.needed: set[Hashable] = set()
-
-    def _compute(self, axis: int, index: int) -> ImageEmbedding:
-        start = time.perf_counter()
-        embedding = super()._compute(axis, index)
-        self.encode_seconds[(axis, index)] = time.perf_counter() - start
-        self.needed.add((axis, index))
-        return embedding
-
-    def embedding(self, axis, index) -> ImageEmbedding:
-        self.needed.add((parse_axis(axis), index))
-        return super().embedding(axis, index)
+METHODS = ("ceiling", "published", "ours", "ours_free")
+GOOD_SLICE = 0.7
 
 
 def extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
@@ -107,7 +68,7 @@ def extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
     return int(indices[0]), int(indices[-1])
 
 
-def reference_procedure(predictor: SlicePredictor, axis: int, middle: int, box: np.ndarray,
+def published_procedure(predictor: StoredPredictor, axis: int, middle: int, box: np.ndarray,
                         first: int, last: int) -> np.ndarray:
     """The LiteMedSAM 3D inference procedure (see module docstring); returns a 3D bool mask."""
     rows, cols = predictor.slice_shape(axis)
@@ -120,8 +81,8 @@ def reference_procedure(predictor: SlicePredictor, axis: int, middle: int, box: 
         for index in range(middle + step, end + step, step):
             if previous.any():
                 x0, y0, x1, y1 = box_from_mask(previous)
-                prompt_box = (max(0, x0 - shift), max(0, y0 - shift), min(cols - 1, x1 + shift),
-                              min(rows - 1, y1 + shift))
+                prompt_box = np.array([max(0, x0 - shift), max(0, y0 - shift), min(cols - 1, x1 + shift),
+                                       min(rows - 1, y1 + shift)])
             else:
                 prompt_box = box
             previous = predictor.predict(axis, index, Prompt(box=prompt_box), selection="single").mask
@@ -129,20 +90,7 @@ def reference_procedure(predictor: SlicePredictor, axis: int, middle: int, box: 
     return mask
 
 
-def metered(predictor: MeteredPredictor, work: Callable[[], tuple[np.ndarray, int, str]]) -> dict:
-    """Run ``work`` -> (mask, slices touched, stop note) and charge it the encoder time of every slice it needed."""
-    predictor.needed = set()
-    computed_before = set(predictor.encode_seconds)
-    start = time.perf_counter()
-    mask, touched, note = work()
-    wall = time.perf_counter() - start
-    encoded_now = sum(s for k, s in predictor.encode_seconds.items() if k not in computed_before)
-    charged = wall - encoded_now + sum(predictor.encode_seconds.get(k, 0.0) for k in predictor.needed)
-    return {"mask": mask, "touched": touched, "encoder_calls": len(predictor.needed), "seconds": charged,
-            "stops": note}
-
-
-def gt_boxes(predictor: SlicePredictor, axis: int, target: np.ndarray, first: int, last: int) -> np.ndarray:
+def ceiling(predictor: StoredPredictor, axis: int, target: np.ndarray, first: int, last: int) -> np.ndarray:
     """Each slice of ``target`` segmented from its own tight box (3D bool mask)."""
     mask = np.zeros(target.shape, dtype=bool)
     for index in range(first, last + 1):
@@ -151,96 +99,138 @@ def gt_boxes(predictor: SlicePredictor, axis: int, target: np.ndarray, first: in
     return mask
 
 
-def run_target(predictor: MeteredPredictor, name: str, axis: int, own_end: str, target: np.ndarray,
-               spacing_kji: tuple[float, float, float], options: PropagationOptions) -> list[dict]:
-    """One table row per method for ``target`` propagated along ``axis``; ``own_end``: "up" or "down"."""
+def slice_dice(mask: np.ndarray, target: np.ndarray, axis: int, index: int) -> float:
+    a, b = take_slice(mask, axis, index), take_slice(target, axis, index)
+    total = int(a.sum() + b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def roc_auc(scores: list[float], good: list[bool]) -> float:
+    """Probability that a good slice has a higher score than a bad one (ties count half); NaN without both."""
+    s, g = np.asarray(scores, dtype=float), np.asarray(good, dtype=bool)
+    pos, neg = s[g], s[~g]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def run_case(predictor: StoredPredictor, case: Case, options: PropagationOptions) -> tuple[list[dict], list[dict]]:
+    """Table rows (one per method) and per-slice confidence records for one case."""
+    axis, target = case.axis, case.target
     first, last = extent(target, axis)
     middle = (first + last) // 2
     box = box_from_mask(take_slice(target, axis, middle))
-    free = (0 if own_end == "down" else first, predictor.num_slices(axis) - 1 if own_end == "up" else last)
-
-    def oracle() -> tuple[np.ndarray, int, str]:
-        return gt_boxes(predictor, axis, target, first, last), last - first + 1, "range"
-
-    def reference() -> tuple[np.ndarray, int, str]:
-        return reference_procedure(predictor, axis, middle, box, first, last), last - first + 1, "range"
-
-    def ours(slice_range: tuple[int, int] | None, walk_options: PropagationOptions = options
-             ) -> Callable[[], tuple[np.ndarray, int, str]]:
-        def work() -> tuple[np.ndarray, int, str]:
-            result = propagate(predictor, axis, middle, seed_prompt=Prompt(box=box), slice_range=slice_range,
-                               options=walk_options)
-            stops = f"down {result.stop_reasons['down']}@{result.last['down']}, " \
-                    f"up {result.stop_reasons['up']}@{result.last['up']}"
-            return result.mask, result.slices_visited, stops
-        return work
-
-    rows = []
-    for method, work in (("gt_boxes", oracle), ("reference", reference), ("ours", ours((first, last))),
-                         ("ours_box_fit", ours((first, last), replace(options, selection="box_fit"))),
-                         ("ours_free", ours(free))):
-        outcome = metered(predictor, work)
-        mask = outcome.pop("mask")
-        rows.append({"target": name, "axis": "KJI"[axis], "slices": last - first + 1, "method": method,
-                     "dice": round(dice(mask, target), 4), "hd95_mm": round(hd95(mask, target, spacing_kji), 2),
-                     "slices_per_s": round(outcome["touched"] / outcome["seconds"], 3),
-                     "encoder_calls": outcome["encoder_calls"], "slices_touched": outcome["touched"],
-                     "stops": outcome["stops"]})
-    return rows
+    rows, records = [], []
+    for method in METHODS:
+        predictor.needed, decodes_before = set(), predictor.decodes
+        start = time.perf_counter()
+        stops, result = "", None
+        if method == "ceiling":
+            mask = ceiling(predictor, axis, target, first, last)
+        elif method == "published":
+            mask = published_procedure(predictor, axis, middle, box, first, last)
+        else:
+            span = (first, last) if method == "ours" else case.free
+            result = propagate(predictor, axis, middle, seed_prompt=Prompt(box=box), slice_range=span,
+                               options=options)
+            mask = result.mask
+            stops = ", ".join(f"{walk} {result.stop_reasons[walk]}@{result.last[walk]}" for walk in ("down", "up"))
+            for index, value in result.confidence.items():
+                records.append({"set": case.set, "case": case.name, "method": method, "index": index,
+                                "confidence": value, "dice": slice_dice(mask, target, axis, index)})
+        segmented = max(1, int(mask.any(axis=tuple(a for a in range(3) if a != axis)).sum()))
+        rows.append({"set": case.set, "case": case.name, "axis": "KJI"[axis], "slices": last - first + 1,
+                     "method": method, "dice": round(dice(mask, target), 4),
+                     "hd95_mm": round(hd95(mask, target, case.spacing_kji), 2) if mask.any() else None,
+                     "encoder_calls": len(predictor.needed), "decodes": predictor.decodes - decodes_before,
+                     "segmented": segmented, "seconds": round(time.perf_counter() - start, 2), "stops": stops})
+    return rows, records
 
 
-def print_table(rows: list[dict]) -> None:
-    header = f"{'target':14s} {'ax':2s} {'slices':>6s}  {'method':12s} {'Dice':>6s} {'HD95 mm':>8s} " \
-             f"{'slices/s':>8s} {'enc':>4s} {'touched':>7s}  stops"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['target']:14s} {r['axis']:2s} {r['slices']:6d}  {r['method']:12s} {r['dice']:6.3f} "
-              f"{r['hd95_mm']:8.2f} {r['slices_per_s']:8.2f} {r['encoder_calls']:4d} {r['slices_touched']:7d}  "
-              f"{r['stops']}")
+def summarize(rows: list[dict], records: list[dict]) -> dict:
+    """Per set: mean Dice per method, gap closed, worst per-case differences, confidence AUC, cost."""
+    out = {}
+    for name in sorted({r["set"] for r in rows}, key=SETS.index):
+        mine = [r for r in rows if r["set"] == name]
+        by = {(r["case"], r["method"]): r for r in mine}
+        names = sorted({r["case"] for r in mine}, key=[r["case"] for r in mine].index)
+        mean = {m: float(np.mean([by[(c, m)]["dice"] for c in names])) for m in METHODS}
+        gap = mean["ceiling"] - mean["published"]
+        recs = [r for r in records if r["set"] == name]
+        calls = [by[(c, "ours")] for c in names]
+        out[name] = {
+            "mean_dice": {m: round(v, 4) for m, v in mean.items()},
+            "gap_closed": round((mean["ours"] - mean["published"]) / gap, 3) if gap > 0 else None,
+            "worst_ours_minus_published": round(min(by[(c, "ours")]["dice"] - by[(c, "published")]["dice"]
+                                                    for c in names), 4),
+            "worst_free_minus_ours": round(min(by[(c, "ours_free")]["dice"] - by[(c, "ours")]["dice"]
+                                               for c in names), 4),
+            "confidence_auc": round(roc_auc([r["confidence"] for r in recs],
+                                            [r["dice"] >= GOOD_SLICE for r in recs]), 3),
+            "slices_rated": len(recs), "bad_slices": sum(r["dice"] < GOOD_SLICE for r in recs),
+            "encoder_calls_per_slice": round(sum(r["encoder_calls"] for r in calls)
+                                             / sum(r["segmented"] for r in calls), 3),
+            "decodes_per_slice": round(sum(r["decodes"] for r in calls) / sum(r["segmented"] for r in calls), 3),
+            "role": "tuning" if name in TUNE_SETS else "held out" if name in HELD_OUT_SETS else "check",
+        }
+    return out
+
+
+def print_tables(rows: list[dict], summary: dict) -> None:
+    for name, s in summary.items():
+        print(f"\n## {name} ({s['role']})")
+        print("| case | ceiling | published | ours | ours_free | free stops |")
+        print("|---|---|---|---|---|---|")
+        mine = [r for r in rows if r["set"] == name]
+        for case in sorted({r["case"] for r in mine}, key=[r["case"] for r in mine].index):
+            d = {r["method"]: r for r in mine if r["case"] == case}
+            print(f"| {case} | {d['ceiling']['dice']:.3f} | {d['published']['dice']:.3f} | {d['ours']['dice']:.3f} "
+                  f"| {d['ours_free']['dice']:.3f} | {d['ours_free']['stops']} |")
+        m = s["mean_dice"]
+        print(f"| **mean** | {m['ceiling']:.3f} | {m['published']:.3f} | **{m['ours']:.3f}** "
+              f"| {m['ours_free']:.3f} | |")
+        print(f"gap closed {s['gap_closed']}; worst ours-published {s['worst_ours_minus_published']:+.3f}; "
+              f"worst free-ours {s['worst_free_minus_ours']:+.3f}; confidence AUC {s['confidence_auc']} "
+              f"({s['bad_slices']} of {s['slices_rated']} slices below Dice {GOOD_SLICE}); per segmented slice "
+              f"{s['encoder_calls_per_slice']} encoder calls, {s['decodes_per_slice']} decodes")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
-    parser.add_argument("--targets", nargs="+", metavar="NAME:AXIS", choices=list(RUNS),
-                        help=f"runs to do (default: all of {' '.join(RUNS)})")
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="case sets (default: all)")
+    parser.add_argument("--iso-runs", nargs="+", choices=list(ISO_RUNS), default=list(ISO_RUNS),
+                        help="template runs of the iso set (default: all)")
+    parser.add_argument("--thick-mm", nargs="+", type=int, choices=THICK_MM, default=list(THICK_MM),
+                        help="slab thicknesses of the thick set (default: all)")
+    parser.add_argument("--option", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override PropagationOptions fields (JSON values, e.g. max_intensity_shift=null)")
+    parser.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    chosen = args.targets or list(QUICK if args.quick else RUNS)
     start = time.perf_counter()
-    volume, geometry = load_sample("mni152")
-    masks = {name: load_sample(f"mni152_{name}")[0] > 0 for name in ("brain", "wm")}
-    kji = np.indices(volume.shape, sparse=True)
     model = load_model("litemedsam", device="cpu")
-    predictor = MeteredPredictor(model, volume)
-    options = PropagationOptions()
-    rows = []
-    for spec in chosen:
-        name, _, axis = spec.partition(":")
-        target = TARGETS[name](masks, kji)
-        rows.extend(run_target(predictor, name, AXES[axis], RUNS[spec], target, geometry.spacing_kji, options))
-        print(f"done {spec} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-    print_table(rows)
-    summary = {}
-    for method in METHODS:
-        mine = [r for r in rows if r["method"] == method]
-        summary[method] = {"mean_dice": round(float(np.mean([r["dice"] for r in mine])), 4),
-                           "mean_hd95_mm": round(float(np.mean([r["hd95_mm"] for r in mine])), 2)}
-    by_run = {(r["target"], r["axis"], r["method"]): r["dice"] for r in rows}
-    wins = all(by_run[(t, a, "ours")] >= d for (t, a, m), d in by_run.items() if m == "reference")
-    print("\nmean Dice: " + ", ".join(f"{m} {s['mean_dice']:.3f}" for m, s in summary.items())
-          + f"; ours >= reference on every target: {wins}")
+    options = PropagationOptions(**{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)})
+    predictors: dict[str, StoredPredictor] = {}
+    rows, records = [], []
+    for case in cases(tuple(args.sets), tuple(args.iso_runs), tuple(args.thick_mm)):
+        if case.volume_id not in predictors:
+            predictors[case.volume_id] = StoredPredictor(model, case.volume, store=args.store)
+        case_rows, case_records = run_case(predictors[case.volume_id], case, options)
+        rows += case_rows
+        records += case_records
+        print(f"done {case.set} {case.name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    summary = summarize(rows, records)
+    print_tables(rows, summary)
     total = time.perf_counter() - start
-    print(f"total {total:.0f} s on {platform.machine()} with {args.threads} torch threads, "
-          f"encoder backend {model.backend}", file=sys.stderr)
+    print(f"\ntotal {total:.0f} s on {platform.machine()} ({platform.processor() or 'cpu'}) with {args.threads} "
+          f"torch threads, encoder backend {model.backend}", file=sys.stderr)
     if args.json:
         print(json.dumps({"date": date.today().isoformat(), "machine": platform.machine(), "threads": args.threads,
                           "encoder_backend": model.backend, "cpu_count": os.cpu_count(),
-                          "options": asdict(options), "rows": rows, "summary": summary,
-                          "ours_at_least_reference_everywhere": wins,
+                          "options": asdict(options), "rows": rows, "summary": summary, "records": records,
                           "seconds": round(total, 1)}))
     return 0
 

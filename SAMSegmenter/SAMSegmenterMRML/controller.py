@@ -34,6 +34,7 @@ import slicer
 from SAMSegmenterLib.errors import SAMSegmenterError
 from SAMSegmenterLib.models.registry import DEFAULT_MODEL, get_spec
 from SAMSegmenterLib.propagation.plan import DIRECTIONS, affected_range
+from SAMSegmenterLib.propagation.slice_quality import UNSURE
 
 from .dependencies import missing_for_local_service
 from .engines import ServiceEngine
@@ -71,13 +72,22 @@ class PointerEvent:
 
 @dataclass(frozen=True)
 class SliceConfidence:
-    """One previewed slice: the model's score (None for a slice given as a mask), the IoU of its mask with
-    the neighbour it was propagated from (None for key slices), and whether it is a key slice."""
+    """One previewed slice: the model's score (its predicted IoU, None for a slice given as a mask), the IoU of
+    its mask with the neighbour it was propagated from (None for key slices), whether it is a key slice, and
+    the propagation's confidence in it (:mod:`SAMSegmenterLib.propagation.slice_quality`, 0..1; None for key slices and
+    single-slice predictions). The confidence, not the score, says whether a propagated slice looks right:
+    the predicted IoU does not track accuracy (docs/propagation.md)."""
 
     index: int
     score: Optional[float]
     iou_with_previous: Optional[float]
     key: bool
+    confidence: Optional[float] = None
+
+    @property
+    def unsure(self) -> bool:
+        """A propagated slice whose confidence is below :data:`UNSURE`: show it as doubtful, not green."""
+        return self.confidence is not None and self.confidence < UNSURE
 
 
 @dataclass(frozen=True)
@@ -101,8 +111,9 @@ class ControllerState:
     service: str = ""
 
     def weakest(self) -> Optional[int]:
-        """The previewed slice that looks least sure (lowest IoU with its neighbour, else lowest score)."""
-        rated = [(c.iou_with_previous if c.iou_with_previous is not None else c.score, c.index)
+        """The propagated slice that looks least sure (lowest confidence; without confidences, lowest IoU with
+        its neighbour)."""
+        rated = [(c.confidence if c.confidence is not None else c.iou_with_previous, c.index)
                  for c in self.confidence if not c.key]
         rated = [(value, index) for value, index in rated if value is not None]
         return min(rated)[1] if rated else None
@@ -171,6 +182,7 @@ class InteractionController:
         self._axis: Optional[int] = None  # axis of the preview
         self._masks: dict[int, np.ndarray] = {}  # previewed slice -> (rows, columns) bool
         self._scores: dict[int, float] = {}
+        self._sure: dict[int, float] = {}  # propagation confidence per propagated slice
         self._keys: dict[int, np.ndarray] = {}  # key slices of a propagated preview
         self._range: Optional[tuple[int, int]] = None  # the range the propagation was asked for
         self._stops: dict[str, str] = {}
@@ -226,7 +238,8 @@ class InteractionController:
                 neighbour = index - 1 if index > nearest else index + 1
             out.append(SliceConfidence(index, self._scores.get(index),
                                        _iou(self._masks[index], self._masks.get(neighbour)) if neighbour is not None
-                                       else None, index in self._keys))
+                                       else None, index in self._keys,
+                                       None if index in self._keys else self._sure.get(index)))
         return out
 
     def _say(self, status: str, error: bool = False) -> None:
@@ -578,6 +591,7 @@ class InteractionController:
             self._say(f"Slice {ref.axis_name}={ref.index} corrected; propagating slices {span[0]}-{span[1]} again...")
         else:
             self._axis, self._masks, self._scores = ref.axis, {ref.index: mask}, {ref.index: float(prediction.score)}
+            self._sure = {}
             self._keys, self._stops = {}, {}
             self._say(f"Slice {ref.axis_name}={ref.index}: predicted IoU {prediction.score:.2f}. "
                       "Apply, add prompts or propagate (p, u, d).")
@@ -587,6 +601,7 @@ class InteractionController:
         self._masks = {i: np.take(result.mask, i, axis=result.axis) for i in result.slices}
         self._masks.update(self._pending_keys)
         self._scores = {**{k: v for k, v in self._scores.items() if k in self._pending_keys}, **result.scores}
+        self._sure = dict(getattr(result, "confidence", {}))
         self._keys, self._axis = dict(self._pending_keys), result.axis
         self._stops = dict(result.stop_details)
         first, last = min(self._masks), max(self._masks)
@@ -600,9 +615,13 @@ class InteractionController:
             mask = np.take(result.mask, index, axis=result.axis)
             if mask.any():
                 self._masks[index], self._scores[index] = mask, result.scores.get(index)
+                self._sure.pop(index, None)
+                if index in getattr(result, "confidence", {}):
+                    self._sure[index] = result.confidence[index]
             else:
                 self._masks.pop(index, None)
                 self._scores.pop(index, None)
+                self._sure.pop(index, None)
         self._stops.update(result.stop_details)
         self._say(f"Slices {span[0]}-{span[1]} propagated again. Correct another slice, or Apply.")
         self._show_preview()
@@ -626,7 +645,7 @@ class InteractionController:
         self.preview.show(self.volume_node, self.segmentation_node, mask, slab, color)
 
     def _clear_preview(self) -> None:
-        self._masks, self._scores, self._keys, self._stops = {}, {}, {}, {}
+        self._masks, self._scores, self._keys, self._stops, self._sure = {}, {}, {}, {}, {}
         self._axis = self._range = None
         self.preview.hide()
 

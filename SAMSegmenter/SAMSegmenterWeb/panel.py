@@ -72,6 +72,8 @@ def panel_state(state: Any) -> dict[str, Any]:
                 "score": _optional_float(c.score),
                 "iou": _optional_float(c.iou_with_previous),
                 "key": bool(c.key),
+                "confidence": _optional_float(c.confidence),
+                "unsure": bool(c.unsure),
             }
             for c in state.confidence
         ],
@@ -82,10 +84,14 @@ def panel_state(state: Any) -> dict[str, Any]:
     }
 
 
-# Bar colour of a slice in the confidence strip: red (score 0) to green (score 1), grey without a score.
-BAR_COLOR = "c.score === null ? '#777' : `hsl(${Math.round(120 * c.score)}, 70%, 45%)`"
+# Bar colour of a slice in the confidence strip: the propagation's confidence (slice_quality), red (0) to green
+# (1), with every slice below UNSURE red whatever its value; key slices (drawn or corrected by the user) blue.
+# The model's predicted IoU is not used: it does not track accuracy on propagated slices (docs/propagation.md).
+BAR_COLOR = ("c.key ? '#5b8def' : c.confidence === null ? '#777' : c.unsure ? '#c62828' : "
+             "`hsl(${Math.round(120 * c.confidence)}, 70%, 45%)`")
 BAR_TITLE = (
-    "`slice ${c.index}${c.key ? ' (key)' : ''}: score ${c.score === null ? '-' : c.score.toFixed(2)}`"
+    "`slice ${c.index}${c.key ? ' (key)' : ''}: confidence ${c.confidence === null ? '-' : c.confidence.toFixed(2)}`"
+    " + `${c.unsure ? ' (unsure: check this slice)' : ''}`"
     " + `, IoU with previous ${c.iou === null ? '-' : c.iou.toFixed(2)}`"
 )
 
@@ -212,7 +218,7 @@ class SAMPanel(html.Div):
                     style=(
                         "{flex: '1 0 2px', minWidth: '2px', cursor: 'pointer', background: "
                         + BAR_COLOR
-                        + ", height: (c.score === null ? 20 : 15 + 85 * c.score) + '%',"
+                        + ", height: (c.confidence === null ? 20 : 15 + 85 * c.confidence) + '%',"
                         " outline: c.key ? '1px solid white' : 'none'}",
                     ),
                 )

@@ -91,8 +91,9 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         self.strip.horizontalHeader().setDefaultSectionSize(40)
         self.strip.setMaximumHeight(64)
         self.strip.connect("cellClicked(int,int)", self.onStripClicked)
-        self.stripHelp = _("IoU of each previewed slice with its neighbour (score on key slices). Blue: key slices; "
-                           "red: the weakest. Click a slice to show it. Where each walk stopped:")
+        self.stripHelp = _("Confidence of each propagated slice (0-1, from how its mask compares with its neighbour "
+                           "and the seed). Blue: key slices; red: unsure slices and the weakest. Click a slice to "
+                           "show it. Where each walk stopped:")
         self.scriptedEffect.addLabeledOptionsWidget(_("Confidence:"), self.strip)
         self.scriptedEffect.addOptionsWidget(self.serviceLabel)
         self.showState(None)
@@ -160,9 +161,9 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         self.strip.setColumnCount(len(slices))
         self.strip.setHorizontalHeaderLabels([str(index) for index in self.stripSlices])
         for column, item in enumerate(slices):
-            value = item.score if item.key or item.iou_with_previous is None else item.iou_with_previous
-            cell = qt.QTableWidgetItem("-" if value is None else f"{value:.2f}")
-            if item.key or item.index == weakest:
+            value = None if item.key else item.confidence
+            cell = qt.QTableWidgetItem("key" if item.key else "-" if value is None else f"{value:.2f}")
+            if item.key or item.unsure or item.index == weakest:
                 cell.setBackground(qt.QBrush(qt.QColor(BLUE if item.key else RED)))
             self.strip.setItem(0, column, cell)
         self.strip.visible = bool(slices)

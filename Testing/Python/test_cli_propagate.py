@@ -50,6 +50,10 @@ def test_propagate_writes_the_range(case, tmp_path, capsys):
     assert prop["slices_segmented"] == 5 and prop["slices_visited"] == 5
     assert prop["encoder_calls"] <= prop["slices_visited"]
     assert prop["stop_reasons"] == {"up": "range_end", "down": "range_end"}
+    assert prop["last"] == {"up": 14, "down": 10}
+    assert sorted(prop["confidence"]) == ["10", "11", "13", "14"]  # every propagated slice, not the seed
+    assert all(0 <= c <= 1 for c in prop["confidence"].values())
+    assert set(prop["unsure_slices"]) <= {10, 11, 13, 14}
     assert 0 < prop["mean_score"] <= 1 and "propagate_s" in summary["timings"]
     assert "propagation: 4/4 slices" in captured.err  # progress on stderr, not stdout
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))

@@ -17,6 +17,7 @@ from service_fixtures import local_service  # noqa: F401  (fixture)
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
 from SAMSegmenterLib.propagation.plan import affected_range
+from SAMSegmenterLib.propagation.slice_quality import UNSURE
 from SAMSegmenterLib.service.client import ServiceClient
 from SAMSegmenterLib.service.protocol import PREFIX
 from SAMSegmenterMRML.controller import InteractionController, PointerEvent
@@ -253,6 +254,10 @@ def test_propagate_then_correct_a_middle_slice(controller, view, oblique, local,
     before = preview(controller, oblique)
     assert [c.index for c in propagated.confidence] == list(range(first, last + 1))
     assert [c.key for c in propagated.confidence].count(True) == 1 and propagated.stops
+    # the strip rates propagated slices by the propagation's confidence; key slices have none
+    assert all((c.confidence is None) == c.key for c in propagated.confidence)
+    assert all(0 <= c.confidence <= 1 for c in propagated.confidence if not c.key)
+    assert all(c.unsure == (c.confidence < UNSURE) for c in propagated.confidence if not c.key)
 
     fix = SLICE + 2 if SLICE + 2 <= last else SLICE + 1
     x0, y0, x1, y1 = brain_box(oblique, fix)

@@ -24,6 +24,7 @@ from SAMSegmenterLib.propagation import (
     exterior_points,
     grown_box,
     interior_points,
+    margin_pixels,
     next_prompt,
     propagate,
     propagate_between,
@@ -202,8 +203,11 @@ def test_prompt_helpers():
     outside = exterior_points(mask, box, 1)
     assert len(outside) == 1 and not mask[int(outside[0][1]), int(outside[0][0])]
     logits = np.zeros((256, 256), np.float32)
-    prompt = next_prompt(mask, logits, frozenset({"box", "mask"}), PropagationOptions(box_margin=2, box_fraction=0.1))
+    prompt = next_prompt(mask, logits, frozenset({"box", "mask"}),
+                         PropagationOptions(box_margin=2, margin_unit="slice", box_fraction=0.1))
     np.testing.assert_allclose(prompt.box, box)
+    # the default unit: pixels of the model's 256 px input, onto which the slice's longer side is scaled
+    assert margin_pixels(PropagationOptions(box_margin=6), mask.shape) == pytest.approx(6 * max(mask.shape) / 256)
     assert prompt.mask_input is logits or np.array_equal(prompt.mask_input, logits)
     assert len(prompt.points) == 0
     with_points = next_prompt(mask, None, frozenset({"box", "points"}), PropagationOptions())

@@ -116,8 +116,8 @@ def test_panel_state_is_what_the_browser_needs():
     assert shown["progress"] == {"done": 3, "total": 12, "percent": 25.0}
     assert shown["axis"] == "J" and shown["preview_range"] == [40, 51]
     assert shown["confidence"] == [
-        {"index": 40, "score": 0.912, "iou": None, "key": True},
-        {"index": 41, "score": None, "iou": 0.5, "key": False},
+        {"index": 40, "score": 0.912, "iou": None, "key": True, "confidence": None, "unsure": False},
+        {"index": 41, "score": None, "iou": 0.5, "key": False, "confidence": 0.312, "unsure": True},
     ]
     assert shown["stops"] == [{"walk": "up", "sentence": "stopped at slice 52: the mask vanished"}]
     idle = panel_state(ControllerState(progress=None, axis=None, preview_range=None, confidence=(), stops={}))

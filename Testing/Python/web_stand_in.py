@@ -74,6 +74,8 @@ class SliceConfidence:
     score: Optional[float]
     iou_with_previous: Optional[float]
     key: bool
+    confidence: Optional[float] = None
+    unsure: bool = False
 
 
 @dataclass
@@ -90,7 +92,7 @@ class ControllerState:
     progress: Optional[tuple] = (3, 12)
     axis: Optional[int] = 1
     preview_range: Optional[tuple] = (40, 51)
-    confidence: tuple = (SliceConfidence(40, 0.91234, None, True), SliceConfidence(41, None, 0.5, False))
+    confidence: tuple = (SliceConfidence(40, 0.91234, None, True), SliceConfidence(41, None, 0.5, False, 0.31234, True))
     stops: dict = field(default_factory=lambda: {"up": "stopped at slice 52: the mask vanished"})
     model: str = "litemedsam"
     device: str = "cpu"

@@ -20,7 +20,15 @@ import numpy as np
 
 from ..errors import InputError
 from ..prompts import Prompt
-from ..propagation.plan import CLEANUPS, DIRECTIONS, PropagationOptions, PropagationResult, check_range
+from ..propagation.plan import (
+    CLEANUPS,
+    DIRECTIONS,
+    MARGIN_UNITS,
+    PropagationOptions,
+    PropagationResult,
+    check_range,
+)
+from ..propagation.slice_quality import UNSURE
 from ..selection import SELECTIONS
 from ..volume import AXES, check_slice, slice_shape, take_slice
 from ..windowing import ImageWarning, Window, box_contrast, fixed_window, parse_window
@@ -70,7 +78,11 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
                        help=f"per-slice prompt: box, box+mask, box+points, points... (default {defaults.prompt}; "
                             "points need a SAM ViT model)")
     group.add_argument("--box-margin", type=float, default=defaults.box_margin,
-                       help=f"pixels added on each side of the previous slice's box (default {defaults.box_margin:g})")
+                       help="pixels added on each side of the previous slice's box, in --margin-unit "
+                            f"(default {defaults.box_margin:g})")
+    group.add_argument("--margin-unit", choices=MARGIN_UNITS, default=defaults.margin_unit,
+                       help="model: pixels of the model's 256 px input (the slice's longer side scaled to 256); "
+                            f"slice: slice pixels (default {defaults.margin_unit})")
     group.add_argument("--box-fraction", type=float, default=defaults.box_fraction,
                        help="plus this fraction of the box's width/height on each side "
                             f"(default {defaults.box_fraction:g})")
@@ -87,6 +99,12 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
                        help="stop where the next slice's box holds no image structure: the standard deviation of "
                             f"its windowed intensities (0..1) is below this (default {defaults.min_contrast:g}; "
                             "0 disables)")
+    group.add_argument("--max-intensity-shift", type=float, default=defaults.max_intensity_shift,
+                       help="stop where the mean intensity in the mask differs from the seed's by more than this "
+                            f"many of the seed's standard deviations (default {defaults.max_intensity_shift}; "
+                            "0 disables)")
+    group.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
+                       help="stop where the walk's confidence (0..1) falls below this (default: not used to stop)")
     group.add_argument("--largest-3d", action="store_true", help="keep the largest 3D connected component")
     group.add_argument("--fill-holes", action="store_true", help="fill holes in every slice of the result")
 
@@ -95,7 +113,9 @@ def _propagation_options(args: argparse.Namespace) -> PropagationOptions:
     return PropagationOptions(prompt=args.propagation_prompt, box_margin=args.box_margin,
                               box_fraction=args.box_fraction, cleanup=args.cleanup, min_score=args.min_score,
                               min_iou=args.min_iou, max_area_ratio=args.max_area_ratio,
-                              min_contrast=args.min_contrast or None)
+                              min_contrast=args.min_contrast or None, margin_unit=args.margin_unit,
+                              max_intensity_shift=args.max_intensity_shift or None,
+                              min_confidence=args.min_confidence or None)
 
 
 def _check_propagation_args(args: argparse.Namespace) -> None:
@@ -122,6 +142,9 @@ def _propagation_summary(result: PropagationResult, direction: str) -> dict:
             "slices": [slices[0], slices[-1]] if slices else None, "slices_segmented": len(slices),
             "slices_visited": result.slices_visited, "encoder_calls": result.encoder_calls,
             "stop_reasons": result.stop_reasons, "stop_details": result.stop_details,
+            "last": {walk: int(index) for walk, index in result.last.items()},
+            "confidence": {str(k): round(float(v), 4) for k, v in sorted(result.confidence.items())},
+            "unsure_slices": sorted(int(k) for k, v in result.confidence.items() if v < UNSURE),
             "mean_score": round(float(sum(result.scores.values()) / len(result.scores)), 4) if result.scores else None,
             "seconds": round(result.seconds, 3)}
 

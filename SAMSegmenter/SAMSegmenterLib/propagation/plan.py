@@ -17,6 +17,10 @@ from ..selection import SELECTIONS
 from ..volume import occupied_slices
 
 PROMPT_PARTS = ("box", "points", "mask")
+MARGIN_UNITS = ("model", "slice")
+# The side of LiteMedSAM's square input: a box margin in the ``model`` unit is in pixels of this scale (the unit
+# of the published LiteMedSAM 3D procedure's 3 px).
+MODEL_SIDE = 256
 CLEANUPS = ("none", "largest", "connected")
 DIRECTIONS = ("up", "down", "both")
 
@@ -32,8 +36,9 @@ class PropagationOptions:
     """How each next slice is prompted, cleaned and accepted.
 
     prompt: ``+``-joined parts of the per-slice prompt: ``box`` (the neighbour's box
-    grown on each side by ``box_margin`` slice pixels plus ``box_fraction`` of its width
-    or height), ``points`` (``include_points``
+    grown on each side by ``box_margin`` pixels, in ``margin_unit``: ``model`` = pixels of the
+    model's 256 px input onto which the slice's longer side is scaled, ``slice`` = slice pixels,
+    plus ``box_fraction`` of its width or height), ``points`` (``include_points``
     interior points at distance-transform maxima of the neighbour's mask and
     ``exclude_points`` background points inside the box, farthest from it; point-capable
     models only) and ``mask`` (the neighbour's low-resolution logits as mask input).
@@ -48,7 +53,12 @@ class PropagationOptions:
     than ``min_area`` pixels ("empty"); the model's score is below ``min_score``
     ("low_score"); its IoU with the neighbour's mask is below ``min_iou`` ("low_iou"); its
     area differs from the neighbour's by more than a factor ``max_area_ratio`` either way
-    ("area_jump").
+    ("area_jump"); the mean windowed intensity inside the mask differs from the seed's (or the
+    key slice's the walk started from) by more than ``max_intensity_shift`` standard deviations
+    of the seed mask's intensities ("appearance": the walk has reached other tissue); the walk's
+    confidence (:mod:`slice_quality`) is below ``min_confidence`` ("low_confidence").
+    Defaults measured on thick-slice and real CT volumes (docs/propagation.md): a 6 px margin at
+    the model's scale without a fraction (the old 2 px + 15 % compounded leaks on thick slices).
     selection: which of the decoder's candidates every slice the propagation predicts keeps
     (``single``, ``best_score`` or ``box_fit``, see :mod:`selection`): the walked slices and a
     seed given as a prompt. The single output by default: ``box_fit`` lost 3D Dice on the walks,
@@ -57,8 +67,9 @@ class PropagationOptions:
     """
 
     prompt: str = "box"
-    box_margin: float = 2.0
-    box_fraction: float = 0.15
+    box_margin: float = 6.0
+    margin_unit: str = "model"
+    box_fraction: float = 0.0
     include_points: int = 1
     exclude_points: int = 1
     cleanup: str = "connected"
@@ -69,6 +80,8 @@ class PropagationOptions:
     max_area_ratio: Optional[float] = None
     min_contrast: Optional[float] = MIN_CONTRAST
     selection: str = "single"
+    max_intensity_shift: Optional[float] = 1.5
+    min_confidence: Optional[float] = None
 
     def parts(self) -> frozenset[str]:
         """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
@@ -91,6 +104,8 @@ class PropagationOptions:
             raise InputError("exclude_points must be >= 0")
         if self.cleanup not in CLEANUPS:
             raise InputError(f"cleanup must be one of {', '.join(CLEANUPS)}, got {self.cleanup!r}")
+        if self.margin_unit not in MARGIN_UNITS:
+            raise InputError(f"margin_unit must be one of {', '.join(MARGIN_UNITS)}, got {self.margin_unit!r}")
         if not self.box_margin >= 0:
             raise InputError(f"box_margin must be >= 0 pixels, got {self.box_margin}")
         if not self.box_fraction >= 0:
@@ -102,6 +117,10 @@ class PropagationOptions:
         if self.min_contrast is not None and not 0 <= self.min_contrast < 1:
             raise InputError(f"min_contrast must be in [0, 1) (a standard deviation of intensities windowed to 0..1), "
                              f"got {self.min_contrast}")
+        if self.max_intensity_shift is not None and not self.max_intensity_shift > 0:
+            raise InputError(f"max_intensity_shift must be > 0 (standard deviations), got {self.max_intensity_shift}")
+        if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
+            raise InputError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.selection not in SELECTIONS:
             raise InputError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if self.selection == "box_fit" and "box" not in parts:
@@ -114,26 +133,34 @@ class PropagationResult:
     """Outcome of a propagation.
 
     mask: (k, j, i) bool, the accepted slices (everything else False); axis: 0, 1 or 2;
-    scores: model score per accepted slice index (slices given as masks have none);
+    scores: model score (predicted IoU) per accepted slice index (slices given as masks have none);
+    confidence: per propagated slice (not seeds or keys), 0..1, how likely its mask is right
+    (:func:`slice_quality.walk_confidence`); cues: per propagated slice, the cues it came from
+    (:class:`slice_quality.SliceCues` as a dict);
     stop_reasons / stop_details: per walk ("up"/"down" for :func:`propagate`,
     "<index> up"/"<index> down" for :func:`propagate_between`), a reason code (``no_structure``, ``empty``,
-    ``low_score``, ``low_iou``, ``area_jump``, ``range_end``, ``volume_end``, ``met``: reached
+    ``low_score``, ``low_iou``, ``area_jump``, ``appearance``, ``low_confidence``, ``range_end``, ``volume_end``,
+    ``met``: reached
     a slice already segmented, ``cancelled``, ``not_requested``) and a sentence;
     last: per walk, the last slice it accepted; cancelled: the caller cancelled (the mask
     holds every slice finished before); encoder_calls: embeddings computed during the
-    call (cached ones are free); slices_visited: slices decoded (accepted or rejected);
+    call (cached ones are free); slices_visited: slices decoded (accepted or rejected); decodes: decoder
+    passes;
     range: (first, last) inclusive slice range the result covers; seconds: wall time.
     """
 
     mask: np.ndarray
     axis: int
     scores: dict[int, float] = field(default_factory=dict)
+    confidence: dict[int, float] = field(default_factory=dict)
+    cues: dict[int, dict[str, float]] = field(default_factory=dict)
     stop_reasons: dict[str, str] = field(default_factory=dict)
     stop_details: dict[str, str] = field(default_factory=dict)
     last: dict[str, int] = field(default_factory=dict)
     cancelled: bool = False
     encoder_calls: int = 0
     slices_visited: int = 0
+    decodes: int = 0
     range: tuple[int, int] = (0, 0)
     seconds: float = 0.0
 

@@ -27,6 +27,7 @@ from ..windowing import box_contrast
 from .plan import (
     CLEANUPS,
     DIRECTIONS,
+    MODEL_SIDE,
     PROMPT_PARTS,
     CancelCheck,
     Progress,
@@ -36,13 +37,14 @@ from .plan import (
     check_range,
 )
 from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
+from .slice_quality import Anchor, SliceCues, slice_cues, walk_confidence
 
 if TYPE_CHECKING:
     from ..predictor import SlicePredictor
 
 __all__ = ["CLEANUPS", "DIRECTIONS", "PROMPT_PARTS", "PropagationOptions", "PropagationResult", "affected_range",
-           "check_range", "clean_slice", "grown_box", "next_prompt", "propagate", "propagate_between", "stop_reason",
-           "structure_stop"]
+           "check_range", "clean_slice", "cue_stop", "grown_box", "margin_pixels", "next_prompt", "propagate",
+           "propagate_between", "stop_reason", "structure_stop"]
 
 
 def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
@@ -56,6 +58,14 @@ def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndar
     mx = margin + fraction * (x1 - x0 + 1)
     my = margin + fraction * (y1 - y0 + 1)
     return np.array([max(0.0, x0 - mx), max(0.0, y0 - my), min(cols - 1.0, x1 + mx), min(rows - 1.0, y1 + my)])
+
+
+def margin_pixels(options: PropagationOptions, shape: tuple[int, int]) -> float:
+    """``options.box_margin`` in pixels of a (rows, columns) slice: as given for the ``slice`` unit; for the
+    ``model`` unit, pixels of the model's 256 px input, onto which the slice's longer side is scaled."""
+    if options.margin_unit == "slice":
+        return float(options.box_margin)
+    return float(options.box_margin) * max(shape) / MODEL_SIDE
 
 
 def _spread_maxima(depth: np.ndarray, count: int) -> np.ndarray:
@@ -97,7 +107,7 @@ def next_prompt(mask: np.ndarray, low_res_logits: Optional[np.ndarray], parts: f
     ``mask`` in ``parts`` adds the logits as mask input when they are known (a slice
     given as a mask has none).
     """
-    box = grown_box(mask, options.box_margin, options.box_fraction)
+    box = grown_box(mask, margin_pixels(options, mask.shape), options.box_fraction)
     points = np.zeros((0, 2))
     labels = np.zeros(0, dtype=np.int64)
     if "points" in parts:
@@ -124,7 +134,7 @@ def structure_stop(image: np.ndarray, previous: np.ndarray,
     structure on the next slice (``image``: that slice windowed to [0, 1]), else None; see PropagationOptions."""
     if options.min_contrast is None:
         return None
-    box = grown_box(previous, options.box_margin, options.box_fraction)
+    box = grown_box(previous, margin_pixels(options, previous.shape), options.box_fraction)
     contrast = box_contrast(image, box)
     if contrast >= options.min_contrast:
         return None
@@ -151,6 +161,22 @@ def stop_reason(mask: np.ndarray, score: float, previous: np.ndarray,
     return None
 
 
+def cue_stop(cues: SliceCues, confidence: float, options: PropagationOptions) -> Optional[tuple[str, str]]:
+    """(code, explanation) when a new slice's cues say the walk has left its structure, else None.
+
+    ``appearance``: the mean intensity inside the mask differs from the seed's by more than
+    ``options.max_intensity_shift`` of the seed's spread (the walk has moved onto other tissue);
+    ``low_confidence``: the walk's confidence fell below ``options.min_confidence``.
+    """
+    limit = options.max_intensity_shift
+    if limit is not None and cues.intensity_shift > limit:
+        return "appearance", (f"mean intensity in the mask differs from the seed's by {cues.intensity_shift:.2f} "
+                              f"of its spread (> {limit:g})")
+    if options.min_confidence is not None and confidence < options.min_confidence:
+        return "low_confidence", f"confidence {confidence:.2f} < {options.min_confidence:g}"
+    return None
+
+
 @dataclass
 class _Walk:
     """One chain of slices from a start slice towards ``limit`` (inclusive) in steps of ``step``."""
@@ -162,6 +188,9 @@ class _Walk:
     limit_reason: str
     mask: np.ndarray
     logits: Optional[np.ndarray]
+    anchor: Anchor
+    confidence: float = 1.0  # of the last accepted slice
+    lowest: float = 1.0  # lowest own estimate of the walk's slices so far (slice_quality.walk_confidence)
     active: bool = True
 
     @property
@@ -219,21 +248,32 @@ class _Run:
         if index in self.claimed:
             self.stop(walk, "met", f"slice {index} is already segmented")
             return
-        flat = structure_stop(self.predictor.slice_image(self.axis, index), walk.mask, self.options)
+        image = self.predictor.slice_image(self.axis, index)
+        flat = structure_stop(image, walk.mask, self.options)
         if flat is not None:
             self.stop(walk, flat[0], f"slice {index}: {flat[1]}")
             self.done += 1
             return
         prompt = next_prompt(walk.mask, walk.logits, self.parts, self.options)
         prediction = self.predictor.predict(self.axis, index, prompt, selection=self.options.selection)
+        self.result.decodes += 1
         self.result.slices_visited += 1
         mask = clean_slice(prediction.mask, walk.mask, self.options)
         failed = stop_reason(mask, prediction.score, walk.mask, self.options)
+        confidence, lowest = walk.confidence, walk.lowest
+        if failed is None:
+            cues = slice_cues(image, mask, walk.mask, walk.anchor, prediction.score, prediction.low_res_logits,
+                              prompt.box, prediction.masks, prediction.index)
+            confidence, lowest = walk_confidence(walk.lowest, cues)
+            failed = cue_stop(cues, confidence, self.options)
         if failed is not None:
             self.stop(walk, failed[0], f"slice {index}: {failed[1]}")
         else:
             self.accept(index, mask, prediction.score)
+            self.result.cues[index] = cues.as_dict()
+            self.result.confidence[index] = round(confidence, 4)
             walk.index, walk.mask, walk.logits = index, mask, prediction.low_res_logits
+            walk.confidence, walk.lowest = confidence, lowest
             if index == walk.limit:
                 self.stop(walk, walk.limit_reason, f"reached slice {index}")
         self.done += 1
@@ -313,6 +353,7 @@ def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_
     if seed_prompt is not None:
         prediction = predictor.predict(axis, seed_index, seed_prompt, selection=options.selection)
         run.result.slices_visited += 1
+        run.result.decodes += 1
         mask, score, logits = clean_slice(prediction.mask, None, options), prediction.score, prediction.low_res_logits
     else:
         mask, score = _check_mask(predictor, axis, seed_index, seed_mask), None
@@ -320,10 +361,11 @@ def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_
         raise PromptError(f"the seed slice {seed_index} is empty: "
                           + ("the prompt gives no mask there" if seed_prompt is not None else "its mask has no pixel"))
     run.accept(seed_index, mask, score)
+    anchor = Anchor.of(predictor.slice_image(axis, seed_index), mask)
     low_reason, high_reason = _limits(first, last, predictor.num_slices(axis))
     for name, step, limit, reason in (("up", 1, last, high_reason), ("down", -1, first, low_reason)):
         if direction in (name, "both"):
-            run.walks.append(_Walk(name, step, seed_index, limit, reason, mask, logits))
+            run.walks.append(_Walk(name, step, seed_index, limit, reason, mask, logits, anchor))
         else:
             run.result.stop_reasons[name] = "not_requested"
             run.result.stop_details[name] = f"direction {direction!r}"
@@ -370,14 +412,15 @@ def propagate_between(predictor: SlicePredictor, axis: int | str, key_masks: Map
             continue
         below = keys[n - 1] if n > 0 else None
         above = keys[n + 1] if n + 1 < len(keys) else None
+        anchor = Anchor.of(predictor.slice_image(axis, k), masks[k])
         if above is not None:
-            run.walks.append(_Walk(f"{k} up", 1, k, above - 1, "met", masks[k], None))
+            run.walks.append(_Walk(f"{k} up", 1, k, above - 1, "met", masks[k], None, anchor))
         elif extend:
-            run.walks.append(_Walk(f"{k} up", 1, k, last, high_reason, masks[k], None))
+            run.walks.append(_Walk(f"{k} up", 1, k, last, high_reason, masks[k], None, anchor))
         if below is not None:
-            run.walks.append(_Walk(f"{k} down", -1, k, below + 1, "met", masks[k], None))
+            run.walks.append(_Walk(f"{k} down", -1, k, below + 1, "met", masks[k], None, anchor))
         elif extend:
-            run.walks.append(_Walk(f"{k} down", -1, k, first, low_reason, masks[k], None))
+            run.walks.append(_Walk(f"{k} down", -1, k, first, low_reason, masks[k], None, anchor))
     return run.run()
 
 

@@ -192,10 +192,12 @@ def result_to_json(result: PropagationResult) -> dict[str, Any]:
         slab = {"first": slices[0], "mask": pack_mask(result.mask[tuple(index)])}
     return {"shape": list(result.mask.shape), "axis": result.axis, "slab": slab,
             "scores": {str(k): float(v) for k, v in result.scores.items()},
+            "confidence": {str(k): float(v) for k, v in result.confidence.items()},
+            "cues": {str(k): {name: float(v) for name, v in c.items()} for k, c in result.cues.items()},
             "stop_reasons": result.stop_reasons, "stop_details": result.stop_details,
             "last": {k: int(v) for k, v in result.last.items()}, "cancelled": result.cancelled,
             "encoder_calls": result.encoder_calls, "slices_visited": result.slices_visited,
-            "range": list(result.range), "seconds": result.seconds}
+            "decodes": result.decodes, "range": list(result.range), "seconds": result.seconds}
 
 
 def result_from_json(data: Mapping[str, Any]) -> PropagationResult:
@@ -210,9 +212,12 @@ def result_from_json(data: Mapping[str, Any]) -> PropagationResult:
         mask[tuple(index)] = part
     return PropagationResult(
         mask=mask, axis=axis, scores={int(k): float(v) for k, v in data["scores"].items()},
+        confidence={int(k): float(v) for k, v in data.get("confidence", {}).items()},
+        cues={int(k): {name: float(v) for name, v in c.items()} for k, c in data.get("cues", {}).items()},
         stop_reasons=dict(data["stop_reasons"]), stop_details=dict(data["stop_details"]),
         last={k: int(v) for k, v in data["last"].items()}, cancelled=bool(data["cancelled"]),
         encoder_calls=int(data["encoder_calls"]), slices_visited=int(data["slices_visited"]),
+        decodes=int(data.get("decodes", 0)),
         range=tuple(data["range"]), seconds=float(data["seconds"]))
 
 

@@ -1,0 +1,103 @@
+"""Propagation on thick slices: stop criteria and the per-slice confidence, on the real MNI152 template
+averaged into 7 mm axial slabs as a scanner makes thick slices (partial volume; labels resampled the same way).
+
+The target is the left temporal pole (nilearn's brain mask, k <= 40, j > 105, i < 98; its largest
+component), whose lower end is its own: at 7 mm it lies on thick slices 3-5. Walks go down from its middle
+slice without a range; only a few slices are embedded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import dice
+
+from SAMSegmenterLib.evaluation.thick_slices import thick_labels, thick_slices
+from SAMSegmenterLib.predictor import SlicePredictor
+from SAMSegmenterLib.prompts import Prompt, box_from_mask
+from SAMSegmenterLib.propagation import PropagationOptions, cue_stop, propagate
+from SAMSegmenterLib.propagation.postprocess import largest_component
+from SAMSegmenterLib.propagation.slice_quality import UNSURE, Anchor, SliceCues, slice_cues, walk_confidence
+
+FACTOR = 7  # 1 mm slices per thick slice
+
+
+@pytest.fixture(scope="module")
+def thick(litemedsam, mni152, mni152_masks):
+    """(predictor on the 7 mm volume, the temporal pole's 7 mm label [k, j, i])."""
+    brain = mni152_masks["brain"]
+    k, j, i = np.indices(brain.shape, sparse=True)
+    pole = largest_component(brain & (k <= 40) & (j > 105) & (i < 98))
+    label = largest_component(thick_labels(pole, 0, FACTOR))
+    return SlicePredictor(litemedsam, thick_slices(mni152[0], 0, FACTOR)), label
+
+
+def _extent(label: np.ndarray) -> tuple[int, int]:
+    occupied = np.flatnonzero(label.any(axis=(1, 2)))
+    return int(occupied[0]), int(occupied[-1])
+
+
+def test_free_walk_stops_where_the_structure_ends(thick):
+    predictor, label = thick
+    first, last = _extent(label)
+    seed = (first + last) // 2
+    result = propagate(predictor, 0, seed, seed_prompt=Prompt(box=box_from_mask(label[seed])), direction="down")
+    reason = result.stop_reasons["down"]
+    assert reason in {"appearance", "no_structure", "low_iou", "empty", "low_confidence"}, result.stop_details
+    # measured (7 mm, 2026-12-07): the pole's last slice (3) is darker from partial volume and stops the walk
+    # ("appearance", shift 2.4 > 1.5), one slice early; without that criterion the walk went on to slice 2
+    assert first - 1 <= result.last["down"] <= first + 1, f"stopped at {result.last['down']}, the pole ends at {first}"
+    assert f"slice {result.last['down'] - 1}" in result.stop_details["down"]
+    assert not result.mask[: first - 1].any()
+    kept = result.slices
+    assert dice(result.mask[kept], label[kept]) > 0.8  # measured 0.88
+    propagated = [i for i in result.slices if i != seed]
+    assert sorted(result.confidence) == propagated and sorted(result.cues) == propagated
+    assert all(0.0 <= c <= 1.0 for c in result.confidence.values())
+    assert result.decodes == result.slices_visited  # one decoder pass per slice with the default options
+
+
+def test_appearance_stop_and_confidence_from_cues():
+    image = np.full((40, 40), 0.2, dtype=np.float32)
+    image[10:20, 10:20] = 0.8 + 0.01 * np.arange(10)[None, :]  # the structure: bright, a little texture
+    seed = np.zeros((40, 40), bool)
+    seed[10:20, 10:20] = True
+    anchor = Anchor.of(image, seed)
+    box = np.array([8.0, 8.0, 21.0, 21.0])
+    same = slice_cues(image, seed, seed, anchor, 0.9, None, box)
+    assert same.intensity_shift == pytest.approx(0.0) and same.iou_previous == 1.0 and same.box_border == 0.0
+    dark = np.zeros_like(seed)
+    dark[22:32, 10:20] = True  # moved onto the background
+    moved = slice_cues(image, dark, seed, anchor, 0.9, None, box)
+    options = PropagationOptions(max_intensity_shift=1.5)
+    assert cue_stop(same, 0.9, options) is None
+    code, sentence = cue_stop(moved, 0.9, options)
+    assert code == "appearance" and "seed" in sentence
+    assert cue_stop(same, 0.1, PropagationOptions(min_confidence=0.2))[0] == "low_confidence"
+    sure, lowest = walk_confidence(1.0, same)
+    unsure, _ = walk_confidence(lowest, moved)
+    assert unsure < sure and unsure < UNSURE
+    # once a walk has been unsure, a good-looking slice after it is not shown as sure
+    again, _ = walk_confidence(walk_confidence(lowest, moved)[1], same)
+    assert again < sure
+
+
+def test_cues_are_plain_numbers():
+    cues = SliceCues(0.8, 1.1, 0.9, 0.3, 0.85, 0.88, 0.0, 0.9)
+    assert set(cues.as_dict()) == {"iou_previous", "area_previous", "area_anchor", "intensity_shift", "stability",
+                                   "score", "box_border", "agreement"}
+
+
+def test_confidence_and_cues_cross_the_service_boundary():
+    from SAMSegmenterLib.propagation.plan import PropagationResult
+    from SAMSegmenterLib.service.protocol import result_from_json, result_to_json
+
+    mask = np.zeros((4, 5, 6), bool)
+    mask[1:3, 1:4, 2:5] = True
+    cues = SliceCues(0.8, 1.1, 0.9, 0.3, 0.85, 0.88, 0.0, 0.9).as_dict()
+    result = PropagationResult(mask=mask, axis=0, scores={1: 0.9, 2: 0.8}, confidence={2: 0.42}, cues={2: cues},
+                               stop_reasons={"up": "appearance"}, stop_details={"up": "slice 3: ..."}, last={"up": 2},
+                               decodes=3, range=(0, 3))
+    back = result_from_json(result_to_json(result))
+    assert back.confidence == {2: 0.42} and back.cues == {2: cues} and back.decodes == 3
+    np.testing.assert_array_equal(back.mask, mask)

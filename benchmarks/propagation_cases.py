@@ -1,0 +1,156 @@
+"""Evaluation cases for benchmarks/propagation.py: the 1 mm template, thick-slice versions, real CT and MR.
+
+A case is one target (bool label ``[k, j, i]``) in one volume, walked along one axis, with the
+slice range a free walk may use. Sets:
+
+  iso    MNI152 2009 T1 template (nilearn), 1 mm; targets cut from nilearn's brain / white-matter
+         masks (as before this set existed; see benchmarks/propagation.py).
+  thick  the same template averaged along the walking axis over 3, 5 and 7 mm slabs (partial
+         volume, as a scanner makes thick slices; SAMSegmenterLib.evaluation.thick_slices), labels
+         resampled the same way (a thick voxel is inside where >= half its thin voxels are);
+         large and small targets along each axis.
+  ct     TotalSegmentator's example CT (3 mm isotropic abdomen, 30 axial slices) with its example
+         segmentation; axial walks. Also the same CT averaged into 6 mm slices (``ct6``).
+  mr     TotalSegmentator's example MR (3 mm, 20 axial slices) with its example segmentation,
+         and 6 mm slabs of it (``mr6``). Held out: not used to choose rules or thresholds.
+
+The CT and MR files are in benchmarks/data/totalsegmentator (see the README there: source,
+licence; their labels are TotalSegmentator's own output, not manual contours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from SAMSegmenterLib.evaluation.thick_slices import thick_labels, thick_slices, thick_spacing
+from SAMSegmenterLib.io import read_volume
+from SAMSegmenterLib.io.sample_data import load_sample
+from SAMSegmenterLib.propagation.postprocess import largest_component
+
+DATA = Path(__file__).resolve().parent / "data" / "totalsegmentator"
+TUNE_SETS = ("thick", "ct")
+HELD_OUT_SETS = ("mr",)
+SETS = ("iso", "thick", "ct", "mr")
+
+Masks = dict[str, np.ndarray]
+
+MNI_TARGETS: dict[str, Callable[[Masks, tuple[np.ndarray, ...]], np.ndarray]] = {
+    "cerebellum": lambda m, kji: largest_component(m["brain"] & (kji[0] <= 32) & (kji[1] <= 115)),
+    "cerebellar_hemisphere": lambda m, kji: largest_component(m["brain"] & (kji[0] <= 32) & (kji[1] <= 115)
+                                                              & (kji[2] < 98)),
+    "temporal_pole": lambda m, kji: largest_component(m["brain"] & (kji[0] <= 40) & (kji[1] > 105) & (kji[2] < 98)),
+    "vertex": lambda m, kji: m["brain"] & (kji[0] >= 125),
+    "wm_upper": lambda m, kji: largest_component(m["wm"] & (kji[2] < 98) & (kji[0] >= 100)),
+    "hemisphere": lambda m, kji: largest_component(m["brain"] & (kji[2] < 98)),
+}
+# Run "target:axis" -> the end of the target along the axis that is the structure's own ("up"/"down"; the
+# other end is a cut of the bounding region or the volume's edge). A free walk is unlimited on that side only.
+ISO_RUNS = {"cerebellum:K": "down", "temporal_pole:K": "down", "vertex:K": "up", "wm_upper:K": "up",
+            "temporal_pole:J": "up", "hemisphere:I": "down"}
+THICK_RUNS = {"cerebellum:K": "down", "cerebellar_hemisphere:K": "down", "temporal_pole:K": "down",
+              "temporal_pole:J": "up", "hemisphere:I": "down"}
+THICK_MM = (3, 5, 7)
+# TotalSegmentator label values (its "total" and "total_mr" tasks) of the targets used here.
+CT_LABELS = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "gallbladder": 4, "vertebrae_L1": 31,
+             "aorta": 52}
+MR_LABELS = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "stomach": 6, "autochthon_left": 46}
+
+
+@dataclass
+class Case:
+    """One target walked along ``axis`` (0, 1, 2 = K, J, I) of ``volume`` [k, j, i].
+
+    free: the inclusive slice range a walk without a range may use (the whole axis, or up to
+    a cut of the bounding region); spacing_kji in mm.
+    """
+
+    set: str
+    name: str
+    volume_id: str
+    volume: np.ndarray
+    spacing_kji: tuple[float, float, float]
+    target: np.ndarray
+    axis: int
+    free: tuple[int, int]
+
+
+def _extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
+    other = tuple(a for a in range(3) if a != axis)
+    indices = np.flatnonzero(mask.any(axis=other))
+    return int(indices[0]), int(indices[-1])
+
+
+def _free(target: np.ndarray, axis: int, own_end: str) -> tuple[int, int]:
+    first, last = _extent(target, axis)
+    return (0 if own_end == "down" else first, target.shape[axis] - 1 if own_end == "up" else last)
+
+
+def _mni() -> tuple[np.ndarray, tuple[float, float, float], Masks]:
+    volume, geometry = load_sample("mni152")
+    masks = {name: load_sample(f"mni152_{name}")[0] > 0 for name in ("brain", "wm")}
+    return volume, geometry.spacing_kji, masks
+
+
+def iso_cases(runs: tuple[str, ...] = tuple(ISO_RUNS)) -> Iterator[Case]:
+    volume, spacing, masks = _mni()
+    kji = np.indices(volume.shape, sparse=True)
+    for run in runs:
+        own_end = ISO_RUNS[run]
+        name, _, letter = run.partition(":")
+        axis = "KJI".index(letter)
+        target = MNI_TARGETS[name](masks, kji)
+        yield Case("iso", f"{name}:{letter}", "mni152", volume, spacing, target, axis, _free(target, axis, own_end))
+
+
+def thick_cases(thicknesses: tuple[int, ...] = THICK_MM) -> Iterator[Case]:
+    volume, spacing, masks = _mni()
+    kji = np.indices(volume.shape, sparse=True)
+    for mm in thicknesses:
+        made: dict[int, np.ndarray] = {}
+        for run, own_end in THICK_RUNS.items():
+            name, _, letter = run.partition(":")
+            axis = "KJI".index(letter)
+            factor = int(round(mm / spacing[axis]))
+            if axis not in made:
+                made[axis] = thick_slices(volume, axis, factor)
+            target = largest_component(thick_labels(MNI_TARGETS[name](masks, kji), axis, factor))
+            yield Case("thick", f"{name}:{letter}@{mm}mm", f"mni152_{letter}{mm}", made[axis],
+                       thick_spacing(spacing, axis, factor), target, axis, _free(target, axis, own_end))
+
+
+def _real(set_name: str, image: str, labels_file: str, labels: dict[str, int],
+          factors: tuple[int, ...] = (1, 2)) -> Iterator[Case]:
+    volume, geometry = read_volume(DATA / image)
+    label_map, _ = read_volume(DATA / labels_file)
+    for factor in factors:
+        vol = volume.astype(np.float32) if factor == 1 else thick_slices(volume, 0, factor)
+        spacing = thick_spacing(geometry.spacing_kji, 0, factor)
+        mm = int(round(spacing[0]))
+        for name, value in labels.items():
+            label = label_map == value
+            target = label if factor == 1 else thick_labels(label, 0, factor)
+            target = largest_component(target)
+            if target.sum() == 0:
+                continue
+            yield Case(set_name, f"{name}@{mm}mm", f"{set_name}{mm}", vol, spacing, target, 0,
+                       (0, vol.shape[0] - 1))
+
+
+def ct_cases() -> Iterator[Case]:
+    yield from _real("ct", "example_ct_sm.nii.gz", "example_seg.nii.gz", CT_LABELS)
+
+
+def mr_cases() -> Iterator[Case]:
+    yield from _real("mr", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz", MR_LABELS)
+
+
+def cases(sets: tuple[str, ...] = SETS, iso_runs: tuple[str, ...] = tuple(ISO_RUNS),
+          thick_mm: tuple[int, ...] = THICK_MM) -> Iterator[Case]:
+    makers = {"iso": lambda: iso_cases(iso_runs), "thick": lambda: thick_cases(thick_mm), "ct": ct_cases,
+              "mr": mr_cases}
+    for name in sets:
+        yield from makers[name]()
