@@ -44,8 +44,9 @@ def test_free_walk_stops_where_the_structure_ends(thick):
     result = propagate(predictor, 0, seed, seed_prompt=Prompt(box=box_from_mask(label[seed])), direction="down")
     reason = result.stop_reasons["down"]
     assert reason in {"appearance", "no_structure", "low_iou", "empty", "low_confidence"}, result.stop_details
-    # measured (7 mm, 2026-12-07): the pole's last slice (3) is darker from partial volume and stops the walk
-    # ("appearance", shift 2.4 > 1.5), one slice early; without that criterion the walk went on to slice 2
+    # measured (7 mm, 2026-12-07): with the default threshold 2.5 the walk keeps the pole's last slice (3) and
+    # stops at slice 2 ("appearance", shift 9.7); at 1.5 it stopped one slice early (slice 3, darker from
+    # partial volume: shift 2.4); without the criterion it went on to slice 2
     assert first - 1 <= result.last["down"] <= first + 1, f"stopped at {result.last['down']}, the pole ends at {first}"
     assert f"slice {result.last['down'] - 1}" in result.stop_details["down"]
     assert not result.mask[: first - 1].any()

@@ -80,7 +80,7 @@ class PropagationOptions:
     max_area_ratio: Optional[float] = None
     min_contrast: Optional[float] = MIN_CONTRAST
     selection: str = "single"
-    max_intensity_shift: Optional[float] = 1.5
+    max_intensity_shift: Optional[float] = 2.5
     min_confidence: Optional[float] = None
 
     def parts(self) -> frozenset[str]:

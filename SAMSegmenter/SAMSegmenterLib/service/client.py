@@ -500,8 +500,16 @@ class ServiceClient:
 
     def open_volume(self, volume: np.ndarray, window: str = "auto", model: str = DEFAULT_MODEL,
                     checkpoint: Optional[str] = None) -> RemoteVolume:
-        """Upload ``volume`` ([k, j, i], numeric) and open a session on it; blocking."""
+        """Upload ``volume`` ([k, j, i], numeric) and open a session on it; blocking. Sessions this client
+        is closing are closed first (a script's ``close()`` then ``open_volume()`` finds their room free)."""
+        self.finish_background()
         return self.submit_open_volume(volume, window, model, checkpoint).result(self.timeout)
+
+    def finish_background(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Block until the background requests (sessions being closed) are done or ``timeout`` s passed."""
+        deadline = time.monotonic() + timeout
+        while self.poll() and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def submit_open_volume(self, volume: np.ndarray, window: str = "auto", model: str = DEFAULT_MODEL,
                            checkpoint: Optional[str] = None, snapshot: bool = False) -> Call:
