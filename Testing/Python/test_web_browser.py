@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from io import BytesIO
 from pathlib import Path
@@ -84,6 +85,16 @@ def test_url_line_and_loopback(web_app):
     (line,) = [line for line in web_app.lines if line.startswith("SAMSegmenter web app")]
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         assert "vtkEGLRenderWindow" in line or "vtkOSOpenGLRenderWindow" in line, line
+
+
+def test_the_started_process_is_the_app(web_app):
+    """``python -m SAMSegmenterLib web`` hands its process over to the app (exec), so the process a user or a
+    service manager stops is the app itself and no orphaned app keeps serving (it did while the engine's
+    command waited for a child)."""
+    if sys.platform != "linux":
+        pytest.skip("reads /proc")
+    cmdline = Path(f"/proc/{web_app.process.pid}/cmdline").read_bytes().split(b"\0")
+    assert b"SAMSegmenterWeb" in cmdline and b"SAMSegmenterLib" not in cmdline
 
 
 def test_page_load_has_no_failed_requests(web_app, chromium):

@@ -1,7 +1,8 @@
 """``web``: start the web app (``python -m SAMSegmenterWeb``) with the options given after ``web``.
 
-The engine does not import the web app (a front end, one layer up): this command runs it as a
-child process with the same interpreter and waits for it, passing Ctrl-C and its exit status on.
+The engine does not import the web app (a front end, one layer up): this command hands the process
+over to ``python -m SAMSegmenterWeb`` with the same interpreter (``exec`` on POSIX, so signals such as
+a service manager's SIGTERM reach the app itself and no orphan is left; a waiting child on Windows).
 ``python -m SAMSegmenterWeb --help`` lists the options.
 """
 
@@ -25,19 +26,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def forward(argv: Sequence[str]) -> int:
-    """Run ``python -m SAMSegmenterWeb ARGV`` and return its exit status (130 after Ctrl-C)."""
+    """Become ``python -m SAMSegmenterWeb ARGV`` (POSIX; never returns), or run it and return its exit status."""
     if importlib.util.find_spec("trame_slicer") is None:
         print("error: the web app needs trame-slicer: pip install 'samsegmenter[web]'", file=sys.stderr)
         return 2
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_MODULE_ROOT), env.get("PYTHONPATH", "")) if p)
-    child = subprocess.Popen([sys.executable, "-m", "SAMSegmenterWeb", *argv], env=env)
+    command = [sys.executable, "-m", "SAMSegmenterWeb", *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execve(sys.executable, command, env)
+    child = subprocess.Popen(command, env=env)
     try:
         return child.wait()
-    except KeyboardInterrupt:  # the terminal's Ctrl-C reached the child too: let it finish its own way
+    except KeyboardInterrupt:  # the console's Ctrl-C reached the child too: let it finish its own way
         try:
             return child.wait(timeout=30)
         except subprocess.TimeoutExpired:
             child.kill()
             return 130
-
