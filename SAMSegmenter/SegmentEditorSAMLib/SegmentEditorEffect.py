@@ -91,9 +91,8 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         self.strip.horizontalHeader().setDefaultSectionSize(40)
         self.strip.setMaximumHeight(64)
         self.strip.connect("cellClicked(int,int)", self.onStripClicked)
-        self.stripHelp = _("Confidence of each propagated slice (0-1, from how its mask compares with its neighbour "
-                           "and the seed). Blue: key slices; red: unsure slices and the weakest. Click a slice to "
-                           "show it. Where each walk stopped:")
+        self.stripHelp = _("Confidence of each propagated slice (0-1). Blue: key slices; red: unsure slices and the "
+                           "weakest. Click a slice to show it. Where each walk stopped:")
         self.scriptedEffect.addLabeledOptionsWidget(_("Confidence:"), self.strip)
         self.scriptedEffect.addOptionsWidget(self.serviceLabel)
         self.showState(None)
