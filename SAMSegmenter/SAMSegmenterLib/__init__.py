@@ -14,6 +14,20 @@ never import it.
 """
 
 import importlib
+import os
+from pathlib import Path
+
+MODULE_DIR = Path(__file__).resolve().parents[1]
+"""The folder holding SAMSegmenterLib (and the MRML layer and front ends beside it)."""
+
+
+def child_env() -> dict:
+    """This process's environment with :data:`MODULE_DIR` first on PYTHONPATH, for a child interpreter that
+    must import this copy of the code (the SAM service, backend trials, the web app, Slicer's helpers)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
+    return env
+
 
 _EXPORTS = {
     "Cancelled": "errors", "CheckpointError": "errors", "DeviceError": "errors", "InputError": "errors",

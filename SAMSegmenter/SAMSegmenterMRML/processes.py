@@ -18,18 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from SAMSegmenterLib.service.client import MODULE_DIR
+from SAMSegmenterLib import child_env
 
 WINDOWS = os.name == "nt"
 NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
 NEW_GROUP = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-
-
-def python_env() -> dict[str, str]:
-    """This environment with SAMSegmenter's folder first on PYTHONPATH (the helper imports our code)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
-    return env
 
 
 class HelperProcess:
@@ -43,7 +36,7 @@ class HelperProcess:
         options: dict = {"creationflags": NO_WINDOW | NEW_GROUP} if WINDOWS else {"start_new_session": True}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=python_env(), **options)
+                                            stderr=subprocess.STDOUT, env=child_env(), **options)
         self.cancelled = False
 
     def poll(self) -> Optional[int]:

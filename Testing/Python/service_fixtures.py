@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from SAMSegmenterLib.service.client import MODULE_DIR, LocalService, ServiceClient
+from SAMSegmenterLib import MODULE_DIR
+from SAMSegmenterLib.service.client import LocalService, ServiceClient
 from SAMSegmenterLib.service.protocol import READY_MARKER
 
 SERVER_ARGS = ("--device", "cpu")

@@ -13,10 +13,9 @@ import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Sequence
 
-_MODULE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding SAMSegmenterLib and SAMSegmenterWeb
+from .. import child_env
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +29,7 @@ def forward(argv: Sequence[str]) -> int:
     if importlib.util.find_spec("trame_slicer") is None:
         print("error: the web app needs trame-slicer: pip install 'samsegmenter[web]'", file=sys.stderr)
         return 2
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_MODULE_ROOT), env.get("PYTHONPATH", "")) if p)
+    env = child_env()
     command = [sys.executable, "-m", "SAMSegmenterWeb", *argv]
     sys.stdout.flush()
     sys.stderr.flush()

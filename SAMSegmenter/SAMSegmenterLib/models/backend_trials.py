@@ -23,8 +23,9 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+
+from .. import child_env
 
 if TYPE_CHECKING:
     from .backends import Trial
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 CRASH_ENV = "SAMSEGMENTER_CRASH_BACKEND"
 CHILD_TIMEOUT_S = 900.0  # a child that hangs this long is ended and its current candidate marked failed
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding SAMSegmenterLib
 
 
 def _cause(returncode: int) -> str:
@@ -48,10 +48,8 @@ def _cause(returncode: int) -> str:
 
 def _run_child(request: dict) -> tuple[Optional[list[dict]], Optional[str], str]:
     """One child run: (trials as dicts or None, the stage's backend when it died, why it died)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     child = subprocess.Popen([sys.executable, "-m", "SAMSegmenterLib.models.backend_trials", json.dumps(request)],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(),
                              text=True)
     try:
         out, err = child.communicate(timeout=CHILD_TIMEOUT_S)

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .. import child_env
 from ..errors import AuthError, Cancelled, InputError, SAMSegmenterError, ServiceError
 from ..models.registry import DEFAULT_MODEL, get_spec
 from ..predictor import SlicePrediction
@@ -59,7 +60,6 @@ JOB_POLL_SECONDS = 0.1
 CONNECT_TIMEOUT = 20.0  # seconds for name lookup, connect and TLS handshake
 CLOSE_TIMEOUT = 10.0  # seconds a session's DELETE may take in the background before it is dropped
 DEFLATE_PIECE = 1 << 20  # raw bytes compressed per piece of a remote upload (~5 ms at level 1)
-MODULE_DIR = Path(__file__).resolve().parents[2]  # the folder holding SAMSegmenterLib (for a local server)
 
 
 class NotFound(ServiceError):
@@ -901,8 +901,7 @@ class LocalService(Endpoint):
         self._stopped = False
         self.folder.mkdir(mode=0o700, exist_ok=True)  # removed by a stop() that waited
         self.ready_file.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODULE_DIR), env.get("PYTHONPATH")]))
+        env = child_env()
         command = [self.python, "-m", "SAMSegmenterLib", "serve", "--port", "0", "--token-file", str(self.token_file),
                    "--ready-file", str(self.ready_file), "--watch-stdin", "--client-checkpoints", *self.args]
         with open(self.log_path, "ab") as log:
