@@ -25,7 +25,7 @@ segmented slice; per-slice confidence: ROC AUC of ``result.confidence`` for tell
 Dice >= 0.7 from worse ones (slices of ``ours`` and ``ours_free``, seeds excluded).
 
     python benchmarks/propagation.py [--sets iso thick ct mr] [--iso-runs NAME:AXIS ...] [--thick-mm 3 5 7]
-                                     [--store DIR] [--json]
+                                     [--store DIR] [--backend NAME] [--option FIELD=JSON ...] [--json]
 
 ``--store DIR`` keeps embeddings on disk between runs (benchmarks/embedding_store.py).
 """
@@ -207,11 +207,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="override PropagationOptions fields (JSON values, e.g. max_intensity_shift=null)")
     parser.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--backend", default="auto",
+                        help="encoder backend (default auto; name one to reuse a store made with it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = load_model("litemedsam", device="cpu")
+    model = load_model("litemedsam", device="cpu", backend=args.backend)
     options = PropagationOptions(**{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)})
     predictors: dict[str, StoredPredictor] = {}
     rows, records = [], []

@@ -42,6 +42,7 @@ from SAMSegmenterLib.models import load_model  # noqa: E402
 from SAMSegmenterLib.models.backends import cpu_name  # noqa: E402
 from SAMSegmenterLib.predictor import SlicePredictor  # noqa: E402
 from SAMSegmenterLib.prompts import Prompt, box_from_mask  # noqa: E402
+from SAMSegmenterLib.propagation.local_volume import LocalVolume  # noqa: E402
 from SAMSegmenterLib.propagation.plan import PropagationOptions  # noqa: E402
 from SAMSegmenterLib.service.client import LocalService, ServiceClient  # noqa: E402
 
@@ -178,7 +179,7 @@ def print_uploads(rows: dict) -> None:
               f"{row['status_median_ms']:10.1f} {str(row['server_peak_rise_mib']):>17s}")
 
 
-def propagation(local: SlicePredictor, remote, brain: np.ndarray) -> dict:
+def propagation(local: LocalVolume, remote, brain: np.ndarray) -> dict:
     seed = 90
     prompt = Prompt(box=box_from_mask(brain[seed]))
     options = PropagationOptions(min_iou=None)
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     volume, _ = load_sample("mni152")
     brain = load_sample("mni152_brain")[0] > 0
     model = load_model("litemedsam", device="cpu")
-    local = SlicePredictor(model, volume)
+    local = LocalVolume(model, volume)
     service = LocalService(args=["--device", "cpu", "--backend", model.backend])
     started = time.perf_counter()
     service.wait_ready()

@@ -19,7 +19,7 @@ import numpy as np
 from .cache import EmbeddingCache
 from .errors import InputError
 from .models.embedding import ImageEmbedding
-from .models.encoder_gate import gate_for
+from .models.encoder_gate import gate_for, on_model_thread
 from .prompts import Prompt
 from .selection import resolve_selection, select
 from .volume import check_slice, parse_axis, slice_shape, take_slice
@@ -152,7 +152,8 @@ class SlicePredictor:
         check_slice(self.volume.shape, axis, index)
         prompt.validate(self.slice_shape(axis))
         rule = resolve_selection(selection, prompt)
-        decoded = self.model.decode_candidates(self.embedding(axis, index), prompt)
+        embedding = self.embedding(axis, index)
+        decoded = on_model_thread(lambda: self.model.decode_candidates(embedding, prompt))
         choice = select(decoded.masks, decoded.scores, rule, prompt.box)
         best = choice.index
         return SlicePrediction(mask=decoded.masks[best], score=float(decoded.scores[best]),

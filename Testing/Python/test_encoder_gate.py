@@ -5,15 +5,20 @@ Assertions are about the order of events, never about durations.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
 
+from SAMSegmenterLib import child_env
 from SAMSegmenterLib.models import load_model
-from SAMSegmenterLib.models.encoder_gate import JOB, PROMPT, gate_for, priority
+from SAMSegmenterLib.models.encoder_gate import JOB, PROMPT, Lane, gate_for, priority
 from SAMSegmenterLib.predictor import SlicePredictor
+from SAMSegmenterLib.prompts import Prompt
 
 BACKENDS = ["torch", "onnxruntime"]  # torch modules stop at forward pre-hooks; ONNX Runtime through cancel()
 
@@ -129,3 +134,68 @@ def test_gate_results_equal_direct_encodes(model, volume):
     predictor = SlicePredictor(model, volume)
     direct = model.encode(predictor.slice_image(0, 5)).features
     np.testing.assert_array_equal(predictor.embedding(0, 5).features.numpy(), direct.numpy())
+
+
+def test_a_lane_runs_calls_on_its_thread_and_hands_back_errors():
+    lane = Lane("test-lane")
+    assert lane.call(lambda: threading.current_thread().name) == "test-lane"
+    with pytest.raises(ZeroDivisionError):
+        lane.call(lambda: 1 / 0)
+    assert lane.call(lambda: 7) == 7  # an error does not stop the lane
+
+
+MODEL_THREAD_SCRIPT = """
+import json, sys, threading
+import numpy as np
+from SAMSegmenterLib.io.sample_data import load_sample
+from SAMSegmenterLib.models import encoder_gate, load_model
+from SAMSegmenterLib.predictor import SlicePredictor
+from SAMSegmenterLib.prompts import Prompt
+
+encoder_gate.use_model_thread()
+seen = set()
+model = encoder_gate.on_model_thread(lambda: load_model("litemedsam", device="cpu", backend="torch"))
+for name in ("encode", "decode_candidates"):
+    real = getattr(model, name)
+    def recorded(*args, real=real, name=name, **kwargs):
+        seen.add((name, threading.current_thread().name))
+        return real(*args, **kwargs)
+    setattr(model, name, recorded)
+predictor = SlicePredictor(model, load_sample("mni152")[0][80:83])
+started = threading.Event()
+real_compute = predictor._compute
+def compute(axis, index):
+    started.set()
+    return real_compute(axis, index)
+predictor._compute = compute
+predictor.prefetch(0, 2)
+assert started.wait(60)
+masks = {}
+def ask(n):
+    masks[n] = predictor.predict(0, n % 2, Prompt(box=(50, 60, 150, 170))).mask
+threads = [threading.Thread(target=ask, args=(n,)) for n in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+assert predictor.gate.wait_idle(120)
+np.save(sys.argv[1], np.stack([masks[0], masks[1]]))
+print(json.dumps({"seen": sorted(seen), "preemptions": predictor.gate.preemptions,
+                  "same": bool((masks[0] == masks[2]).all() and (masks[1] == masks[3]).all())}))
+"""
+
+
+def test_with_the_model_thread_all_model_work_runs_there(tmp_path, mni152):
+    """The service's mode (a separate process: the switch is process-wide): encodes and decodes asked from
+    four threads and a prefetch run on the one model thread, the prompt still preempts the prefetch, and the
+    masks are those of the calling-thread mode."""
+    out = tmp_path / "masks.npy"
+    done = subprocess.run([sys.executable, "-c", MODEL_THREAD_SCRIPT, str(out)], capture_output=True, text=True,
+                          timeout=600, env=child_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["seen"] == [["decode_candidates", "sam-model"], ["encode", "sam-model"]]
+    assert report["preemptions"] >= 1 and report["same"]
+    predictor = SlicePredictor(load_model("litemedsam", device="cpu", backend="torch"), mni152[0][80:83])
+    expected = [predictor.predict(0, n, Prompt(box=(50, 60, 150, 170))).mask for n in (0, 1)]
+    np.testing.assert_array_equal(np.load(out), np.stack(expected))

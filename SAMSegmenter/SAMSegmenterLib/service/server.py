@@ -13,8 +13,9 @@ explicit ``insecure`` choice. Endpoints (API version 1, under ``/v1``; see docs/
     GET    /v1/jobs/{id}                    state, progress, result (renews the job's lease)
     DELETE /v1/jobs/{id}                    cancel
 
-Model work runs in FastAPI's worker threads (predictions) and the registry's job threads
-(propagations), all through the encoder gate of each model.
+Requests run in FastAPI's worker threads (predictions) and the registry's job threads
+(propagations); their encodes go through the encoder gate of each model, and all model work (loading,
+encodes, decodes) runs on one thread of the process (``encoder_gate.use_model_thread``).
 
 A client holding the token is not trusted with the server's memory, files or connections: sizes are
 checked before anything is decoded or allocated (uploads: :mod:`.uploads`; masks: ``protocol.unpack_mask``),
@@ -177,14 +178,18 @@ def _memory() -> dict[str, Optional[float]]:
 
 def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
     """The ASGI application of a server and its registry (sessions, jobs)."""
+    from ..models.encoder_gate import on_model_thread, use_model_thread
     from ..models.loader import load_model
+
+    use_model_thread()  # requests and jobs arrive on many threads; the model work runs on one
 
     def load(name: str, checkpoint: Optional[str]) -> Any:
         get_spec(name)
         if checkpoint is None and name == config.model:
             checkpoint = config.checkpoint
         try:
-            return load_model(name, config.device, config.precision, checkpoint, config.backend)
+            return on_model_thread(lambda: load_model(name, config.device, config.precision, checkpoint,
+                                                      config.backend))
         except SAMSegmenterError as exc:
             if config.client_paths:
                 raise
