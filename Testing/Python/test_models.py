@@ -142,3 +142,39 @@ def test_encode_shapes_and_aspect_ratio(litemedsam):
     emb = litemedsam.encode(image)
     assert tuple(emb.features.shape) == (1, 256, 64, 64)
     assert emb.original_size == (100, 160) and emb.input_size == (160, 256)
+
+
+FAULTS_SCRIPT = """
+import resource, sys
+import torch
+if sys.argv[1] == "keep":
+    from SAMSegmenterLib.models.allocator import keep_freed_memory
+    assert keep_freed_memory()
+def blocks(count):  # what an encode does on every slice: large blocks allocated, written, freed
+    for _ in range(count):
+        block = torch.ones(16 << 20)  # 64 MiB: above the largest mmap threshold glibc adapts to
+        del block
+blocks(10)  # the heap settles
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+blocks(10)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_a_cpu_model_process_keeps_freed_memory_for_the_next_slice():
+    """With the defaults every large block is mapped afresh and faulted in page by page; after
+    keep_freed_memory() (what load_model does on the CPU) the second block reuses the first's pages."""
+    import subprocess
+
+    from SAMSegmenterLib import child_env
+
+    faults = {}
+    for mode in ("default", "keep"):
+        done = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True,
+                              timeout=120, env=child_env())
+        assert done.returncode == 0, done.stderr
+        faults[mode] = int(done.stdout.split()[-1])
+    pages = 10 * (64 << 20) // 4096
+    assert faults["default"] > 0.9 * pages
+    assert faults["keep"] < 0.1 * pages

@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..prompts import Prompt
 from . import segment_anything
+from .allocator import keep_freed_memory
 from .backends import select_encoder
 from .checkpoints import check_weights_file, resolve_checkpoint
 from .devices import check_precision, resolve_device
@@ -231,7 +232,8 @@ def load_model(name: str = "litemedsam", device: str | torch.device = "auto", pr
             (the reference network) or another name of :data:`registry.BACKENDS`.
 
     Returns:
-        The loaded :class:`SamModel`; the same object for the same arguments.
+        The loaded :class:`SamModel`; the same object for the same arguments. On the CPU the process
+        then keeps the memory it frees for the next slice (:mod:`.allocator`).
 
     Raises:
         ModelError, CheckpointError, DeviceError: unknown model, missing or unreadable
@@ -241,6 +243,8 @@ def load_model(name: str = "litemedsam", device: str | torch.device = "auto", pr
     dev = resolve_device(device)
     check_precision(precision, dev)
     path = resolve_checkpoint(name, checkpoint)
+    if dev.type == "cpu":
+        keep_freed_memory()
     key = (name, str(dev), precision, str(path.resolve()), backend)
     with _LOAD_LOCK:
         if key not in _LOADED:
