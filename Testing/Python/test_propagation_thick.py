@@ -44,9 +44,9 @@ def test_free_walk_stops_where_the_structure_ends(thick):
     result = propagate(predictor, 0, seed, seed_prompt=Prompt(box=box_from_mask(label[seed])), direction="down")
     reason = result.stop_reasons["down"]
     assert reason in {"appearance", "no_structure", "low_iou", "empty", "low_confidence"}, result.stop_details
-    # measured (7 mm, 2026-12-07): with the default threshold 2.5 the walk keeps the pole's last slice (3) and
-    # stops at slice 2 ("appearance", shift 9.7); at 1.5 it stopped one slice early (slice 3, darker from
-    # partial volume: shift 2.4); without the criterion it went on to slice 2
+    # measured (7 mm, 2026-12-07): with the threshold at 2.5 or 4 (the default) the walk keeps the pole's last
+    # slice (3) and stops at slice 2 ("appearance", shift 9.7); at 1.5 it stopped one slice early (slice 3,
+    # darker from partial volume: shift 2.4); without the criterion it went on to slice 2
     assert first - 1 <= result.last["down"] <= first + 1, f"stopped at {result.last['down']}, the pole ends at {first}"
     assert f"slice {result.last['down'] - 1}" in result.stop_details["down"]
     assert not result.mask[: first - 1].any()
@@ -102,3 +102,20 @@ def test_confidence_and_cues_cross_the_service_boundary():
     back = result_from_json(result_to_json(result))
     assert back.confidence == {2: 0.42} and back.cues == {2: cues} and back.decodes == 3
     np.testing.assert_array_equal(back.mask, mask)
+
+
+def test_the_box_gets_room_while_the_mask_does_not_grow():
+    from SAMSegmenterLib.propagation.walk import box_fraction, next_prompt
+
+    options = PropagationOptions()
+    assert options.shrink_fraction > 0 and options.box_fraction == 0
+    assert box_fraction(options, 100, None) == options.shrink_fraction  # the seed's first step
+    assert box_fraction(options, 90, 100) == options.shrink_fraction  # shrinking
+    assert box_fraction(options, 100, 100) == options.shrink_fraction  # steady
+    assert box_fraction(options, 110, 100) == 0.0  # grew: perhaps into a neighbour
+    mask = np.zeros((256, 256), bool)
+    mask[100:140, 60:160] = True  # 100 wide, 40 high
+    tight = next_prompt(mask, None, frozenset({"box"}), options, box_fraction(options, 4000, 3000)).box
+    roomy = next_prompt(mask, None, frozenset({"box"}), options, box_fraction(options, 4000, 5000)).box
+    np.testing.assert_allclose(tight, [54, 94, 165, 145])  # 6 px at the model's scale (the slice is 256 wide)
+    np.testing.assert_allclose(roomy, [54 - 3, 94 - 1.2, 165 + 3, 145 + 1.2])  # + 3 % of 100 and of 40

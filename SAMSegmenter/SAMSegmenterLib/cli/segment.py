@@ -86,6 +86,9 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--box-fraction", type=float, default=defaults.box_fraction,
                        help="plus this fraction of the box's width/height on each side "
                             f"(default {defaults.box_fraction:g})")
+    group.add_argument("--shrink-fraction", type=float, default=defaults.shrink_fraction,
+                       help="plus this fraction of the box's width/height on each side unless the previous slice's "
+                            f"mask grew from the one before it (default {defaults.shrink_fraction:g})")
     group.add_argument("--cleanup", choices=CLEANUPS, default=defaults.cleanup,
                        help=f"per-slice clean-up (default {defaults.cleanup})")
     group.add_argument("--min-score", type=float, default=defaults.min_score,
@@ -111,7 +114,8 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
 
 def _propagation_options(args: argparse.Namespace) -> PropagationOptions:
     return PropagationOptions(prompt=args.propagation_prompt, box_margin=args.box_margin,
-                              box_fraction=args.box_fraction, cleanup=args.cleanup, min_score=args.min_score,
+                              box_fraction=args.box_fraction, shrink_fraction=args.shrink_fraction,
+                              cleanup=args.cleanup, min_score=args.min_score,
                               min_iou=args.min_iou, max_area_ratio=args.max_area_ratio,
                               min_contrast=args.min_contrast or None, margin_unit=args.margin_unit,
                               max_intensity_shift=args.max_intensity_shift or None,

@@ -100,14 +100,22 @@ def exterior_points(mask: np.ndarray, box: np.ndarray, count: int) -> np.ndarray
     return _spread_maxima(np.where(in_box, outside_distance(mask), 0.0), count)
 
 
+def box_fraction(options: PropagationOptions, area: int, previous_area: Optional[int]) -> float:
+    """The fraction of the box added on each side for the next slice: ``box_fraction``, plus
+    ``shrink_fraction`` unless the neighbour's mask (``area`` pixels) grew from the one before it."""
+    grew = previous_area is not None and area > previous_area
+    return options.box_fraction + (0.0 if grew else options.shrink_fraction)
+
+
 def next_prompt(mask: np.ndarray, low_res_logits: Optional[np.ndarray], parts: frozenset[str],
-                options: PropagationOptions) -> Prompt:
+                options: PropagationOptions, fraction: Optional[float] = None) -> Prompt:
     """The prompt for a slice from its neighbour's non-empty (rows, columns) mask and (256, 256) logits.
 
     ``mask`` in ``parts`` adds the logits as mask input when they are known (a slice
-    given as a mask has none).
+    given as a mask has none); fraction: of the box per side (default ``options.box_fraction``).
     """
-    box = grown_box(mask, margin_pixels(options, mask.shape), options.box_fraction)
+    fraction = options.box_fraction if fraction is None else fraction
+    box = grown_box(mask, margin_pixels(options, mask.shape), fraction)
     points = np.zeros((0, 2))
     labels = np.zeros(0, dtype=np.int64)
     if "points" in parts:
@@ -128,13 +136,14 @@ def clean_slice(mask: np.ndarray, previous: Optional[np.ndarray], options: Propa
     return fill_holes(mask) if options.fill_holes else mask
 
 
-def structure_stop(image: np.ndarray, previous: np.ndarray,
-                   options: PropagationOptions) -> Optional[tuple[str, str]]:
+def structure_stop(image: np.ndarray, previous: np.ndarray, options: PropagationOptions,
+                   fraction: Optional[float] = None) -> Optional[tuple[str, str]]:
     """("no_structure", explanation) when the box grown from the neighbour's mask ``previous`` holds no image
     structure on the next slice (``image``: that slice windowed to [0, 1]), else None; see PropagationOptions."""
     if options.min_contrast is None:
         return None
-    box = grown_box(previous, margin_pixels(options, previous.shape), options.box_fraction)
+    fraction = options.box_fraction if fraction is None else fraction
+    box = grown_box(previous, margin_pixels(options, previous.shape), fraction)
     contrast = box_contrast(image, box)
     if contrast >= options.min_contrast:
         return None
@@ -189,6 +198,7 @@ class _Walk:
     mask: np.ndarray
     logits: Optional[np.ndarray]
     anchor: Anchor
+    previous_area: Optional[int] = None  # of the mask accepted before ``mask``
     confidence: float = 1.0  # of the last accepted slice
     lowest: float = 1.0  # lowest own estimate of the walk's slices so far (slice_quality.walk_confidence)
     active: bool = True
@@ -249,12 +259,13 @@ class _Run:
             self.stop(walk, "met", f"slice {index} is already segmented")
             return
         image = self.predictor.slice_image(self.axis, index)
-        flat = structure_stop(image, walk.mask, self.options)
+        fraction = box_fraction(self.options, int(walk.mask.sum()), walk.previous_area)
+        flat = structure_stop(image, walk.mask, self.options, fraction)
         if flat is not None:
             self.stop(walk, flat[0], f"slice {index}: {flat[1]}")
             self.done += 1
             return
-        prompt = next_prompt(walk.mask, walk.logits, self.parts, self.options)
+        prompt = next_prompt(walk.mask, walk.logits, self.parts, self.options, fraction)
         prediction = self.predictor.predict(self.axis, index, prompt, selection=self.options.selection)
         self.result.decodes += 1
         self.result.slices_visited += 1
@@ -272,6 +283,7 @@ class _Run:
             self.accept(index, mask, prediction.score)
             self.result.cues[index] = cues.as_dict()
             self.result.confidence[index] = round(confidence, 4)
+            walk.previous_area = int(walk.mask.sum())
             walk.index, walk.mask, walk.logits = index, mask, prediction.low_res_logits
             walk.confidence, walk.lowest = confidence, lowest
             if index == walk.limit:
