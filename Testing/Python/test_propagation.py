@@ -21,6 +21,7 @@ from SAMSegmenterLib.prompts import Prompt, box_from_mask
 from SAMSegmenterLib.propagation import (
     PropagationOptions,
     affected_range,
+    box_fraction,
     exterior_points,
     grown_box,
     interior_points,
@@ -160,8 +161,9 @@ def test_selection_option_chooses_every_predicted_slice(predictor, cerebellum):
                            slice_range=(SEED, SEED + 1), options=PropagationOptions(selection=selection))
         seed = predictor.predict(0, SEED, Prompt(box=box), selection=selection)
         np.testing.assert_array_equal(result.mask[SEED], seed.mask)
-        walked = predictor.predict(0, SEED + 1, next_prompt(seed.mask, None, frozenset({"box"}), PropagationOptions()),
-                                   selection=selection)
+        first_step = box_fraction(PropagationOptions(), int(seed.mask.sum()), None)
+        walked = predictor.predict(0, SEED + 1, next_prompt(seed.mask, None, frozenset({"box"}), PropagationOptions(),
+                                                            first_step), selection=selection)
         assert result.slices == [SEED, SEED + 1] and dice(result.mask[SEED + 1], walked.mask) > 0.99
     assert PropagationOptions().selection == "single"
     with pytest.raises(InputError, match="selection must be one of"):

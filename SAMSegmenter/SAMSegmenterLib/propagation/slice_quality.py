@@ -117,11 +117,16 @@ def slice_cues(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, anchor
 # benchmarks/propagation.py (the 3, 5 and 7 mm thick-slice template and the CT, 740 walked slices of range-
 # limited and free walks with the defaults of 2026-12-07: 6 px margin at the 256 px scale, 3 % of the box
 # while the mask does not grow, the appearance stop at 4; not on the MR or the 1 mm template): weights of
-# score, stability, min(log area_anchor, 0), max(log area_anchor, 0), min(intensity_shift, 3), iou_previous,
-# |log area_previous|, agreement; then the bias. The model's score has a negative weight: on walked slices
-# LiteMedSAM is most sure of itself on blobs beyond a structure's end.
-WEIGHTS = (-9.0064, 10.4143, 0.6333, 2.4052, -0.7216, -0.7643, 3.9445, 7.6637)
-BIAS = -5.3567
+# score, stability, min(log area_anchor, 0), max(log area_anchor, 0), min(intensity_shift, SHIFT_CAP),
+# iou_previous, |log area_previous|, agreement; then the bias. The model's score has a negative weight: on
+# walked slices LiteMedSAM is most sure of itself on blobs beyond a structure's end. Fitted freely, the IoU
+# with the neighbour took a negative weight (it moves with the area ratio), which would rate a mask that
+# jumped away as better: it is left out (weight 0).
+WEIGHTS = (-9.24, 9.9931, 0.687, 2.3671, -0.6376, 0.0, 4.2244, 7.6258)
+BIAS = -5.4658
+# No fitted slice had an intensity shift above 4 (the appearance stop ends a walk there); up to this cap the
+# shift's weight is extended, so that a walk with that stop switched off still reads other tissue as unsure.
+SHIFT_CAP = 6.0
 # Share of the slice's own estimate in its confidence; the rest is the lowest estimate of the walk so far.
 OWN_SHARE = 0.3
 # A propagated slice whose confidence is below this is shown as unsure (red), whatever the model's score.
@@ -132,7 +137,8 @@ UNSURE = 0.6
 def local_confidence(cues: SliceCues) -> float:
     """P(Dice >= 0.7) of one slice from its own cues alone (logistic model, see :data:`WEIGHTS`)."""
     area = max(cues.area_anchor, 1e-6)
-    x = (cues.score, cues.stability, min(np.log(area), 0.0), max(np.log(area), 0.0), min(cues.intensity_shift, 3.0),
+    x = (cues.score, cues.stability, min(np.log(area), 0.0), max(np.log(area), 0.0),
+         min(cues.intensity_shift, SHIFT_CAP),
          cues.iou_previous, abs(np.log(max(cues.area_previous, 1e-6))), cues.agreement)
     z = BIAS + float(np.dot(WEIGHTS, x))
     return float(1.0 / (1.0 + np.exp(-z)))
@@ -146,7 +152,7 @@ def walk_confidence(lowest: float, cues: SliceCues) -> tuple[float, float]:
     a slice's confidence is mostly the lowest estimate on the way to it: :data:`OWN_SHARE` of its own
     estimate plus the rest of that lowest one. On the tuning slices this separates slices with Dice
     >= 0.7 from worse ones about as well as or better than either alone (ROC AUC 0.80 on CT and 0.96 on
-    the thick-slice template, against 0.74 / 0.93 for the slice's own estimate, 0.82 / 0.92 for the lowest
+    the thick-slice template, against 0.74 / 0.93 for the slice's own estimate, 0.82 / 0.91 for the lowest
     alone and 0.64 / 0.81 for the model's score; 2026-12-07).
     """
     own = local_confidence(cues)

@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from ..predictor import SlicePredictor
 
 __all__ = ["CLEANUPS", "DIRECTIONS", "PROMPT_PARTS", "PropagationOptions", "PropagationResult", "affected_range",
-           "check_range", "clean_slice", "cue_stop", "grown_box", "margin_pixels", "next_prompt", "propagate",
-           "propagate_between", "stop_reason", "structure_stop"]
+           "box_fraction", "check_range", "clean_slice", "cue_stop", "grown_box", "margin_pixels", "next_prompt",
+           "propagate", "propagate_between", "stop_reason", "structure_stop"]
 
 
 def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
