@@ -593,7 +593,8 @@ class InteractionController:
             self._axis, self._masks, self._scores = ref.axis, {ref.index: mask}, {ref.index: float(prediction.score)}
             self._sure = {}
             self._keys, self._stops = {}, {}
-            self._say(f"Slice {ref.axis_name}={ref.index}: predicted IoU {prediction.score:.2f}. "
+            # the model's score (its predicted IoU) is not shown: it does not track accuracy (docs/propagation.md)
+            self._say(f"Slice {ref.axis_name}={ref.index}: {int(mask.sum())} pixels segmented. "
                       "Apply, add prompts or propagate (p, u, d).")
         self._show_preview()
 
