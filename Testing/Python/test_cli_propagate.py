@@ -93,3 +93,18 @@ def test_propagation_errors_are_one_line(case, tmp_path, capsys, args, message):
     assert code == 2
     assert message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_propagation_options_reach_the_walk():
+    """Every propagation flag lands in PropagationOptions (the defaults are the engine's)."""
+    from SAMSegmenterLib.cli import build_parser
+    from SAMSegmenterLib.cli.segment import _propagation_options
+    from SAMSegmenterLib.propagation import PropagationOptions
+
+    base = ["segment", "in.nii.gz", "out.nii.gz", "--slice", "3", "--box", "1", "1", "5", "5", "--propagate"]
+    assert _propagation_options(build_parser().parse_args(base)) == PropagationOptions()
+    args = build_parser().parse_args(base + ["--box-margin", "3", "--box-fraction", "0.1", "--shrink-fraction", "0",
+                                             "--max-intensity-shift", "0", "--min-iou", "0.3"])
+    options = _propagation_options(args)
+    assert (options.box_margin, options.box_fraction, options.shrink_fraction) == (3, 0.1, 0)
+    assert options.max_intensity_shift is None and options.min_iou == 0.3
