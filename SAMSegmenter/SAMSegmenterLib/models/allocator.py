@@ -4,7 +4,8 @@ An image encode allocates and frees blocks of several MiB (activations, bands, b
 serves blocks above its mmap threshold with fresh ``mmap`` calls and returns them at ``free``, and
 trims the top of its heap when more than the trim threshold is free, so every slice faulted its
 working memory in again: about 38 000 minor page faults per propagated slice on LiteMedSAM (measured
-on a 2-core Xeon, 2026-12-07; 2 500 with the settings below, and 20-80 ms less per slice). A process
+on a 2-core Xeon, 2026-12-07; about 2 300 with the settings below, and the kernel's CPU time per slice
+down from 74-102 ms to 7-8 ms). A process
 that runs models on the CPU therefore keeps what it freed: the mmap threshold is raised to 1 GiB and
 the heap is trimmed only above 1 GiB free. The price is that the process's resident memory stays near
 its peak (about 0.7 GiB for LiteMedSAM propagation) instead of shrinking between slices.

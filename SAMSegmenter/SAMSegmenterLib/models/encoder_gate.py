@@ -21,7 +21,7 @@ makes every model's work (loading, encodes, decodes) run on one persistent threa
 belongs to the thread calling them; GNU OpenMP stops spinning between operators and sleeps instead
 (a futex wake per operator) as soon as the teams of all threads together have more threads than the
 CPU has cores. On a 2-core Xeon, model work spread over the server's worker threads made a cached
-prompt about 10 ms slower and a propagation about 130 ms slower per slice than in-process. Off by default:
+prompt about 10 ms slower and a propagation 40-130 ms slower per slice than in-process. Off by default:
 inside Slicer's process model work must stay on the calling thread (Slicer's idle main thread holds
 the GIL, so other Python threads crawl), and a script's main thread is already the only one.
 """
