@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import ipaddress
 import socket
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from typing import Sequence
 from SAMSegmenterLib.cli import Parser, run_command
 from SAMSegmenterLib.cli.engine import add_server_options, check_server_args
 from SAMSegmenterLib.cli.options import add_model_options
+from SAMSegmenterLib.cli.serve import is_loopback
 from SAMSegmenterLib.errors import InputError
 
 URL_LINE = "SAMSEGMENTER_WEB_URL"
@@ -47,15 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and serve; the engine CLI's error contract (one ``error:`` line, exit 2; Ctrl-C 130)."""
     return run_command(lambda: run(build_parser().parse_args(argv)))
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_args(args: argparse.Namespace) -> None:
