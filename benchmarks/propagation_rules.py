@@ -48,7 +48,9 @@ def record(args: argparse.Namespace) -> None:
     predictors: dict[str, StoredPredictor] = {}
     records = []
     for case in cases(tuple(args.sets), thick_mm=tuple(args.thick_mm)):
-        predictor = predictors.setdefault(case.volume_id, StoredPredictor(model, case.volume, store=args.store))
+        if case.volume_id not in predictors:  # one per volume: it fingerprints the whole volume
+            predictors[case.volume_id] = StoredPredictor(model, case.volume, store=args.store)
+        predictor = predictors[case.volume_id]
         axis, target = case.axis, case.target
         first, last = extent(target, axis)
         middle = (first + last) // 2

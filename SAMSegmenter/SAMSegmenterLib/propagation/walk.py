@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from ..predictor import SlicePredictor
 
 __all__ = ["CLEANUPS", "DIRECTIONS", "PROMPT_PARTS", "PropagationOptions", "PropagationResult", "affected_range",
-           "box_fraction", "check_range", "clean_slice", "cue_stop", "grown_box", "margin_pixels", "next_prompt",
-           "propagate", "propagate_between", "stop_reason", "structure_stop"]
+           "box_fraction", "check_range", "clean_slice", "cue_stop", "grown_box", "margin_pixels", "next_box",
+           "next_prompt", "propagate", "propagate_between", "stop_reason", "structure_stop"]
 
 
 def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
@@ -107,15 +107,20 @@ def box_fraction(options: PropagationOptions, area: int, previous_area: Optional
     return options.box_fraction + (0.0 if grew else options.shrink_fraction)
 
 
+def next_box(mask: np.ndarray, options: PropagationOptions, fraction: Optional[float] = None) -> np.ndarray:
+    """The box (x0, y0, x1, y1) a slice is prompted with, from its neighbour's non-empty (rows, columns) mask:
+    grown by the margin and ``fraction`` of its size per side (default ``options.box_fraction``)."""
+    return grown_box(mask, margin_pixels(options, mask.shape), options.box_fraction if fraction is None else fraction)
+
+
 def next_prompt(mask: np.ndarray, low_res_logits: Optional[np.ndarray], parts: frozenset[str],
                 options: PropagationOptions, fraction: Optional[float] = None) -> Prompt:
     """The prompt for a slice from its neighbour's non-empty (rows, columns) mask and (256, 256) logits.
 
     ``mask`` in ``parts`` adds the logits as mask input when they are known (a slice
-    given as a mask has none); fraction: of the box per side (default ``options.box_fraction``).
+    given as a mask has none); fraction: as for :func:`next_box`.
     """
-    fraction = options.box_fraction if fraction is None else fraction
-    box = grown_box(mask, margin_pixels(options, mask.shape), fraction)
+    box = next_box(mask, options, fraction)
     points = np.zeros((0, 2))
     labels = np.zeros(0, dtype=np.int64)
     if "points" in parts:
@@ -142,9 +147,7 @@ def structure_stop(image: np.ndarray, previous: np.ndarray, options: Propagation
     structure on the next slice (``image``: that slice windowed to [0, 1]), else None; see PropagationOptions."""
     if options.min_contrast is None:
         return None
-    fraction = options.box_fraction if fraction is None else fraction
-    box = grown_box(previous, margin_pixels(options, previous.shape), fraction)
-    contrast = box_contrast(image, box)
+    contrast = box_contrast(image, next_box(previous, options, fraction))
     if contrast >= options.min_contrast:
         return None
     return "no_structure", (f"the box holds no image structure (intensity spread {contrast:.4f} < "
