@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, PromptError
 from ..models.registry import ModelSpec
 from ..selection import SELECTIONS
 from ..volume import occupied_slices
@@ -194,6 +194,34 @@ def check_range(count: int, axis: int, slice_range: Optional[tuple[int, int]],
     if seed_index is not None and not first <= seed_index <= last:
         raise InputError(f"seed slice {seed_index} lies outside the slice range {first}..{last} "
                          f"(axis {'KJI'[axis]} has slices 0..{count - 1})")
+    return first, last
+
+
+def check_seed_walk(count: int, axis: int, direction: str, slice_range: Optional[tuple[int, int]], seed_index: int,
+                    has_seed_mask: bool, has_seed_prompt: bool) -> tuple[int, int]:
+    """The checks of a propagation from one seed that need no image or model (the engine makes them, and the
+    service before it accepts a job): the direction, the range holding the seed, exactly one seed.
+    Returns (first, last) as :func:`check_range`; InputError or PromptError otherwise."""
+    if direction not in DIRECTIONS:
+        raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction[:20]!r}")
+    first_last = check_range(count, axis, slice_range, seed_index)
+    if has_seed_mask == has_seed_prompt:
+        raise PromptError("give exactly one seed: a mask or a prompt for the seed slice")
+    return first_last
+
+
+def check_key_walk(count: int, axis: int, keys: Iterable[int],
+                   slice_range: Optional[tuple[int, int]]) -> tuple[int, int]:
+    """The same for a propagation between key slices: some keys, a valid range holding every key.
+    Returns (first, last); InputError or PromptError otherwise."""
+    keys = sorted(int(k) for k in keys)
+    if not keys:
+        raise PromptError("no key slices given")
+    first, last = check_range(count, axis, slice_range)
+    outside = [k for k in keys if not first <= k <= last]
+    if outside:
+        raise InputError(f"key slice(s) {', '.join(map(str, outside[:5]))} lie outside the slice range "
+                         f"{first}..{last} (axis {'KJI'[axis]} has slices 0..{count - 1})")
     return first, last
 
 

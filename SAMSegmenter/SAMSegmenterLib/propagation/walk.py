@@ -34,7 +34,9 @@ from .plan import (
     PropagationOptions,
     PropagationResult,
     affected_range,
+    check_key_walk,
     check_range,
+    check_seed_walk,
 )
 from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
 from .slice_quality import Anchor, SliceCues, slice_cues, walk_confidence
@@ -358,11 +360,8 @@ def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_
         slice, or points for a box-only model.
     """
     axis = parse_axis(axis)
-    if direction not in DIRECTIONS:
-        raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-    first, last = check_range(predictor.num_slices(axis), axis, slice_range, seed_index)
-    if (seed_mask is None) == (seed_prompt is None):
-        raise PromptError("give exactly one seed: a mask or a prompt for the seed slice")
+    first, last = check_seed_walk(predictor.num_slices(axis), axis, direction, slice_range, seed_index,
+                                  seed_mask is not None, seed_prompt is not None)
     run = _Run(predictor, axis, options, (first, last), progress, cancel)
     logits = None
     if seed_prompt is not None:
@@ -408,13 +407,8 @@ def propagate_between(predictor: SlicePredictor, axis: int | str, key_masks: Map
         A :class:`PropagationResult` (walks named "<key> up" / "<key> down").
     """
     axis = parse_axis(axis)
-    first, last = check_range(predictor.num_slices(axis), axis, slice_range)
-    if not key_masks:
-        raise PromptError("no key slices given")
+    first, last = check_key_walk(predictor.num_slices(axis), axis, key_masks, slice_range)
     keys = sorted(int(k) for k in key_masks)
-    outside = [k for k in keys if not first <= k <= last]
-    if outside:
-        raise InputError(f"key slice(s) {', '.join(map(str, outside))} lie outside the slice range {first}..{last}")
     masks = {k: _check_mask(predictor, axis, k, key_masks[k]) for k in keys}
     if not any(m.any() for m in masks.values()):
         raise PromptError("every key slice is empty: segment the structure on at least one")

@@ -49,9 +49,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.requests import ClientDisconnect
 
 from ..cache import DEFAULT_MAX_BYTES, EmbeddingCache
-from ..errors import InputError, PromptError, SAMSegmenterError
+from ..errors import InputError, SAMSegmenterError
 from ..models.registry import DEFAULT_MODEL, get_spec
-from ..propagation.plan import DIRECTIONS, PropagationOptions, check_range
+from ..propagation.plan import PropagationOptions, check_key_walk, check_seed_walk
 from ..volume import check_slice
 from .connections import TALLY, connection_cap, guarded_protocol, quiet_accept_errors
 from .guard import Guard, choose_checkpoint, scrub_paths
@@ -70,7 +70,6 @@ from .uploads import VolumeReader, declared_volume
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 RETRY_AFTER_S = 2
 """Seconds a 503 (a limit reached) asks the client to wait before it tries again (``Retry-After``)."""
 MAX_POINTS = 256
@@ -300,11 +299,8 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
         if body.kind == "propagate":
             if body.seed_index is None:
                 raise InputError("a propagation needs seed_index")
-            if body.direction not in DIRECTIONS:
-                raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {body.direction[:20]!r}")
-            check_range(count, body.axis, body.slice_range, body.seed_index)
-            if (body.seed_mask is None) == (body.seed_prompt is None):
-                raise PromptError("give exactly one seed: a mask or a prompt for the seed slice")
+            check_seed_walk(count, body.axis, body.direction, body.slice_range, body.seed_index,
+                            body.seed_mask is not None, body.seed_prompt is not None)
             seed_mask = None if body.seed_mask is None else unpack_mask(body.seed_mask.model_dump(), shape=plane)
             seed_prompt = None if body.seed_prompt is None else prompt_from_json(body.seed_prompt.model_dump())
 
@@ -313,13 +309,7 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
                                  direction=body.direction, slice_range=body.slice_range, options=options,
                                  progress=progress, cancel=cancel)
         else:
-            if not body.keys:
-                raise PromptError("no key slices given")
-            first, last = check_range(count, body.axis, body.slice_range)
-            outside = sorted(k for k in body.keys if not first <= k <= last)
-            if outside:
-                raise InputError(f"key slice(s) {', '.join(map(str, outside[:5]))} lie outside the slice range "
-                                 f"{first}..{last} (axis {'KJI'[body.axis]} has slices 0..{count - 1})")
+            check_key_walk(count, body.axis, body.keys or {}, body.slice_range)
             keys = {int(k): unpack_mask(v.model_dump(), shape=plane) for k, v in body.keys.items()}
 
             def work(progress, cancel):
