@@ -134,12 +134,17 @@ def check_volume(path: str | Path, series: str | None = None) -> None:
     path = Path(path)
     if path.is_dir():
         choose_series(path, series)
-    elif not path.exists():
-        raise InputError(f"input {path} does not exist")
-    elif series is not None:
-        raise InputError(f"a DICOM series UID applies to a folder of DICOM files; {path} is a file")
     else:
+        _check_file_input(path, series)
         _header(path)
+
+
+def _check_file_input(path: Path, series: str | None) -> None:
+    """InputError for an input that is not a folder: missing, or given a DICOM series UID (folders only)."""
+    if not path.exists():
+        raise InputError(f"input {path} does not exist")
+    if series is not None:
+        raise InputError(f"a DICOM series UID applies to a folder of DICOM files; {path} is a file")
 
 
 def _as_volume(path: Path, image: sitk.Image) -> tuple[np.ndarray, Geometry]:
@@ -174,11 +179,8 @@ def read_volume(path: str | Path, series: str | None = None) -> tuple[np.ndarray
     path = Path(path)
     if path.is_dir():
         image = read_series(path, series)
-    elif not path.exists():
-        raise InputError(f"input {path} does not exist")
-    elif series is not None:
-        raise InputError(f"a DICOM series UID applies to a folder of DICOM files; {path} is a file")
     else:
+        _check_file_input(path, series)
         image = _read_file(path)
     return _as_volume(path, image)
 
