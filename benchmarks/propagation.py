@@ -3,17 +3,21 @@ the ground-truth-box ceiling, on isotropic, thick-slice and real CT / MR volumes
 
 Sets (benchmarks/propagation_cases.py): ``iso`` (MNI152 template, 1 mm), ``thick`` (the template
 averaged into 3, 5 and 7 mm slabs along the walking axis), ``ct`` and ``mr`` (TotalSegmentator's
-example CT and MR, 3 mm, and 6 mm slabs of them). Rules and thresholds were chosen on ``thick``
-and ``ct``; ``mr`` is held out (and ``iso`` checks that the 1 mm template keeps its lead).
+example CT and MR, 3 mm, and 6 mm slabs of them), and three held-out sets: ``ct_other`` and
+``mr_other`` (other structures of the same scans) and ``lesion`` (pyradiomics' hand-labelled brain and
+breast lesions on MR). Rules and thresholds were chosen on ``thick``, ``ct`` and ``mr`` (``iso``
+checks that the 1 mm template keeps its lead); the held-out sets were used for none of them.
 
-Each case starts from the tight box of the target on its middle slice (along the axis). Methods,
-in the same run and on the same embeddings:
+Each case starts from the tight box of the target on one slice (along the axis): its middle slice
+(``--seed middle``, the default: the CVPR 2024 challenge gives the middle slice of a 3D box) or the
+slice where it is largest (``--seed largest``, as a reader often picks it). Methods, in the same
+run and on the same embeddings:
 
   ceiling    context, not a method: the tight ground-truth box on every slice of the target
              (needs the answer on every slice; the best a box-driven walk could do with this model).
   published  the published LiteMedSAM 3D procedure (CVPR 2024 challenge inference): that box on
-             the middle slice; each next slice prompted by the previous mask's bounding box grown by
-             3 px at the 256 px model scale; an empty previous mask falls back to the middle box;
+             the seed slice; each next slice prompted by the previous mask's bounding box grown by
+             3 px at the 256 px model scale; an empty previous mask falls back to the seed's box;
              limited to the target's slices.
   ours       propagation.propagate with its default options, limited to the target's slices.
   ours_free  the same without a range: on the real volumes the whole axis; on the template up to the
@@ -24,8 +28,9 @@ Metrics: 3D Dice, HD95 in mm, encoder calls (distinct slices embedded) and decod
 segmented slice; per-slice confidence: ROC AUC of ``result.confidence`` for telling slices with
 Dice >= 0.7 from worse ones (slices of ``ours`` and ``ours_free``, seeds excluded).
 
-    python benchmarks/propagation.py [--sets iso thick ct mr] [--iso-runs NAME:AXIS ...] [--thick-mm 3 5 7]
-                                     [--store DIR] [--backend NAME] [--option FIELD=JSON ...] [--json]
+    python benchmarks/propagation.py [--sets iso thick ct mr ct_other mr_other lesion] [--seed middle|largest]
+                                     [--iso-runs NAME:AXIS ...] [--thick-mm 3 5 7] [--store DIR]
+                                     [--backend NAME] [--option FIELD=JSON ...] [--json]
 
 ``--store DIR`` keeps embeddings on disk between runs (benchmarks/embedding_store.py).
 """
@@ -68,17 +73,31 @@ def extent(mask: np.ndarray, axis: int) -> tuple[int, int]:
     return int(indices[0]), int(indices[-1])
 
 
-def published_procedure(predictor: StoredPredictor, axis: int, middle: int, box: np.ndarray,
+SEEDS = ("middle", "largest")
+
+
+def seed_slice(target: np.ndarray, axis: int, how: str) -> int:
+    """The slice along ``axis`` that gets the user's box: the middle of the target's extent (as the
+    CVPR 2024 challenge's 3D boxes give it) or the slice where the target is largest (as a reader
+    often picks it; the earliest of equal ones)."""
+    if how == "middle":
+        first, last = extent(target, axis)
+        return (first + last) // 2
+    areas = target.sum(axis=tuple(a for a in range(3) if a != axis))
+    return int(np.argmax(areas))
+
+
+def published_procedure(predictor: StoredPredictor, axis: int, seed_index: int, box: np.ndarray,
                         first: int, last: int) -> np.ndarray:
     """The LiteMedSAM 3D inference procedure (see module docstring); returns a 3D bool mask."""
     rows, cols = predictor.slice_shape(axis)
     shift = 3 * max(rows, cols) / 256  # 3 px at the 256 px model scale, in slice pixels
     mask = np.zeros(predictor.volume.shape, dtype=bool)
-    seed = predictor.predict(axis, middle, Prompt(box=box), selection="single").mask
-    put_slice(mask, axis, middle, seed)
+    seed = predictor.predict(axis, seed_index, Prompt(box=box), selection="single").mask
+    put_slice(mask, axis, seed_index, seed)
     for step, end in ((1, last), (-1, first)):
         previous = seed
-        for index in range(middle + step, end + step, step):
+        for index in range(seed_index + step, end + step, step):
             if previous.any():
                 x0, y0, x1, y1 = box_from_mask(previous)
                 prompt_box = np.array([max(0, x0 - shift), max(0, y0 - shift), min(cols - 1, x1 + shift),
@@ -115,12 +134,13 @@ def roc_auc(scores: list[float], good: list[bool]) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def run_case(predictor: StoredPredictor, case: Case, options: PropagationOptions) -> tuple[list[dict], list[dict]]:
-    """Table rows (one per method) and per-slice confidence records for one case."""
+def run_case(predictor: StoredPredictor, case: Case, options: PropagationOptions,
+             seed: str = "middle") -> tuple[list[dict], list[dict]]:
+    """Table rows (one per method) and per-slice confidence records for one case; ``seed``: see seed_slice."""
     axis, target = case.axis, case.target
     first, last = extent(target, axis)
-    middle = (first + last) // 2
-    box = box_from_mask(take_slice(target, axis, middle))
+    seed_index = seed_slice(target, axis, seed)
+    box = box_from_mask(take_slice(target, axis, seed_index))
     rows, records = [], []
     for method in METHODS:
         predictor.needed, decodes_before = set(), predictor.decodes
@@ -129,10 +149,10 @@ def run_case(predictor: StoredPredictor, case: Case, options: PropagationOptions
         if method == "ceiling":
             mask = ceiling(predictor, axis, target, first, last)
         elif method == "published":
-            mask = published_procedure(predictor, axis, middle, box, first, last)
+            mask = published_procedure(predictor, axis, seed_index, box, first, last)
         else:
             span = (first, last) if method == "ours" else case.free
-            result = propagate(predictor, axis, middle, seed_prompt=Prompt(box=box), slice_range=span,
+            result = propagate(predictor, axis, seed_index, seed_prompt=Prompt(box=box), slice_range=span,
                                options=options)
             mask = result.mask
             stops = ", ".join(f"{walk} {result.stop_reasons[walk]}@{result.last[walk]}" for walk in ("down", "up"))
@@ -203,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="template runs of the iso set (default: all)")
     parser.add_argument("--thick-mm", nargs="+", type=int, choices=THICK_MM, default=list(THICK_MM),
                         help="slab thicknesses of the thick set (default: all)")
+    parser.add_argument("--seed", choices=SEEDS, default="middle",
+                        help="slice of each target that gets the box: its middle slice (default) or its largest")
     parser.add_argument("--option", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="override PropagationOptions fields (JSON values, e.g. max_intensity_shift=null)")
     parser.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
@@ -220,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases(tuple(args.sets), tuple(args.iso_runs), tuple(args.thick_mm)):
         if case.volume_id not in predictors:
             predictors[case.volume_id] = StoredPredictor(model, case.volume, store=args.store)
-        case_rows, case_records = run_case(predictors[case.volume_id], case, options)
+        case_rows, case_records = run_case(predictors[case.volume_id], case, options, args.seed)
         rows += case_rows
         records += case_records
         print(f"done {case.set} {case.name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
@@ -232,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"date": date.today().isoformat(), "machine": platform.machine(), "threads": args.threads,
                           "encoder_backend": model.backend, "cpu_count": os.cpu_count(),
-                          "options": asdict(options), "rows": rows, "summary": summary, "records": records,
+                          "seed": args.seed, "options": asdict(options), "rows": rows, "summary": summary, "records": records,
                           "seconds": round(total, 1)}))
     return 0
 

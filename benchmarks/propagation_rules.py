@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
 
 from embedding_store import StoredPredictor  # noqa: E402
-from propagation import ceiling, extent, published_procedure  # noqa: E402
+from propagation import SEEDS, ceiling, extent, published_procedure, seed_slice  # noqa: E402
 from propagation_cases import SETS, THICK_MM, cases  # noqa: E402
 
 from SAMSegmenterLib.metrics import dice  # noqa: E402
@@ -53,7 +53,7 @@ def record(args: argparse.Namespace) -> None:
         predictor = predictors[case.volume_id]
         axis, target = case.axis, case.target
         first, last = extent(target, axis)
-        middle = (first + last) // 2
+        middle = seed_slice(target, axis, args.seed)  # the seed slice (key "middle" in the records)
         box = box_from_mask(take_slice(target, axis, middle))
         result = propagate(predictor, axis, middle, seed_prompt=Prompt(box=box), slice_range=case.free,
                            options=PropagationOptions(**options))
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--thick-mm", nargs="+", type=int, default=list(THICK_MM))
     rec.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
     rec.add_argument("--backend", default="auto")
+    rec.add_argument("--seed", choices=SEEDS, default="middle", help="the box's slice (see propagation.py)")
     rec.add_argument("--option", nargs="+", default=[], metavar="FIELD=JSON", help="PropagationOptions fields")
     ev = commands.add_parser("evaluate", help="apply appearance thresholds to a record")
     ev.add_argument("out", type=Path)
