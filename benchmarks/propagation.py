@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"date": date.today().isoformat(), "machine": platform.machine(), "threads": args.threads,
                           "encoder_backend": model.backend, "cpu_count": os.cpu_count(),
-                          "seed": args.seed, "options": asdict(options), "rows": rows, "summary": summary, "records": records,
-                          "seconds": round(total, 1)}))
+                          "seed": args.seed, "options": asdict(options), "rows": rows, "summary": summary,
+                          "records": records, "seconds": round(total, 1)}))
     return 0
 
 

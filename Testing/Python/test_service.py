@@ -57,12 +57,18 @@ def raw_request(url: str, method: str, path: str, body: bytes = b"", headers: di
     return response.status, json.loads(data) if data else None
 
 
+# Scores may differ in the sixth decimal between two processes running the same encoder: on the 2-core Xeon,
+# whose automatic choice is fused-mixed, 1.6e-6 (2026-12-07). A different backend moves at least one of the
+# three cases' scores by more: fused-mixed against openvino 9e-6, 3.8e-5 and 3.3e-4.
+SCORE_TOLERANCE = 1e-5
+
+
 def test_service_masks_equal_in_process(remote, local):
     for axis, index, box in CASES:
         ours = remote.predict(axis, index, Prompt(box=box))
         theirs = local.predict(axis, index, Prompt(box=box))
         np.testing.assert_array_equal(ours.mask, theirs.mask)
-        assert ours.score == pytest.approx(theirs.score, abs=1e-6) and ours.mask.sum() > 100
+        assert ours.score == pytest.approx(theirs.score, abs=SCORE_TOLERANCE) and ours.mask.sum() > 100
 
 
 def test_service_propagation_equals_in_process(remote, local):
@@ -71,7 +77,7 @@ def test_service_propagation_equals_in_process(remote, local):
     theirs = propagate(local, 0, 60, seed_mask=seed, direction="both", slice_range=(57, 63))
     np.testing.assert_array_equal(ours.mask, theirs.mask)
     assert ours.stop_reasons == theirs.stop_reasons and ours.slices == theirs.slices
-    assert ours.scores == pytest.approx(theirs.scores)
+    assert ours.scores == pytest.approx(theirs.scores, abs=SCORE_TOLERANCE)
 
 
 def test_engine_errors_come_back_as_the_same_exceptions(remote):
