@@ -21,6 +21,8 @@ AXIS_NAMES = {number: name for name, number in AXES.items()}
 APPLY_MODES = (("replace", "Replace slices"), ("add", "Add"), ("remove", "Remove"))
 DIRECTIONS = (("both", "Both ways"), ("up", "Up"), ("down", "Down"))
 WINDOWS = ("auto", "soft_tissue", "lung", "bone", "brain")
+LIMIT_HINT = ("Without a range each walk stops where its cues say the structure ends. Next to a look-alike "
+              "(vertebra after vertebra, pancreas and bowel) it can run on: give the first and last slice there.")
 
 IDLE_PANEL: dict[str, Any] = {
     "attached": False,
@@ -163,7 +165,8 @@ class SAMPanel(html.Div):
             for value, title in DIRECTIONS:
                 v3.VBtn(title, value=value, size="small")
         with html.Div(classes="d-flex ga-2 align-center"):
-            v3.VCheckbox(v_model=("sam_limit", False), label="Limit to slices", density="compact", hide_details=True)
+            v3.VCheckbox(v_model=("sam_limit", False), label="Limit to slices", density="compact", hide_details=True,
+                         title=LIMIT_HINT)
             v3.VTextField(
                 v_model_number=("sam_first", 0),
                 type="number",
