@@ -23,6 +23,11 @@ Held out (no rule, threshold or weight was chosen on them; added 2026-12-07 afte
             vena cava, right paraspinal muscle.
   lesion    pyradiomics' test cases: two glioblastomas on post-contrast T1 MR (6.5 mm slices) and a
             breast lesion on MR (2.1 mm), labels drawn by hand; other patients, other scanners.
+  brats     six BraTS 2013 glioma patients (the example data of the DeepMedic repository; expert
+            labels), averaged into 5 mm slabs: the whole tumour on FLAIR and the tumour core on
+            post-contrast T1. Not in this repository (CC BY-NC-SA 3.0): pass the folder
+            ``examples/dataForExamples/brats2015TrainingData`` of github.com/deepmedic/deepmedic
+            (commit e10ba7c3570d06194f5dadca91d99d5e7bba7de5) as ``brats_dir``.
 
 The CT and MR files are in benchmarks/data/totalsegmentator (see the README there: source,
 licence; their labels are TotalSegmentator's own output, not manual contours); the lesion cases
@@ -45,8 +50,8 @@ from SAMSegmenterLib.propagation.postprocess import largest_component
 DATA = Path(__file__).resolve().parent / "data" / "totalsegmentator"
 LESION_DATA = Path(__file__).resolve().parent / "data" / "pyradiomics"
 TUNE_SETS = ("thick", "ct", "mr")
-HELD_OUT_SETS = ("ct_other", "mr_other", "lesion")
-SETS = ("iso", "thick", "ct", "mr", "ct_other", "mr_other", "lesion")
+HELD_OUT_SETS = ("ct_other", "mr_other", "lesion", "brats")
+SETS = ("iso", "thick", "ct", "mr", "ct_other", "mr_other", "lesion", "brats")
 
 Masks = dict[str, np.ndarray]
 
@@ -77,6 +82,9 @@ CT_OTHER_LABELS = {"stomach": 6, "pancreas": 7, "duodenum": 19, "vertebrae_L2": 
 MR_OTHER_LABELS = {"gallbladder": 4, "pancreas": 7, "duodenum": 14, "aorta": 23, "inferior_vena_cava": 24,
                    "autochthon_right": 47}
 LESIONS = ("brain1", "brain2", "breast1")  # pyradiomics' <name>_image.nrrd / <name>_label.nrrd
+# BraTS labels: 1 necrosis, 2 oedema, 3 non-enhancing tumour, 4 enhancing tumour; target -> (image, labels).
+BRATS_TARGETS = {"whole_tumour": ("Flair", (1, 2, 3, 4)), "tumour_core": ("T1c", (1, 3, 4))}
+BRATS_MM = 5
 
 
 @dataclass
@@ -186,9 +194,31 @@ def lesion_cases() -> Iterator[Case]:
                    target, 0, (0, volume.shape[0] - 1))
 
 
+def brats_cases(root: Path) -> Iterator[Case]:
+    """Each patient folder under ``root`` (``*/brats_2013_pat*``): the targets of :data:`BRATS_TARGETS`,
+    their 1 mm volumes averaged into :data:`BRATS_MM` mm slabs along K (the walking axis)."""
+    folders = sorted(root.glob("*/brats_2013_pat*"), key=lambda f: f.name)
+    if not folders:
+        raise SystemExit(f"no brats_2013_pat* folders under {root} (see propagation_cases.py: brats)")
+    for folder in folders:
+        labels, geometry = read_volume(folder / "OTMultiClass.nii.gz")
+        factor = int(round(BRATS_MM / geometry.spacing_kji[0]))
+        spacing = thick_spacing(geometry.spacing_kji, 0, factor)
+        patient = folder.name.removeprefix("brats_2013_").removesuffix("_1")
+        for name, (image, values) in BRATS_TARGETS.items():
+            volume, _ = read_volume(folder / f"{image}_subtrMeanDivStd.nii.gz")
+            target = largest_component(thick_labels(np.isin(labels, values), 0, factor))
+            yield Case("brats", f"{patient}:{name}@{BRATS_MM}mm", f"{patient}_{image}{BRATS_MM}",
+                       thick_slices(volume, 0, factor), spacing, target, 0, (0, target.shape[0] - 1))
+
+
 def cases(sets: tuple[str, ...] = SETS, iso_runs: tuple[str, ...] = tuple(ISO_RUNS),
-          thick_mm: tuple[int, ...] = THICK_MM) -> Iterator[Case]:
+          thick_mm: tuple[int, ...] = THICK_MM, brats_dir: Path | None = None) -> Iterator[Case]:
+    """The cases of ``sets``; ``brats`` needs ``brats_dir`` (see the module docstring)."""
+    if "brats" in sets and brats_dir is None:
+        raise SystemExit("the brats set needs --brats DIR (see benchmarks/propagation_cases.py)")
     makers = {"iso": lambda: iso_cases(iso_runs), "thick": lambda: thick_cases(thick_mm), "ct": ct_cases,
-              "mr": mr_cases, "ct_other": ct_other_cases, "mr_other": mr_other_cases, "lesion": lesion_cases}
+              "mr": mr_cases, "ct_other": ct_other_cases, "mr_other": mr_other_cases, "lesion": lesion_cases,
+              "brats": lambda: brats_cases(brats_dir)}
     for name in sets:
         yield from makers[name]()

@@ -47,7 +47,7 @@ def record(args: argparse.Namespace) -> None:
     model = load_model("litemedsam", device="cpu", backend=args.backend)
     predictors: dict[str, StoredPredictor] = {}
     records = []
-    for case in cases(tuple(args.sets), thick_mm=tuple(args.thick_mm)):
+    for case in cases(tuple(args.sets), thick_mm=tuple(args.thick_mm), brats_dir=args.brats):
         if case.volume_id not in predictors:  # one per volume: it fingerprints the whole volume
             predictors[case.volume_id] = StoredPredictor(model, case.volume, store=args.store)
         predictor = predictors[case.volume_id]
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     rec = commands.add_parser("record", help="walk every case once with the cue stops off")
     rec.add_argument("out", type=Path)
-    rec.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    rec.add_argument("--sets", nargs="+", choices=SETS, default=[s for s in SETS if s != "brats"])
+    rec.add_argument("--brats", type=Path, help="DeepMedic's brats2015TrainingData folder (propagation_cases.py)")
     rec.add_argument("--thick-mm", nargs="+", type=int, default=list(THICK_MM))
     rec.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
     rec.add_argument("--backend", default="auto")
