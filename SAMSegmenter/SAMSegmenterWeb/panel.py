@@ -21,8 +21,7 @@ AXIS_NAMES = {number: name for name, number in AXES.items()}
 APPLY_MODES = (("replace", "Replace slices"), ("add", "Add"), ("remove", "Remove"))
 DIRECTIONS = (("both", "Both ways"), ("up", "Up"), ("down", "Down"))
 WINDOWS = ("auto", "soft_tissue", "lung", "bone", "brain")
-LIMIT_HINT = ("Without a range each walk stops where its cues say the structure ends. Next to a look-alike "
-              "(vertebra after vertebra, pancreas and bowel) it can run on: give the first and last slice there.")
+LIMIT_HINT = "Give a range next to a look-alike structure: a walk can run on into it."
 
 IDLE_PANEL: dict[str, Any] = {
     "attached": False,

@@ -80,9 +80,7 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         self.cancelButton = self.button(_("Cancel"), _("Clear prompts and preview (x)."), lambda c: c.cancel())
         self.addRow(self.cancelButton, self.applyButton)
         self.rangeCheckBox = qt.QCheckBox(_("Limit to slices"))
-        self.rangeCheckBox.toolTip = _("Without a range each walk stops where its cues say the structure ends. Next to "
-                                       "a look-alike (vertebra after vertebra, pancreas and bowel) it can run on: give "
-                                       "the first and last slice there.")
+        self.rangeCheckBox.toolTip = _("Give a range next to a look-alike structure: a walk can run on into it.")
         self.addRow(self.rangeCheckBox, self.rangeFirst, qt.QLabel(_("to")), self.rangeLast, self.axisLabel)
         self.propagateButton = self.button(_("Propagate"), _("Segment the neighbouring slices (p, u, d)."), lambda c: (
             c.propagate(self.combos["Direction"].currentData, self.sliceRange())))
@@ -129,8 +127,7 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
             self.scriptedEffect.setParameter(parameter, combo.currentData)
 
     def sliceRange(self):
-        first, last = self.rangeFirst.value, self.rangeLast.value
-        return (min(first, last), max(first, last)) if self.rangeCheckBox.checked else None
+        return tuple(sorted((self.rangeFirst.value, self.rangeLast.value))) if self.rangeCheckBox.checked else None
 
     def showState(self, state):
         """Draw the controller's state (None: no controller); poll while the controller has work."""
