@@ -28,6 +28,10 @@ Held out (no rule, threshold or weight was chosen on them; added 2026-12-07 afte
             post-contrast T1. Not in this repository (CC BY-NC-SA 3.0): pass the folder
             ``examples/dataForExamples/brats2015TrainingData`` of github.com/deepmedic/deepmedic
             (commit e10ba7c3570d06194f5dadca91d99d5e7bba7de5) as ``brats_dir``.
+  fresh     held out from every choice so far, the last round's diagnostic included: deep grey
+            structures, a ventricle, the brainstem and the cerebellar cortex of VoxelMorph's test
+            brain (FreeSurfer labels) in 5 mm slabs, and the Spinal Cord Toolbox's cervical cord
+            (manual masks: the cord on T1 at 1 mm, the cord and its grey matter on T2* at 7.5 mm).
 
 The CT and MR files are in benchmarks/data/totalsegmentator (see the README there: source,
 licence; their labels are TotalSegmentator's own output, not manual contours); the lesion cases
@@ -50,8 +54,8 @@ from SAMSegmenterLib.propagation.postprocess import largest_component
 DATA = Path(__file__).resolve().parent / "data" / "totalsegmentator"
 LESION_DATA = Path(__file__).resolve().parent / "data" / "pyradiomics"
 TUNE_SETS = ("thick", "ct", "mr")
-HELD_OUT_SETS = ("ct_other", "mr_other", "lesion", "brats")
-SETS = ("iso", "thick", "ct", "mr", "ct_other", "mr_other", "lesion", "brats")
+HELD_OUT_SETS = ("ct_other", "mr_other", "lesion", "brats", "fresh")
+SETS = ("iso", "thick", "ct", "mr", "ct_other", "mr_other", "lesion", "brats", "fresh")
 
 Masks = dict[str, np.ndarray]
 
@@ -85,6 +89,12 @@ LESIONS = ("brain1", "brain2", "breast1")  # pyradiomics' <name>_image.nrrd / <n
 # BraTS labels: 1 necrosis, 2 oedema, 3 non-enhancing tumour, 4 enhancing tumour; target -> (image, labels).
 BRATS_TARGETS = {"whole_tumour": ("Flair", (1, 2, 3, 4)), "tumour_core": ("T1c", (1, 3, 4))}
 BRATS_MM = 5
+# FreeSurfer aseg values of VoxelMorph's test scan used as targets.
+BRAIN_LABELS = {"thalamus_left": 10, "caudate_left": 11, "putamen_left": 12, "hippocampus_left": 17,
+                "lateral_ventricle_left": 4, "brainstem": 16, "cerebellar_cortex_left": 8}
+# Spinal Cord Toolbox cases: (name, image, label) in benchmarks/data/sct.
+CORD_CASES = (("cord_t1", "t1w.nii.gz", "t1w_seg-manual.nii.gz"), ("cord_t2s", "t2s.nii.gz", "t2s_seg.nii.gz"),
+              ("cord_grey_matter_t2s", "t2s.nii.gz", "t2s_gmseg_manual.nii.gz"))
 
 
 @dataclass
@@ -212,6 +222,26 @@ def brats_cases(root: Path) -> Iterator[Case]:
                        thick_slices(volume, 0, factor), spacing, target, 0, (0, target.shape[0] - 1))
 
 
+def fresh_cases() -> Iterator[Case]:
+    """VoxelMorph's brain (array [i, k, j] stored as left-right, superior-inferior, posterior-anterior;
+    walked axially in 5 mm slabs) and the Spinal Cord Toolbox's cord masks (walked along K)."""
+    data = Path(__file__).resolve().parent / "data"
+    scan = np.load(data / "voxelmorph" / "test_scan.npz")
+    volume = np.ascontiguousarray(scan["vol"].transpose(1, 2, 0), dtype=np.float32)
+    labels = scan["seg"].transpose(1, 2, 0)
+    thick = thick_slices(volume, 0, 5)
+    for name, value in BRAIN_LABELS.items():
+        target = largest_component(thick_labels(labels == value, 0, 5))
+        yield Case("fresh", f"{name}@5mm", "voxelmorph5", thick, (5.0, 1.0, 1.0), target, 0, (0, thick.shape[0] - 1))
+    for name, image, label_file in CORD_CASES:
+        volume, geometry = read_volume(data / "sct" / image)
+        label, _ = read_volume(data / "sct" / label_file)
+        target = largest_component(label > 0)
+        mm = geometry.spacing_kji[0]
+        yield Case("fresh", f"{name}@{mm:.1f}mm", image, volume.astype(np.float32), geometry.spacing_kji, target, 0,
+                   (0, volume.shape[0] - 1))
+
+
 def cases(sets: tuple[str, ...] = SETS, iso_runs: tuple[str, ...] = tuple(ISO_RUNS),
           thick_mm: tuple[int, ...] = THICK_MM, brats_dir: Path | None = None) -> Iterator[Case]:
     """The cases of ``sets``; ``brats`` needs ``brats_dir`` (see the module docstring)."""
@@ -219,6 +249,6 @@ def cases(sets: tuple[str, ...] = SETS, iso_runs: tuple[str, ...] = tuple(ISO_RU
         raise SystemExit("the brats set needs --brats DIR (see benchmarks/propagation_cases.py)")
     makers = {"iso": lambda: iso_cases(iso_runs), "thick": lambda: thick_cases(thick_mm), "ct": ct_cases,
               "mr": mr_cases, "ct_other": ct_other_cases, "mr_other": mr_other_cases, "lesion": lesion_cases,
-              "brats": lambda: brats_cases(brats_dir)}
+              "brats": lambda: brats_cases(brats_dir), "fresh": fresh_cases}
     for name in sets:
         yield from makers[name]()
