@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from embedding_store import StoredPredictor  # noqa: E402
-from propagation_cases import HELD_OUT_SETS, ISO_RUNS, SETS, THICK_MM, TUNE_SETS, Case, cases  # noqa: E402
+from propagation_cases import DEFAULT_SETS, HELD_OUT_SETS, ISO_RUNS, SETS, THICK_MM, TUNE_SETS, Case, cases  # noqa: E402
 
 from SAMSegmenterLib.metrics import dice, hd95  # noqa: E402
 from SAMSegmenterLib.models import load_model  # noqa: E402
@@ -219,7 +219,7 @@ def print_tables(rows: list[dict], summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sets", nargs="+", choices=SETS, default=[s for s in SETS if s != "brats"],
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(DEFAULT_SETS),
                         help="case sets (default: all but brats, whose data is not in the repository)")
     parser.add_argument("--brats", type=Path, help="DeepMedic's brats2015TrainingData folder, for the brats set")
     parser.add_argument("--iso-runs", nargs="+", choices=list(ISO_RUNS), default=list(ISO_RUNS),

@@ -51,11 +51,12 @@ from SAMSegmenterLib.io import read_volume
 from SAMSegmenterLib.io.sample_data import load_sample
 from SAMSegmenterLib.propagation.postprocess import largest_component
 
-DATA = Path(__file__).resolve().parent / "data" / "totalsegmentator"
-LESION_DATA = Path(__file__).resolve().parent / "data" / "pyradiomics"
+BENCHMARK_DATA = Path(__file__).resolve().parent / "data"
+DATA = BENCHMARK_DATA / "totalsegmentator"
 TUNE_SETS = ("thick", "ct", "mr")
 HELD_OUT_SETS = ("ct_other", "mr_other", "lesion", "brats", "fresh")
 SETS = ("iso", "thick", "ct", "mr", "ct_other", "mr_other", "lesion", "brats", "fresh")
+DEFAULT_SETS = tuple(name for name in SETS if name != "brats")  # brats' data is not in the repository
 
 Masks = dict[str, np.ndarray]
 
@@ -193,15 +194,20 @@ def mr_other_cases() -> Iterator[Case]:
     yield from _real("mr_other", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz", MR_OTHER_LABELS)
 
 
+def _labelled_file(set_name: str, name: str, image: Path, label_file: Path) -> Case:
+    """The largest component of a label file's non-zero voxels in its image, walked along K (the
+    acquisition's slice axis) over the whole axis; the image file names the volume."""
+    volume, geometry = read_volume(image)
+    label, _ = read_volume(label_file)
+    mm = geometry.spacing_kji[0]
+    return Case(set_name, f"{name}@{mm:.1f}mm", str(image), volume.astype(np.float32), geometry.spacing_kji,
+                largest_component(label > 0), 0, (0, volume.shape[0] - 1))
+
+
 def lesion_cases() -> Iterator[Case]:
-    """Each lesion (largest component of its label) walked along K, the acquisition's slice axis."""
+    folder = BENCHMARK_DATA / "pyradiomics"
     for name in LESIONS:
-        volume, geometry = read_volume(LESION_DATA / f"{name}_image.nrrd")
-        label, _ = read_volume(LESION_DATA / f"{name}_label.nrrd")
-        target = largest_component(label > 0)
-        mm = geometry.spacing_kji[0]
-        yield Case("lesion", f"{name}@{mm:.1f}mm", name, volume.astype(np.float32), geometry.spacing_kji,
-                   target, 0, (0, volume.shape[0] - 1))
+        yield _labelled_file("lesion", name, folder / f"{name}_image.nrrd", folder / f"{name}_label.nrrd")
 
 
 def brats_cases(root: Path) -> Iterator[Case]:
@@ -225,8 +231,7 @@ def brats_cases(root: Path) -> Iterator[Case]:
 def fresh_cases() -> Iterator[Case]:
     """VoxelMorph's brain (array [i, k, j] stored as left-right, superior-inferior, posterior-anterior;
     walked axially in 5 mm slabs) and the Spinal Cord Toolbox's cord masks (walked along K)."""
-    data = Path(__file__).resolve().parent / "data"
-    scan = np.load(data / "voxelmorph" / "test_scan.npz")
+    scan = np.load(BENCHMARK_DATA / "voxelmorph" / "test_scan.npz")
     volume = np.ascontiguousarray(scan["vol"].transpose(1, 2, 0), dtype=np.float32)
     labels = scan["seg"].transpose(1, 2, 0)
     thick = thick_slices(volume, 0, 5)
@@ -234,12 +239,7 @@ def fresh_cases() -> Iterator[Case]:
         target = largest_component(thick_labels(labels == value, 0, 5))
         yield Case("fresh", f"{name}@5mm", "voxelmorph5", thick, (5.0, 1.0, 1.0), target, 0, (0, thick.shape[0] - 1))
     for name, image, label_file in CORD_CASES:
-        volume, geometry = read_volume(data / "sct" / image)
-        label, _ = read_volume(data / "sct" / label_file)
-        target = largest_component(label > 0)
-        mm = geometry.spacing_kji[0]
-        yield Case("fresh", f"{name}@{mm:.1f}mm", image, volume.astype(np.float32), geometry.spacing_kji, target, 0,
-                   (0, volume.shape[0] - 1))
+        yield _labelled_file("fresh", name, BENCHMARK_DATA / "sct" / image, BENCHMARK_DATA / "sct" / label_file)
 
 
 def cases(sets: tuple[str, ...] = SETS, iso_runs: tuple[str, ...] = tuple(ISO_RUNS),

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SAMSegmenter"))
 
 from embedding_store import StoredPredictor  # noqa: E402
 from propagation import SEEDS, ceiling, extent, published_procedure, seed_slice  # noqa: E402
-from propagation_cases import SETS, THICK_MM, cases  # noqa: E402
+from propagation_cases import DEFAULT_SETS, SETS, THICK_MM, cases  # noqa: E402
 
 from SAMSegmenterLib.metrics import dice  # noqa: E402
 from SAMSegmenterLib.models import load_model  # noqa: E402
@@ -53,18 +53,18 @@ def record(args: argparse.Namespace) -> None:
         predictor = predictors[case.volume_id]
         axis, target = case.axis, case.target
         first, last = extent(target, axis)
-        middle = seed_slice(target, axis, args.seed)  # the seed slice (key "middle" in the records)
-        box = box_from_mask(take_slice(target, axis, middle))
-        result = propagate(predictor, axis, middle, seed_prompt=Prompt(box=box), slice_range=case.free,
+        seed = seed_slice(target, axis, args.seed)
+        box = box_from_mask(take_slice(target, axis, seed))
+        result = propagate(predictor, axis, seed, seed_prompt=Prompt(box=box), slice_range=case.free,
                            options=PropagationOptions(**options))
         slices = {}
         for index in range(case.free[0], case.free[1] + 1):
             mask, truth = take_slice(result.mask, axis, index), take_slice(target, axis, index)
             slices[index] = {"overlap": int((mask & truth).sum()), "area": int(mask.sum()),
                              "cues": result.cues.get(index)}
-        records.append({"set": case.set, "name": case.name, "first": first, "last": last, "middle": middle,
+        records.append({"set": case.set, "name": case.name, "first": first, "last": last, "seed": seed,
                         "free": case.free, "target_voxels": int(target.sum()), "slices": slices,
-                        "published": dice(published_procedure(predictor, axis, middle, box, first, last), target),
+                        "published": dice(published_procedure(predictor, axis, seed, box, first, last), target),
                         "ceiling": dice(ceiling(predictor, axis, target, first, last), target)})
         print(f"{case.set} {case.name}: {result.stop_reasons}", file=sys.stderr, flush=True)
     with open(args.out, "wb") as fh:
@@ -73,9 +73,9 @@ def record(args: argparse.Namespace) -> None:
 
 def kept(case: dict, first: int, last: int, rule: Optional[Rule]) -> list[int]:
     """Slices the walk keeps within first..last when ``rule`` may stop it (the seed always)."""
-    out = [case["middle"]]
+    out = [case["seed"]]
     for step in (1, -1):
-        index = case["middle"] + step
+        index = case["seed"] + step
         while first <= index <= last and case["slices"][index]["area"] and not (rule and rule(case, index)):
             out.append(index)
             index += step
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     rec = commands.add_parser("record", help="walk every case once with the cue stops off")
     rec.add_argument("out", type=Path)
-    rec.add_argument("--sets", nargs="+", choices=SETS, default=[s for s in SETS if s != "brats"])
+    rec.add_argument("--sets", nargs="+", choices=SETS, default=list(DEFAULT_SETS))
     rec.add_argument("--brats", type=Path, help="DeepMedic's brats2015TrainingData folder (propagation_cases.py)")
     rec.add_argument("--thick-mm", nargs="+", type=int, default=list(THICK_MM))
     rec.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
