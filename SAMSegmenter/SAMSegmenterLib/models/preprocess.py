@@ -50,6 +50,8 @@ def image_tensor(pre: Preprocessing, image: np.ndarray, device: torch.device) ->
 def masks_to_original(pre: Preprocessing, low_res: torch.Tensor, original_size: tuple[int, int],
                       input_size: tuple[int, int]) -> torch.Tensor:
     """Low-resolution logits (B, M, 256, 256) -> logits (B, M, H, W) in slice pixels."""
-    x = F.interpolate(low_res, size=(pre.size, pre.size), mode="bilinear", align_corners=False)
+    x = low_res
+    if tuple(x.shape[-2:]) != (pre.size, pre.size):  # at its own size the interpolation is the identity
+        x = F.interpolate(x, size=(pre.size, pre.size), mode="bilinear", align_corners=False)
     x = x[..., : input_size[0], : input_size[1]]
     return F.interpolate(x, size=original_size, mode="bilinear", align_corners=False)
