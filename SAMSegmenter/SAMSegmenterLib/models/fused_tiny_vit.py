@@ -132,7 +132,8 @@ def _expand_depthwise(x: torch.Tensor, r0: int, r1: int, expand: nn.Conv2d, dept
     stride, h = depthwise.stride[0], x.shape[2]
     a0, a1 = stride * r0 - 1, stride * (r1 - 1) + 2
     y = conv2d(x[:, :, max(0, a0):min(h, a1)], expand, onednn, gelu=True)
-    y = F.pad(y, (0, 0, max(0, -a0), max(0, a1 - h)))
+    if a0 < 0 or a1 > h:  # (F.pad copies the band even when it adds nothing)
+        y = F.pad(y, (0, 0, max(0, -a0), max(0, a1 - h)))
     return conv2d(y, depthwise, onednn, gelu=True, padding=(0, depthwise.padding[1]))
 
 
