@@ -122,9 +122,9 @@ def _two_way_block(block: nn.Module, queries: torch.Tensor, keys: torch.Tensor, 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: bool = False) -> torch.Tensor:
     """``F.linear`` (then the exact GELU with ``gelu``); one oneDNN call, with no separate pass to add the bias or
-    apply the GELU, for float32 on a CPU outside autocast."""
+    apply the GELU, for float32 on a CPU outside autocast and tracing (exporters know only the plain operators)."""
     if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and _ONEDNN
-            and not torch.is_autocast_enabled("cpu")):
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none")
     y = F.linear(x, weight, bias)
     return F.gelu(y) if gelu else y
