@@ -15,13 +15,12 @@ Backends (``BACKENDS``):
   the model itself is unsure), so ``auto`` offers it only to models loaded with
   ``precision="bf16"``, whose reference already runs in bf16 (autocast).
 - ``fused-mixed``: the fused encoder with the matrix products of the transformer
-  blocks' linear layers, the MBConv projections and the neck in bfloat16 (about 85%
-  of the arithmetic), and the residual stream, attention, depth-wise, first-stage
-  and patch-merging convolutions in float32 (see
-  :meth:`fused_tiny_vit.FusedTinyViT.mixed_precision_layers`). About 1.25x the fused
-  float32 speed on AVX512-BF16 CPUs, and much closer to the reference than
-  ``fused-bf16`` (smallest Dice 0.979 where ``fused-bf16`` gives 0.856, on 33 MNI152
-  and CT cases), but not within 0.99 on every ambiguous box: opt-in only.
+  blocks' linear layers, their local depth-wise convolutions, the patch merges, the
+  MBConv projections and the neck in bfloat16, and the residual stream, attention,
+  patch embedding and first-stage convolutions in float32 (see
+  :meth:`fused_tiny_vit.FusedTinyViT.mixed_precision_layers`). CPUs with native bf16
+  and CUDA; not within Dice 0.99 of the reference on every ambiguous box, so ``auto``
+  offers it only after it passed the ground-truth rule (:mod:`.ground_truth_parity`).
 - ``onnxruntime``: the fused float32 encoder exported to ONNX once (into the
   per-user cache, keyed by checkpoint SHA-256 and PyTorch version) and run by ONNX
   Runtime on the CPU. ``onnxruntime`` is imported only when this backend is tried.
