@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from SAMSegmenterLib import child_env
 from SAMSegmenterLib.models import load_model
@@ -147,6 +148,7 @@ def test_a_lane_runs_calls_on_its_thread_and_hands_back_errors():
 MODEL_THREAD_SCRIPT = """
 import json, sys, threading
 import numpy as np
+import torch
 from SAMSegmenterLib.io.sample_data import load_sample
 from SAMSegmenterLib.models import encoder_gate, load_model
 from SAMSegmenterLib.predictor import SlicePredictor
@@ -180,7 +182,7 @@ for thread in threads:
     thread.join()
 assert predictor.gate.wait_idle(120)
 np.save(sys.argv[1], np.stack([masks[0], masks[1]]))
-print(json.dumps({"seen": sorted(seen), "preemptions": predictor.gate.preemptions,
+print(json.dumps({"seen": sorted(seen), "preemptions": predictor.gate.preemptions, "threads": torch.get_num_threads(),
                   "same": bool((masks[0] == masks[2]).all() and (masks[1] == masks[3]).all())}))
 """
 
@@ -197,5 +199,10 @@ def test_with_the_model_thread_all_model_work_runs_there(tmp_path, mni152):
     assert report["seen"] == [["decode_candidates", "sam-model"], ["encode", "sam-model"]]
     assert report["preemptions"] >= 1 and report["same"]
     predictor = SlicePredictor(load_model("litemedsam", device="cpu", backend="torch"), mni152[0][80:83])
-    expected = [predictor.predict(0, n, Prompt(box=(50, 60, 150, 170))).mask for n in (0, 1)]
+    threads = torch.get_num_threads()  # the child's count: sums split over another count differ in the last bits
+    torch.set_num_threads(report["threads"])
+    try:
+        expected = [predictor.predict(0, n, Prompt(box=(50, 60, 150, 170))).mask for n in (0, 1)]
+    finally:
+        torch.set_num_threads(threads)
     np.testing.assert_array_equal(np.load(out), np.stack(expected))
