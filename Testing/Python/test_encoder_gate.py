@@ -205,4 +205,5 @@ def test_with_the_model_thread_all_model_work_runs_there(tmp_path, mni152):
         expected = [predictor.predict(0, n, Prompt(box=(50, 60, 150, 170))).mask for n in (0, 1)]
     finally:
         torch.set_num_threads(threads)
-    np.testing.assert_array_equal(np.load(out), np.stack(expected))
+    np.testing.assert_array_equal(np.load(out), np.stack(expected), err_msg=f"threads: child {report['threads']}, "
+                                                                           f"this process {threads}")
