@@ -8,7 +8,9 @@
   embedding), so the work on the 4096 image tokens reads memory in order;
 - the cross attentions between the few prompt tokens (about 7) and the 4096 image
   tokens fold their image-side projections into the token side (exact algebra,
-  see :func:`_tokens_to_image`), which more than halves their arithmetic;
+  see :func:`_tokens_to_image`), which more than halves their arithmetic; the
+  image-to-token one also takes its softmax along a strided axis and adds its output
+  bias and the residual inside its last product (:func:`_image_to_tokens`);
 - the two 2x2, stride-2 transposed convolutions of the upscaling are matrix products
   (each output pixel of such a convolution depends on one input pixel), and the
   layer norm and GELUs between them are per pixel, so the 16 sub-pixels of each
@@ -16,6 +18,8 @@
 - the upscaling runs on chunks of image tokens, each turned into mask logits at
   once: a few megabytes of intermediates instead of tens, which stay in cache and
   are not handed back to the operating system (and page-faulted in again) per call;
+  on a CPU its products add their bias, and the second its GELU, in the same oneDNN
+  call, and one gather puts the sub-pixels in image order;
 - only the requested outputs (mask 0, masks 1-3 with ``multimask``, or all four) are made.
 
 It shares its parameters with the reference modules (float32).
