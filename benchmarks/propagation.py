@@ -33,7 +33,8 @@ Dice >= 0.7 from worse ones (slices of ``ours`` and ``ours_free``, seeds exclude
                                      [--backend NAME] [--option FIELD=JSON ...] [--json]
 
 ``--store DIR`` keeps embeddings on disk between runs (benchmarks/embedding_store.py). ``--sets brats``
-needs ``--brats DIR``, a folder of public data that this repository does not hold (propagation_cases.py).
+needs ``--brats DIR`` and ``--sets itksnap`` ``--itksnap DIR``: folders of public data that this repository
+does not hold (propagation_cases.py).
 """
 
 from __future__ import annotations
@@ -220,8 +221,9 @@ def print_tables(rows: list[dict], summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(DEFAULT_SETS),
-                        help="case sets (default: all but brats, whose data is not in the repository)")
+                        help="case sets (default: all but brats and itksnap, whose data is not in the repository)")
     parser.add_argument("--brats", type=Path, help="DeepMedic's brats2015TrainingData folder, for the brats set")
+    parser.add_argument("--itksnap", type=Path, help="ITK-SNAP's Testing/TestData folder, for the itksnap set")
     parser.add_argument("--iso-runs", nargs="+", choices=list(ISO_RUNS), default=list(ISO_RUNS),
                         help="template runs of the iso set (default: all)")
     parser.add_argument("--thick-mm", nargs="+", type=int, choices=THICK_MM, default=list(THICK_MM),
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     options = PropagationOptions(**{k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)})
     predictors: dict[str, StoredPredictor] = {}
     rows, records = [], []
-    for case in cases(tuple(args.sets), tuple(args.iso_runs), tuple(args.thick_mm), args.brats):
+    for case in cases(tuple(args.sets), tuple(args.iso_runs), tuple(args.thick_mm), args.brats, args.itksnap):
         if case.volume_id not in predictors:
             predictors[case.volume_id] = StoredPredictor(model, case.volume, store=args.store)
         case_rows, case_records = run_case(predictors[case.volume_id], case, options, args.seed)

@@ -32,6 +32,11 @@ Held out (no rule, threshold or weight was chosen on them; added 2026-12-07 afte
             structures, a ventricle, the brainstem and the cerebellar cortex of VoxelMorph's test
             brain (FreeSurfer labels) in 5 mm slabs, and the Spinal Cord Toolbox's cervical cord
             (manual masks: the cord on T1 at 1 mm, the cord and its grey matter on T2* at 7.5 mm).
+  itksnap   ITK-SNAP's test volume MRIcrop (a cropped T1 brain at 1 mm with 8 labelled structures,
+            unnamed in the source), at 1 mm and in 5 mm slabs; added after the seed cue of
+            docs/propagation.md was tried, to check it on a volume nothing had seen. Not in this
+            repository (GPL-3.0): pass the folder ``Testing/TestData`` of github.com/pyushkevich/itksnap
+            (commit b107ab0) as ``itksnap_dir``.
 
 The CT and MR files are in benchmarks/data/totalsegmentator (see the README there: source,
 licence; their labels are TotalSegmentator's own output, not manual contours); the lesion cases
@@ -54,9 +59,10 @@ from SAMSegmenterLib.propagation.postprocess import largest_component
 BENCHMARK_DATA = Path(__file__).resolve().parent / "data"
 DATA = BENCHMARK_DATA / "totalsegmentator"
 TUNE_SETS = ("thick", "ct", "mr")
-HELD_OUT_SETS = ("ct_other", "mr_other", "lesion", "brats", "fresh")
-SETS = ("iso", "thick", "ct", "mr", "ct_other", "mr_other", "lesion", "brats", "fresh")
-DEFAULT_SETS = tuple(name for name in SETS if name != "brats")  # brats' data is not in the repository
+HELD_OUT_SETS = ("ct_other", "mr_other", "lesion", "brats", "fresh", "itksnap")
+SETS = ("iso", "thick", "ct", "mr", "ct_other", "mr_other", "lesion", "brats", "fresh", "itksnap")
+EXTERNAL_SETS = ("brats", "itksnap")  # their data is not in the repository: a folder is passed
+DEFAULT_SETS = tuple(name for name in SETS if name not in EXTERNAL_SETS)
 
 Masks = dict[str, np.ndarray]
 
@@ -94,6 +100,7 @@ BRATS_MM = 5
 BRAIN_LABELS = {"thalamus_left": 10, "caudate_left": 11, "putamen_left": 12, "hippocampus_left": 17,
                 "lateral_ventricle_left": 4, "brainstem": 16, "cerebellar_cortex_left": 8}
 # Spinal Cord Toolbox cases: (name, image, label) in benchmarks/data/sct.
+ITKSNAP_MM = (1, 5)
 CORD_CASES = (("cord_t1", "t1w.nii.gz", "t1w_seg-manual.nii.gz"), ("cord_t2s", "t2s.nii.gz", "t2s_seg.nii.gz"),
               ("cord_grey_matter_t2s", "t2s.nii.gz", "t2s_gmseg_manual.nii.gz"))
 
@@ -242,13 +249,34 @@ def fresh_cases() -> Iterator[Case]:
         yield _labelled_file("fresh", name, BENCHMARK_DATA / "sct" / image, BENCHMARK_DATA / "sct" / label_file)
 
 
+def itksnap_cases(root: Path) -> Iterator[Case]:
+    """ITK-SNAP's MRIcrop under ``root``: each of its 8 labels (largest component) walked along K, at 1 mm
+    and averaged into 5 mm slabs."""
+    image, label_file = root / "MRIcrop-orig.gipl.gz", root / "MRIcrop-seg.gipl.gz"
+    if not (image.is_file() and label_file.is_file()):
+        raise SystemExit(f"no MRIcrop-orig.gipl.gz / MRIcrop-seg.gipl.gz in {root} (see propagation_cases.py: itksnap)")
+    volume, geometry = read_volume(image)
+    labels, _ = read_volume(label_file)
+    for mm in ITKSNAP_MM:
+        factor = int(round(mm / geometry.spacing_kji[0]))
+        thick = thick_slices(volume.astype(np.float32), 0, factor)
+        for value in range(1, int(labels.max()) + 1):
+            target = largest_component(thick_labels(labels == value, 0, factor))
+            yield Case("itksnap", f"label{value}@{mm}mm", f"mricrop{mm}", thick,
+                       thick_spacing(geometry.spacing_kji, 0, factor), target, 0, (0, thick.shape[0] - 1))
+
+
 def cases(sets: tuple[str, ...] = SETS, iso_runs: tuple[str, ...] = tuple(ISO_RUNS),
-          thick_mm: tuple[int, ...] = THICK_MM, brats_dir: Path | None = None) -> Iterator[Case]:
-    """The cases of ``sets``; ``brats`` needs ``brats_dir`` (see the module docstring)."""
-    if "brats" in sets and brats_dir is None:
-        raise SystemExit("the brats set needs --brats DIR (see benchmarks/propagation_cases.py)")
+          thick_mm: tuple[int, ...] = THICK_MM, brats_dir: Path | None = None,
+          itksnap_dir: Path | None = None) -> Iterator[Case]:
+    """The cases of ``sets``; ``brats`` needs ``brats_dir`` and ``itksnap`` ``itksnap_dir`` (see the module
+    docstring)."""
+    for name, folder in (("brats", brats_dir), ("itksnap", itksnap_dir)):
+        if name in sets and folder is None:
+            raise SystemExit(f"the {name} set needs --{name} DIR (see benchmarks/propagation_cases.py)")
     makers = {"iso": lambda: iso_cases(iso_runs), "thick": lambda: thick_cases(thick_mm), "ct": ct_cases,
               "mr": mr_cases, "ct_other": ct_other_cases, "mr_other": mr_other_cases, "lesion": lesion_cases,
-              "brats": lambda: brats_cases(brats_dir), "fresh": fresh_cases}
+              "brats": lambda: brats_cases(brats_dir), "fresh": fresh_cases,
+              "itksnap": lambda: itksnap_cases(itksnap_dir)}
     for name in sets:
         yield from makers[name]()

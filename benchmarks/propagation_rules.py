@@ -47,7 +47,8 @@ def record(args: argparse.Namespace) -> None:
     model = load_model("litemedsam", device="cpu", backend=args.backend)
     predictors: dict[str, StoredPredictor] = {}
     records = []
-    for case in cases(tuple(args.sets), thick_mm=tuple(args.thick_mm), brats_dir=args.brats):
+    for case in cases(tuple(args.sets), thick_mm=tuple(args.thick_mm), brats_dir=args.brats,
+                      itksnap_dir=args.itksnap):
         if case.volume_id not in predictors:  # one per volume: it fingerprints the whole volume
             predictors[case.volume_id] = StoredPredictor(model, case.volume, store=args.store)
         predictor = predictors[case.volume_id]
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("out", type=Path)
     rec.add_argument("--sets", nargs="+", choices=SETS, default=list(DEFAULT_SETS))
     rec.add_argument("--brats", type=Path, help="DeepMedic's brats2015TrainingData folder (propagation_cases.py)")
+    rec.add_argument("--itksnap", type=Path, help="ITK-SNAP's Testing/TestData folder (propagation_cases.py)")
     rec.add_argument("--thick-mm", nargs="+", type=int, default=list(THICK_MM))
     rec.add_argument("--store", type=Path, help="folder that keeps embeddings between runs")
     rec.add_argument("--backend", default="auto")
