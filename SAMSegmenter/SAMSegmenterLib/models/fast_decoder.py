@@ -8,9 +8,7 @@
   embedding), so the work on the 4096 image tokens reads memory in order;
 - the cross attentions between the few prompt tokens (about 7) and the 4096 image
   tokens fold their image-side projections into the token side (exact algebra,
-  see :func:`_tokens_to_image`), which more than halves their arithmetic; the
-  image-to-token one also takes its softmax along a strided axis and adds its output
-  bias and the residual inside its last product (:func:`_image_to_tokens`);
+  see :func:`_tokens_to_image`), which more than halves their arithmetic;
 - the two 2x2, stride-2 transposed convolutions of the upscaling are matrix products
   (each output pixel of such a convolution depends on one input pixel), and the
   layer norm and GELUs between them are per pixel, so the 16 sub-pixels of each
@@ -18,8 +16,6 @@
 - the upscaling runs on chunks of image tokens, each turned into mask logits at
   once: a few megabytes of intermediates instead of tens, which stay in cache and
   are not handed back to the operating system (and page-faulted in again) per call;
-  on a CPU its products add their bias, and the second its GELU, in the same oneDNN
-  call, and one gather puts the sub-pixels in image order;
 - only the requested outputs (mask 0, masks 1-3 with ``multimask``, or all four) are made.
 
 It shares its parameters with the reference modules (float32).
@@ -33,10 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fused_tiny_vit import onednn_available
-
 log = logging.getLogger(__name__)
-_ONEDNN = onednn_available()
 
 UPSCALE_CHUNK = 512  # image tokens upscaled at a time (each becomes 16 mask pixels)
 
@@ -79,19 +72,15 @@ def _tokens_to_image(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     return attn.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
 
 
-def _image_to_tokens(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     residual: torch.Tensor) -> torch.Tensor:
-    """``residual + _attention(attn, q, k, v)`` for many image queries (B, Nk, C) on a few token keys/values
-    (B, Nq, C), projections folded.
+def _image_to_tokens(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``_attention`` for many image queries (B, Nk, C) on a few token keys/values (B, Nq, C), projections folded.
 
     Per head h: q_h k_h^T = q (W_q,h^T k_h^T) + b_q,h k_h^T, and the output projection
     of the concatenated heads is sum_h P_h (v_h W_o,h^T) + b_o; both products with
-    the image tokens have width heads x Nq instead of C/2 and C. Each head's P_h has
-    rows summing to 1, so b_o / heads added to every row of the heads' v_h W_o,h^T adds
-    b_o, and the residual is the product's addend: the image tokens are read once more, not twice.
+    the image tokens have width heads x Nq instead of C/2 and C.
     """
     if not _folds(attn, k.shape[1]):
-        return residual + _attention(attn, q, k, v)
+        return _attention(attn, q, k, v)
     b, nk, _ = q.shape
     nq = k.shape[1]
     heads = attn.num_heads
@@ -100,12 +89,13 @@ def _image_to_tokens(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch
     kh = attn.k_proj(k).view(b, nq, heads, d).transpose(1, 2)
     vh = attn.v_proj(v).view(b, nq, heads, d).transpose(1, 2)
     wq = (torch.matmul(kh, attn.q_proj.weight.view(heads, d, -1)) * scale).reshape(b, heads * nq, -1)
-    bq = (torch.matmul(kh, attn.q_proj.bias.view(heads, d, 1)) * scale).reshape(b, heads * nq, 1)
-    # scores as (B, heads, Nq, Nk): the softmax over the Nq (about 7) tokens runs along a strided axis,
-    # which ATen vectorises over the image tokens (along a last axis of 7 it is slow)
-    p = torch.softmax(torch.baddbmm(bq, wq, q.transpose(1, 2)).view(b, heads, nq, nk), dim=2)
-    g = torch.matmul(vh, attn.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)) + attn.out_proj.bias / heads
-    return torch.baddbmm(residual, p.view(b, heads * nq, nk).transpose(1, 2), g.reshape(b, heads * nq, -1))
+    bq = (torch.matmul(kh, attn.q_proj.bias.view(heads, d, 1)) * scale).reshape(b, 1, heads * nq)
+    s = torch.baddbmm(bq, q, wq.transpose(1, 2)).view(b, nk, heads, nq)
+    # softmax over the Nq (about 7) tokens, written out: ATen's softmax is slow on so short a last axis
+    e = torch.exp(s - s.amax(dim=-1, keepdim=True))
+    p = (e / e.sum(dim=-1, keepdim=True)).view(b, nk, heads * nq)
+    g = torch.matmul(vh, attn.out_proj.weight.view(-1, heads, d).permute(1, 2, 0)).reshape(b, heads * nq, -1)
+    return torch.baddbmm(attn.out_proj.bias.view(1, 1, -1), p, g)
 
 
 def _two_way_block(block: nn.Module, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor,
@@ -120,18 +110,8 @@ def _two_way_block(block: nn.Module, queries: torch.Tensor, keys: torch.Tensor, 
     k = keys + key_pe
     queries = block.norm2(queries + _tokens_to_image(block.cross_attn_token_to_image, queries + query_pe, k, keys))
     queries = block.norm3(queries + block.mlp(queries))
-    keys = block.norm4(_image_to_tokens(block.cross_attn_image_to_token, k, queries + query_pe, queries, keys))
+    keys = block.norm4(keys + _image_to_tokens(block.cross_attn_image_to_token, k, queries + query_pe, queries))
     return queries, keys
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gelu: bool = False) -> torch.Tensor:
-    """``F.linear`` (then the exact GELU with ``gelu``); one oneDNN call, with no separate pass to add the bias or
-    apply the GELU, for float32 on a CPU outside autocast and tracing (exporters know only the plain operators)."""
-    if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and _ONEDNN
-            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "gelu" if gelu else "none", [], "none")
-    y = F.linear(x, weight, bias)
-    return F.gelu(y) if gelu else y
 
 
 def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,24 +147,15 @@ class FastMaskDecoder(nn.Module):
         self.register_buffer("up1_bias", b1, persistent=False)
         self.register_buffer("up2_weight", w2, persistent=False)
         self.register_buffer("up2_bias", b2, persistent=False)
-        self._orders: dict[tuple[int, int], torch.Tensor] = {}
 
     def _upscale(self, src: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) tokens -> (B, N*16, C/8) upscaled features, sub-pixels grouped per cell."""
+        """(B, H*W, C) tokens -> (B, H*W*16, C/8) upscaled features, sub-pixels grouped per cell."""
         b = src.shape[0]
         channels = self.norm.weight.shape[0]
-        y = _linear(src, self.up1_weight, self.up1_bias).view(b, -1, channels)
+        y = F.linear(src, self.up1_weight, self.up1_bias).view(b, -1, channels)
         y = F.gelu(F.layer_norm(y, (channels,), self.norm.weight, self.norm.bias, self.norm.eps))
-        return _linear(y, self.up2_weight, self.up2_bias, gelu=True).view(b, -1, self.up2_weight.shape[0] // 4)
-
-    def _pixel_order(self, h: int, w: int) -> torch.Tensor:
-        """(H*W*16,) indices that put the upscaled sub-pixels (cell row, cell column, row offset 1, column offset 1,
-        row offset 2, column offset 2) in image order (4H rows x 4W columns, row-major)."""
-        key = (h, w)
-        if key not in self._orders:
-            order = torch.arange(h * w * 16, device=self.image_pe.device).view(h, w, 2, 2, 2, 2)
-            self._orders[key] = order.permute(0, 2, 4, 1, 3, 5).reshape(-1)
-        return self._orders[key]
+        y = F.gelu(F.linear(y, self.up2_weight, self.up2_bias))
+        return y.view(b, -1, self.up2_weight.shape[0] // 4)
 
     def forward(self, image_embeddings: torch.Tensor, sparse_prompt_embeddings: torch.Tensor,
                 dense_prompt_embeddings: torch.Tensor, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,8 +185,9 @@ class FastMaskDecoder(nn.Module):
         hyper = torch.stack([dec.output_hypernetworks_mlps[i](queries[:, 1 + i, :]) for i in selected], dim=1)
         hyper = hyper.transpose(1, 2)
         masks = torch.cat([torch.matmul(self._upscale(keys[:, start:start + UPSCALE_CHUNK]), hyper)
-                           for start in range(0, h * w, UPSCALE_CHUNK)], dim=1)  # (B, H*W*16, M), grouped per cell
-        masks = masks.index_select(1, self._pixel_order(h, w)).transpose(1, 2).reshape(b, -1, 4 * h, 4 * w)
+                           for start in range(0, h * w, UPSCALE_CHUNK)], dim=1)  # (B, H*W*16, M)
+        m = masks.shape[-1]
+        masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, m, 4 * h, 4 * w)
         iou = dec.iou_prediction_head(queries[:, 0, :])[:, selected.start:selected.stop]
         return masks, iou
 
