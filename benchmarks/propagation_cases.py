@@ -100,9 +100,9 @@ BRATS_MM = 5
 BRAIN_LABELS = {"thalamus_left": 10, "caudate_left": 11, "putamen_left": 12, "hippocampus_left": 17,
                 "lateral_ventricle_left": 4, "brainstem": 16, "cerebellar_cortex_left": 8}
 # Spinal Cord Toolbox cases: (name, image, label) in benchmarks/data/sct.
-ITKSNAP_MM = (1, 5)
 CORD_CASES = (("cord_t1", "t1w.nii.gz", "t1w_seg-manual.nii.gz"), ("cord_t2s", "t2s.nii.gz", "t2s_seg.nii.gz"),
               ("cord_grey_matter_t2s", "t2s.nii.gz", "t2s_gmseg_manual.nii.gz"))
+ITKSNAP_MM = (1, 5)  # slab thicknesses of the itksnap set
 
 
 @dataclass
@@ -256,10 +256,11 @@ def itksnap_cases(root: Path) -> Iterator[Case]:
     if not (image.is_file() and label_file.is_file()):
         raise SystemExit(f"no MRIcrop-orig.gipl.gz / MRIcrop-seg.gipl.gz in {root} (see propagation_cases.py: itksnap)")
     volume, geometry = read_volume(image)
+    volume = volume.astype(np.float32)
     labels, _ = read_volume(label_file)
     for mm in ITKSNAP_MM:
         factor = int(round(mm / geometry.spacing_kji[0]))
-        thick = thick_slices(volume.astype(np.float32), 0, factor)
+        thick = thick_slices(volume, 0, factor)
         for value in range(1, int(labels.max()) + 1):
             target = largest_component(thick_labels(labels == value, 0, factor))
             yield Case("itksnap", f"label{value}@{mm}mm", f"mricrop{mm}", thick,
