@@ -29,7 +29,7 @@ import slicer
 from SAMSegmenterLib.errors import InputError, PromptError
 from SAMSegmenterLib.models.registry import DEFAULT_MODEL, get_spec
 from SAMSegmenterLib.predictor import SlicePrediction
-from SAMSegmenterLib.propagation.plan import PropagationOptions, PropagationResult
+from SAMSegmenterLib.propagation.plan import PropagationOptions, PropagationResult, structure_options
 from SAMSegmenterLib.volume import take_slice
 
 from .editor import SegmentEditorSession
@@ -330,20 +330,22 @@ class SAMSegmenterLogic:
                   editor_node: Optional[slicer.vtkMRMLSegmentEditorNode] = None,
                   progress: Optional[Callable[[int, int], None]] = None,
                   cancel: Optional[Callable[[], bool]] = None, options: Optional[PropagationOptions] = None,
-                  **option_fields: Any) -> PropagationResult:
+                  structure: str = "anatomy", **option_fields: Any) -> PropagationResult:
         """Propagate a segmentation slice by slice and write every visited slice (undo restores all of them).
 
         The seed is prompts (as for :meth:`segment`; a markups ROI also gives the slice range, its extent
         along ``axis``) or, without prompts, the segment's present mask on slice ``seed_index`` of ``axis``.
         direction: "up" (increasing index), "down" or "both"; slice_range: inclusive (first, last).
-        options: a PropagationOptions, or its fields as keywords (``box_fraction=0.2, min_iou=None``...).
+        options: a PropagationOptions (default: those of ``structure``: ``anatomy``, organs and brain structures,
+        or ``compact``, tumours, lesions and round organs, with tighter boxes; see ``structure_options``), its
+        fields given as keywords replacing its values (``box_fraction=0.2, min_iou=None``...).
         Returns the engine's PropagationResult (``slices``, ``stop_reasons``...); nothing is written when
         it was cancelled.
         """
         unknown = sorted(set(option_fields) - {f.name for f in dataclasses.fields(PropagationOptions)})
         if unknown:
             raise InputError(f"unknown propagation option(s): {', '.join(unknown)}")
-        options = dataclasses.replace(options or PropagationOptions(), **option_fields)
+        options = dataclasses.replace(options or structure_options(structure), **option_fields)
         if isinstance(box, slicer.vtkMRMLMarkupsROINode) and slice_range is None:
             slice_range = self.roi_range(volume_node, box, axis)
         segmentation, segment_id = self.target(volume_node, segmentation, segment)

@@ -80,6 +80,7 @@ def test_propagate_up_only_with_postprocessing(case, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--range", "10", "14"], "only apply with --propagate"),
     (["--direction", "up"], "only apply with --propagate"),
+    (["--structure", "compact"], "--structure compact only apply with --propagate"),
     (["--propagate", "--range", "10", "99"], "outside the volume"),
     (["--propagate", "--range", "0", "5"], "seed slice 12 lies outside the slice range 0..5"),
     (["--propagate", "--selection", "best_score"], "cannot be combined with --propagate"),
@@ -99,7 +100,7 @@ def test_propagation_options_reach_the_walk():
     """Every propagation flag lands in PropagationOptions (the defaults are the engine's)."""
     from SAMSegmenterLib.cli import build_parser
     from SAMSegmenterLib.cli.segment import _propagation_options
-    from SAMSegmenterLib.propagation import PropagationOptions
+    from SAMSegmenterLib.propagation import PropagationOptions, structure_options
 
     base = ["segment", "in.nii.gz", "out.nii.gz", "--slice", "3", "--box", "1", "1", "5", "5", "--propagate"]
     assert _propagation_options(build_parser().parse_args(base)) == PropagationOptions()
@@ -108,3 +109,7 @@ def test_propagation_options_reach_the_walk():
     options = _propagation_options(args)
     assert (options.box_margin, options.box_fraction, options.shrink_fraction) == (3, 0.1, 0)
     assert options.max_intensity_shift is None and options.min_iou == 0.3
+    compact = base + ["--structure", "compact"]
+    assert _propagation_options(build_parser().parse_args(compact)) == structure_options("compact")
+    margin = _propagation_options(build_parser().parse_args(compact + ["--box-margin", "5"]))  # a flag wins
+    assert (margin.box_margin, margin.shrink_fraction) == (5, structure_options("compact").shrink_fraction)

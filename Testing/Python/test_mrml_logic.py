@@ -165,6 +165,8 @@ def test_prompt_seeded_propagation_writes_the_visited_slices(logic, oblique, seg
     np.testing.assert_array_equal(read(segmentation, oblique), before)
     with pytest.raises(InputError, match="unknown propagation option"):
         logic.propagate(oblique.volume, segmentation=segmentation, box=box_corners_ras(oblique), min_iuo=0.3)
+    with pytest.raises(InputError, match="structure must be one of anatomy, compact"):
+        logic.propagate(oblique.volume, segmentation=segmentation, box=box_corners_ras(oblique), structure="tumour")
 
 
 def test_mask_seeded_propagation_and_cancel(logic, oblique, segmentation):  # noqa: F811

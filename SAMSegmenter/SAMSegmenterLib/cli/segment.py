@@ -24,9 +24,11 @@ from ..propagation.plan import (
     CLEANUPS,
     DIRECTIONS,
     MARGIN_UNITS,
+    STRUCTURES,
     PropagationOptions,
     PropagationResult,
     check_range,
+    structure_options,
 )
 from ..propagation.slice_quality import UNSURE
 from ..selection import SELECTIONS
@@ -77,18 +79,24 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--propagation-prompt", default=defaults.prompt,
                        help=f"per-slice prompt: box, box+mask, box+points, points... (default {defaults.prompt}; "
                             "points need a SAM ViT model)")
-    group.add_argument("--box-margin", type=float, default=defaults.box_margin,
+    compact = structure_options("compact")
+    group.add_argument("--structure", choices=STRUCTURES, default="anatomy",
+                       help="what is segmented: anatomy (organs, muscles, vessels, brain structures; default) or "
+                            "compact (tumours, lesions, round organs with clear ends: tighter per-slice boxes); "
+                            "sets the defaults of --box-margin and --shrink-fraction")
+    group.add_argument("--box-margin", type=float,
                        help="pixels added on each side of the previous slice's box, in --margin-unit "
-                            f"(default {defaults.box_margin:g})")
+                            f"(default {defaults.box_margin:g}; {compact.box_margin:g} with --structure compact)")
     group.add_argument("--margin-unit", choices=MARGIN_UNITS, default=defaults.margin_unit,
                        help="model: pixels of the model's 256 px input (the slice's longer side scaled to 256); "
                             f"slice: slice pixels (default {defaults.margin_unit})")
     group.add_argument("--box-fraction", type=float, default=defaults.box_fraction,
                        help="plus this fraction of the box's width/height on each side "
                             f"(default {defaults.box_fraction:g})")
-    group.add_argument("--shrink-fraction", type=float, default=defaults.shrink_fraction,
+    group.add_argument("--shrink-fraction", type=float,
                        help="plus this fraction of the box's width/height on each side unless the previous slice's "
-                            f"mask grew from the one before it (default {defaults.shrink_fraction:g})")
+                            f"mask grew from the one before it (default {defaults.shrink_fraction:g}; "
+                            f"{compact.shrink_fraction:g} with --structure compact)")
     group.add_argument("--cleanup", choices=CLEANUPS, default=defaults.cleanup,
                        help=f"per-slice clean-up (default {defaults.cleanup})")
     group.add_argument("--min-score", type=float, default=defaults.min_score,
@@ -113,13 +121,13 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _propagation_options(args: argparse.Namespace) -> PropagationOptions:
-    return PropagationOptions(prompt=args.propagation_prompt, box_margin=args.box_margin,
-                              box_fraction=args.box_fraction, shrink_fraction=args.shrink_fraction,
-                              cleanup=args.cleanup, min_score=args.min_score,
-                              min_iou=args.min_iou, max_area_ratio=args.max_area_ratio,
-                              min_contrast=args.min_contrast or None, margin_unit=args.margin_unit,
-                              max_intensity_shift=args.max_intensity_shift or None,
-                              min_confidence=args.min_confidence or None)
+    given = {name: value for name, value in (("box_margin", args.box_margin), ("shrink_fraction", args.shrink_fraction))
+             if value is not None}
+    return structure_options(args.structure, prompt=args.propagation_prompt, box_fraction=args.box_fraction,
+                             cleanup=args.cleanup, min_score=args.min_score, min_iou=args.min_iou,
+                             max_area_ratio=args.max_area_ratio, min_contrast=args.min_contrast or None,
+                             margin_unit=args.margin_unit, max_intensity_shift=args.max_intensity_shift or None,
+                             min_confidence=args.min_confidence or None, **given)
 
 
 def _check_propagation_args(args: argparse.Namespace) -> None:
@@ -128,7 +136,8 @@ def _check_propagation_args(args: argparse.Namespace) -> None:
             raise InputError("--selection applies to one slice; it cannot be combined with --propagate")
         return
     given = [flag for flag, value in (("--direction", args.direction), ("--range", args.range),
-                                      ("--largest-3d", args.largest_3d), ("--fill-holes", args.fill_holes))
+                                      ("--largest-3d", args.largest_3d), ("--fill-holes", args.fill_holes),
+                                      ("--structure compact", args.structure == "compact"))
              if value]
     if given:
         raise InputError(f"{', '.join(given)} only apply with --propagate")

@@ -6,7 +6,7 @@ is indexed ``[k, j, i]``; "up" means increasing slice index along ``axis``, "dow
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Optional
 
 import numpy as np
@@ -134,6 +134,38 @@ class PropagationOptions:
         if self.selection == "box_fit" and "box" not in parts:
             raise InputError(f"selection box_fit chooses by the box and the prompt {self.prompt!r} has none")
         return parts
+
+
+# The kinds of structure a user can say they segment, each with the per-slice prompt measured best for it
+# (docs/propagation.md, "Two kinds of structure"): no cue in the images told the two apart reliably.
+STRUCTURES = ("anatomy", "compact")
+_STRUCTURE_FIELDS = {
+    # organs, muscles, brain structures: the defaults (a 6 px margin plus room while the mask does not grow)
+    "anatomy": {},
+    # tumours, lesions and round organs with clear ends (kidneys, gallbladder): the published LiteMedSAM 3D
+    # procedure's 3 px margin and no room, with this walk's stops
+    "compact": {"box_margin": 3.0, "shrink_fraction": 0.0},
+}
+
+
+def structure_options(structure: str = "anatomy", **overrides) -> PropagationOptions:
+    """The :class:`PropagationOptions` for a kind of structure (:data:`STRUCTURES`), ``overrides`` (its fields)
+    replacing their values.
+
+    ``anatomy`` (the defaults): organs, muscles, vessels and brain structures, which the model under-segments
+    inside a near-tight box; ``compact``: tumours, lesions and round organs with clear ends, segmented best from
+    tight boxes (a loose one lets the mask spread into what surrounds them, and free walks run on past their end).
+
+    Raises:
+        InputError: an unknown structure or option field.
+    """
+    if structure not in _STRUCTURE_FIELDS:
+        raise InputError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
+    merged = {**_STRUCTURE_FIELDS[structure], **overrides}
+    unknown = sorted(set(merged) - {f.name for f in fields(PropagationOptions)})
+    if unknown:
+        raise InputError(f"unknown propagation option(s) {', '.join(unknown)}")
+    return PropagationOptions(**merged)
 
 
 @dataclass
