@@ -33,7 +33,7 @@ import slicer
 
 from SAMSegmenterLib.errors import SAMSegmenterError
 from SAMSegmenterLib.models.registry import DEFAULT_MODEL, get_spec
-from SAMSegmenterLib.propagation.plan import DIRECTIONS, affected_range
+from SAMSegmenterLib.propagation.plan import DIRECTIONS, affected_range, structure_options
 from SAMSegmenterLib.propagation.slice_quality import UNSURE
 
 from .dependencies import missing_for_local_service
@@ -88,6 +88,11 @@ class SliceConfidence:
     def unsure(self) -> bool:
         """A propagated slice whose confidence is below :data:`UNSURE`: show it as doubtful, not green."""
         return self.confidence is not None and self.confidence < UNSURE
+
+    @property
+    def label(self) -> str:
+        """What a confidence strip shows for the slice: ``key``, its confidence with two decimals, or ``-``."""
+        return "key" if self.key else "-" if self.confidence is None else f"{self.confidence:.2f}"
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,7 @@ class InteractionController:
         self.clock = clock
         self.apply_mode = "replace"  # what the apply keys (a, Enter) write: the front end's "Apply as" choice
         self.slice_range: Optional[tuple[int, int]] = None  # what p / u / d propagate over (None: all slices)
+        self._structure = "anatomy"
         self.shape = volume_shape(volume_node)
         self.ijk_to_world = volume_ijk_to_world(volume_node)
         scene = volume_node.GetScene()
@@ -193,6 +199,17 @@ class InteractionController:
             self._open()
 
     # state ------------------------------------------------------------------------------------
+
+    @property
+    def structure(self) -> str:
+        """What propagations and corrections segment, the front end's "Structure" choice: ``anatomy`` or
+        ``compact`` (:func:`SAMSegmenterLib.propagation.plan.structure_options`)."""
+        return self._structure
+
+    @structure.setter
+    def structure(self, value: str) -> None:
+        structure_options(value)  # InputError for an unknown kind
+        self._structure = value
 
     @property
     def busy(self) -> bool:
@@ -447,14 +464,15 @@ class InteractionController:
             if slice_range is not None:
                 count = self.shape[axis]
                 slice_range = (max(0, min(slice_range)), min(count - 1, max(slice_range)))
+            options = structure_options(self._structure)
             if self._keys:
                 keys = dict(self._keys)
-                call = self._remote.submit_propagate_between(axis, keys, slice_range=slice_range)
+                call = self._remote.submit_propagate_between(axis, keys, slice_range=slice_range, options=options)
             else:
                 seed = next(iter(self._masks))
                 keys = {seed: self._masks[seed]}
                 call = self._remote.submit_propagate(axis, seed, seed_mask=keys[seed], direction=direction,
-                                                     slice_range=slice_range)
+                                                     slice_range=slice_range, options=options)
             self._start("propagate", call, ref=SliceRef(axis, next(iter(keys))))
             self._pending_keys, self._range = keys, slice_range
             self._say(f"Propagating {direction}...")
@@ -586,8 +604,9 @@ class InteractionController:
             first, last = self._range or (0, self.shape[ref.axis] - 1)
             span = affected_range(self._keys, ref.index, (min(first, ref.index), max(last, ref.index)))
             keys = {k: m for k, m in self._keys.items() if span[0] <= k <= span[1]}
-            self._start("correct", self._remote.submit_propagate_between(ref.axis, keys, slice_range=span),
-                        ref=ref, span=span)
+            options = structure_options(self._structure)
+            self._start("correct", self._remote.submit_propagate_between(ref.axis, keys, slice_range=span,
+                                                                        options=options), ref=ref, span=span)
             self._say(f"Slice {ref.axis_name}={ref.index} corrected; propagating slices {span[0]}-{span[1]} again...")
         else:
             self._axis, self._masks, self._scores = ref.axis, {ref.index: mask}, {ref.index: float(prediction.score)}

@@ -137,13 +137,14 @@ class SAMSegmenterWebApp(TrameApp):
         state.web_service = self.service.url if self.service else ""
         state.sam = panel_state(None)
         state.sam_apply_mode, state.sam_direction, state.sam_window = "replace", "both", "auto"
+        state.sam_structure = "anatomy"
         state.sam_limit, state.sam_first, state.sam_last = False, 0, 0
         state.change("web_layout")(self._on_layout)
         state.web_brush_mm = DEFAULT_BRUSH_MM
         state.change("web_effect")(self._on_effect_choice)
         state.change("web_brush_mm")(self._on_brush)
         state.change("sam_window")(self._on_window)
-        state.change("sam_apply_mode", "sam_limit", "sam_first", "sam_last")(self._send_slice_range)
+        state.change("sam_apply_mode", "sam_limit", "sam_first", "sam_last", "sam_structure")(self._send_settings)
 
     # Volumes.
     def load(self, paths: Sequence[Path]) -> vtkMRMLScalarVolumeNode:
@@ -374,7 +375,7 @@ class SAMSegmenterWebApp(TrameApp):
         if self.volume_node is not None:
             count = self.volume_node.GetImageData().GetDimensions()[2 - axis]
             self.state.sam_first, self.state.sam_last = 0, count - 1
-            self._send_slice_range()
+            self._send_settings()
 
     def _red_slice_node(self) -> Optional[vtkMRMLSliceNode]:
         view = self.slicer.view_manager.get_view(RED_VIEW)
@@ -414,9 +415,11 @@ class SAMSegmenterWebApp(TrameApp):
         except (TypeError, ValueError):
             return None
 
-    def _send_slice_range(self, **_: Any) -> None:
-        """The keys (a / Enter, p / u / d) follow the panel's apply mode and slice limit."""
-        self.host.set_key_settings(self.state.sam_apply_mode or "replace", self._slice_limit())
+    def _send_settings(self, **_: Any) -> None:
+        """The keys (a / Enter, p / u / d) follow the panel's apply mode and slice limit; propagations and
+        corrections its structure."""
+        self.host.set_settings(self.state.sam_apply_mode or "replace", self._slice_limit(),
+                               self.state.sam_structure or "anatomy")
 
     def sam_stop(self) -> None:
         self.host.stop()

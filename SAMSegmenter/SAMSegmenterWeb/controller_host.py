@@ -7,7 +7,7 @@ All decisions (prompts, jobs, previews, what a key does) belong to the interacti
   `ControllerSupport` it was given, with a `SegmentWriter` for that segmentation;
 - forwards the view events the effect pipeline translated (`pointer`, `key`, `view_changed`)
   and the panel's actions (`apply`, `cancel`, `propagate`, `stop`, `jump_to`, `set_window`), and the
-  panel's settings the keys follow (`set_key_settings`: apply mode, slice range);
+  panel's settings (`set_settings`: apply mode and slice range for the keys, structure);
 - passes each state the controller reports (``on_change``) to the panel, and calls
   ``controller.poll()`` on the server's asyncio loop while the controller wants polls
   (``wants_poll``: a job or an upload in flight, a prefetch due): at once when it starts wanting
@@ -93,6 +93,7 @@ class ControllerHost:
         self._poll_task: asyncio.Task | None = None
         self.apply_mode = "replace"
         self.slice_range: tuple[int, int] | None = None
+        self.structure = "anatomy"
 
     @property
     def available(self) -> bool:
@@ -124,7 +125,7 @@ class ControllerHost:
             self.on_error(str(exc))
             return False
         self.key_ids = key_ids
-        self._send_key_settings()
+        self._send_settings()
         self._keep_polling()
         return True
 
@@ -171,16 +172,18 @@ class ControllerHost:
         """Show slice ``index`` of the preview in the view the pointer was last in (the red view at first)."""
         self._action("jump_to", index, self.last_slice_node or self.default_slice_node())
 
-    def set_key_settings(self, apply_mode: str, slice_range: tuple[int, int] | None) -> None:
-        """What the controller's keys do, as the panel shows it: a / Enter apply with ``apply_mode``;
-        p / u / d propagate over ``slice_range`` (inclusive, None: every slice). Kept for later controllers."""
-        self.apply_mode, self.slice_range = apply_mode, slice_range
-        self._send_key_settings()
+    def set_settings(self, apply_mode: str, slice_range: tuple[int, int] | None, structure: str) -> None:
+        """The panel's settings: a / Enter apply with ``apply_mode``; p / u / d propagate over ``slice_range``
+        (inclusive, None: every slice); propagations and corrections segment a ``structure``
+        (``anatomy`` or ``compact``). Kept for later controllers."""
+        self.apply_mode, self.slice_range, self.structure = apply_mode, slice_range, structure
+        self._send_settings()
 
-    def _send_key_settings(self) -> None:
+    def _send_settings(self) -> None:
         if self.controller is not None:
             self.controller.apply_mode = self.apply_mode
             self.controller.slice_range = self.slice_range
+            self._call(setattr, self.controller, "structure", self.structure)
 
     def set_window(self, spec: str) -> None:
         self._action("set_window", spec)

@@ -20,6 +20,8 @@ from SAMSegmenterLib.volume import AXES
 AXIS_NAMES = {number: name for name, number in AXES.items()}
 APPLY_MODES = (("replace", "Replace slices"), ("add", "Add"), ("remove", "Remove"))
 DIRECTIONS = (("both", "Both ways"), ("up", "Up"), ("down", "Down"))
+STRUCTURES = (("anatomy", "Organ / anatomy"), ("compact", "Tumour / compact"))
+STRUCTURE_HINT = "Tumour / compact: tighter boxes on each slice, for tumours, lesions and round organs (kidneys)."
 WINDOWS = ("auto", "soft_tissue", "lung", "bone", "brain")
 LIMIT_HINT = "Give a range next to a look-alike structure: a walk can run on into it."
 
@@ -162,6 +164,10 @@ class SAMPanel(html.Div):
     def _propagate_rows(propagate: Callable[[], None], stop: Callable[[], None]) -> None:
         with v3.VBtnToggle(v_model=("sam_direction", "both"), mandatory=True, density="compact", divided=True):
             for value, title in DIRECTIONS:
+                v3.VBtn(title, value=value, size="small")
+        with v3.VBtnToggle(v_model=("sam_structure", "anatomy"), mandatory=True, density="compact", divided=True,
+                           title=STRUCTURE_HINT):
+            for value, title in STRUCTURES:
                 v3.VBtn(title, value=value, size="small")
         with html.Div(classes="d-flex ga-2 align-center"):
             v3.VCheckbox(v_model=("sam_limit", False), label="Limit to slices", density="compact", hide_details=True,

@@ -68,7 +68,9 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
                 ("WriteMode", _("Apply as:"), _("Replace: on the previewed slices the segment becomes the preview."),
                  [(_("Replace"), "replace"), (_("Add"), "add"), (_("Remove"), "remove")]),
                 ("Direction", _("Propagate:"), "", [(_("Both ways"), "both"), (_("Up (increasing index)"), "up"),
-                                                    (_("Down (decreasing index)"), "down")])):
+                                                    (_("Down (decreasing index)"), "down")]),
+                ("Structure", _("Structure:"), _("Compact: tighter boxes on each slice (tumours, lesions, kidneys)."),
+                 [(_("Organ or anatomy"), "anatomy"), (_("Tumour, lesion or compact organ"), "compact")])):
             combo = self.combos[parameter] = qt.QComboBox()
             for title, value in items:
                 combo.addItem(title, value)
@@ -111,7 +113,7 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         return button
 
     def setMRMLDefaults(self):
-        for name, value in (("Window", "auto"), ("WriteMode", "replace"), ("Direction", "both")):
+        for name, value in dict(Window="auto", WriteMode="replace", Direction="both", Structure="anatomy").items():
             self.scriptedEffect.setParameterDefault(name, value)
 
     def updateGUIFromMRML(self):
@@ -119,8 +121,6 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
             wasBlocked = combo.blockSignals(True)
             combo.setCurrentIndex(max(combo.findData(self.scriptedEffect.parameter(parameter)), 0))
             combo.blockSignals(wasBlocked)
-        if self.controller is not None:
-            self.controller.set_window(self.combos["Window"].currentData)
 
     def updateMRMLFromGUI(self, *unused):
         for parameter, combo in self.combos.items():
@@ -148,9 +148,6 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         self.showConfidence(state)
         self.serviceLabel.text = _("{model} on {device}; {service}").format(
             model=state.model, device=state.device or "?", service=state.service) if state else ""
-        self.keepPolling()
-
-    def keepPolling(self):
         if self.controller is not None and self.controller.wants_poll and not self.pollTimer.isActive():
             self.pollTimer.start()  # (a restart would postpone the next poll)
 
@@ -160,8 +157,7 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         self.strip.setColumnCount(len(slices))
         self.strip.setHorizontalHeaderLabels([str(index) for index in self.stripSlices])
         for column, item in enumerate(slices):
-            value = None if item.key else item.confidence
-            cell = qt.QTableWidgetItem("key" if item.key else "-" if value is None else f"{value:.2f}")
+            cell = qt.QTableWidgetItem(item.label)
             if item.key or item.unsure or item.index == weakest:
                 cell.setBackground(qt.QBrush(qt.QColor(BLUE if item.key else RED)))
             self.strip.setItem(0, column, cell)
@@ -198,6 +194,9 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
                 self.showState(self.controller.state)
             elif self.controller is not None and segmentId and segmentId != self.controller.segment_id:
                 self.controller.set_segment(segmentId)
+            if self.controller is not None:  # the choices every action uses (each action syncs first)
+                self.controller.set_window(self.combos["Window"].currentData)
+                self.controller.structure = self.combos["Structure"].currentData
         except SAMSegmenterError as error:
             self.closeController()
             self.statusLabel.text = _("The SAM effect cannot start: {error}").format(error=error)
@@ -245,5 +244,6 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
 
     def processViewNodeEvents(self, callerViewNode, eventId, viewWidget):
         if self.controller is not None and callerViewNode is not None and callerViewNode.IsA("vtkMRMLSliceNode"):
-            self.controller.view_changed(callerViewNode)
-            self.keepPolling()
+            self.controller.view_changed(callerViewNode)  # a prefetch waits for the view to rest: poll
+            if self.controller.wants_poll and not self.pollTimer.isActive():
+                self.pollTimer.start()

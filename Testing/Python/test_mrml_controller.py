@@ -14,9 +14,11 @@ import slicer
 from mrml_scene import oblique  # noqa: F401  (fixture)
 from service_fixtures import local_service  # noqa: F401  (fixture)
 
+from SAMSegmenterLib.errors import InputError
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
-from SAMSegmenterLib.propagation.plan import affected_range
+from SAMSegmenterLib.propagation import propagate
+from SAMSegmenterLib.propagation.plan import affected_range, structure_options
 from SAMSegmenterLib.propagation.slice_quality import UNSURE
 from SAMSegmenterLib.service.client import ServiceClient
 from SAMSegmenterLib.service.protocol import PREFIX
@@ -361,6 +363,25 @@ def test_keys_apply_with_the_front_ends_mode_and_propagate_over_its_range(contro
     assert controller.key("a")
     assert "Applied to 2 slices" in controller.state.status
     np.testing.assert_array_equal(segment(segmentation, oblique), shown | kept)
+
+
+def test_the_structure_choice_reaches_the_propagation(controller, view, oblique, local):
+    """The front end's "Structure" choice sets the walk's options (here ``compact``: tighter boxes)."""
+    with pytest.raises(InputError, match="structure must be one of"):
+        controller.structure = "tumor"
+    assert controller.structure == "anatomy"
+    drag_box(controller, view, oblique, brain_box(oblique), SLICE)
+    settle(controller)
+    controller.structure, controller.slice_range = "compact", (SLICE, SLICE + 2)
+    assert controller.key("u")
+    state = settle(controller)
+    assert not state.error, state.status
+    expected = propagate(local, 0, SLICE, seed_mask=preview(controller, oblique)[SLICE], direction="up",
+                         slice_range=(SLICE, SLICE + 2), options=structure_options("compact"))
+    np.testing.assert_array_equal(preview(controller, oblique), expected.mask)
+    anatomy = propagate(local, 0, SLICE, seed_mask=expected.mask[SLICE], direction="up",
+                        slice_range=(SLICE, SLICE + 2))
+    assert not np.array_equal(anatomy.mask, expected.mask)  # the choice changed the walk
 
 
 def test_another_segment_keeps_an_unapplied_propagation_and_apply_writes_it_there(controller, view, oblique,

@@ -153,8 +153,9 @@ def test_panel_buttons_reach_the_controller(web):
     app.sam_stop()
     app.sam_jump_to(33)
     app.sam_cancel()
-    change(app, sam_limit=False, sam_window="auto")
+    change(app, sam_limit=False, sam_window="auto", sam_structure="compact")
     app.sam_propagate()
+    assert controller.structure == "compact" and controller.apply_mode == "add" and controller.slice_range is None
     red = app.slicer.view_manager.get_view("Red").get_view_node()
     assert controller.actions == [
         ("apply", "add"),

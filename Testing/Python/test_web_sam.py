@@ -207,6 +207,10 @@ def test_box_shows_the_preview_in_the_segment_colour(page, session):
     panel(page).get_by_text(re.compile(r"local service http://127\.0\.0\.1:\d+")).wait_for(
         timeout=SERVICE_TIMEOUT_S * 1000
     )
+    for structure in ("Tumour / compact", "Organ / anatomy"):  # the Structure toggle; propagations below: anatomy
+        button = panel(page).get_by_role("button", name=structure)
+        button.click()
+        page.wait_for_function("el => el.classList.contains('v-btn--active')", arg=button.element_handle())
     recolour(page, COLOUR)  # new segments get random colours, some too grey to tell from the image
     rgb = segment_rgb(page)
     assert rgb == COLOUR
