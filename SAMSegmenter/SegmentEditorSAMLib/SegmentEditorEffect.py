@@ -121,6 +121,13 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
             wasBlocked = combo.blockSignals(True)
             combo.setCurrentIndex(max(combo.findData(self.scriptedEffect.parameter(parameter)), 0))
             combo.blockSignals(wasBlocked)
+        self.applyChoices()
+
+    def applyChoices(self):
+        """Hand the panel's window and structure to the controller: on each parameter change and before each action."""
+        if self.controller is not None:
+            self.controller.set_window(self.combos["Window"].currentData)
+            self.controller.structure = self.combos["Structure"].currentData
 
     def updateMRMLFromGUI(self, *unused):
         for parameter, combo in self.combos.items():
@@ -148,6 +155,9 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
         self.showConfidence(state)
         self.serviceLabel.text = _("{model} on {device}; {service}").format(
             model=state.model, device=state.device or "?", service=state.service) if state else ""
+        self.keepPolling()
+
+    def keepPolling(self):
         if self.controller is not None and self.controller.wants_poll and not self.pollTimer.isActive():
             self.pollTimer.start()  # (a restart would postpone the next poll)
 
@@ -194,9 +204,7 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
                 self.showState(self.controller.state)
             elif self.controller is not None and segmentId and segmentId != self.controller.segment_id:
                 self.controller.set_segment(segmentId)
-            if self.controller is not None:  # the choices every action uses (each action syncs first)
-                self.controller.set_window(self.combos["Window"].currentData)
-                self.controller.structure = self.combos["Structure"].currentData
+            self.applyChoices()
         except SAMSegmenterError as error:
             self.closeController()
             self.statusLabel.text = _("The SAM effect cannot start: {error}").format(error=error)
@@ -244,6 +252,5 @@ Click the confidence strip (red: the weakest slice) to show a slice. Settings: <
 
     def processViewNodeEvents(self, callerViewNode, eventId, viewWidget):
         if self.controller is not None and callerViewNode is not None and callerViewNode.IsA("vtkMRMLSliceNode"):
-            self.controller.view_changed(callerViewNode)  # a prefetch waits for the view to rest: poll
-            if self.controller.wants_poll and not self.pollTimer.isActive():
-                self.pollTimer.start()
+            self.controller.view_changed(callerViewNode)
+            self.keepPolling()

@@ -38,7 +38,8 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
 
 
 def test_the_effect_stays_small():
-    assert len(EFFECT.read_text().splitlines()) < 250
+    # widgets and event translation only (250 until the Structure choice, 2026-12-07): decisions live in the controller
+    assert len(EFFECT.read_text().splitlines()) < 260
 
 
 def test_the_qt_layer_imports_no_torch_no_threads_and_only_torch_free_engine_modules():
