@@ -47,6 +47,7 @@ def test_propagate_writes_the_range(case, tmp_path, capsys):
     summary = json.loads(captured.out.strip().splitlines()[-1])
     prop = summary["propagation"]
     assert prop["direction"] == "both" and prop["range"] == [10, 14] and prop["slices"] == [10, 14]
+    assert prop["structure"] == "anatomy"
     assert prop["slices_segmented"] == 5 and prop["slices_visited"] == 5
     assert prop["encoder_calls"] <= prop["slices_visited"]
     assert prop["stop_reasons"] == {"up": "range_end", "down": "range_end"}

@@ -156,6 +156,19 @@ def test_protocols_the_model_cannot_take_are_refused():
         EvalConfig(protocols=("lasso",))
 
 
+def test_structure_sets_the_propagation_of_propagate3d(tmp_path, capsys):
+    from SAMSegmenterLib.cli.evaluate import preflight
+    from SAMSegmenterLib.propagation import PropagationOptions, structure_options
+
+    image, label = _touch_volume(tmp_path / "i.nii.gz"), _touch_volume(tmp_path / "l.nii.gz")
+    base = ["evaluate", "--image", str(image), "--label", str(label), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert preflight(cli.build_parser().parse_args(base))[1].propagation == PropagationOptions()
+    chosen = base + ["--protocol", "propagate3d", "--structure", "compact"]
+    assert preflight(cli.build_parser().parse_args(chosen))[1].propagation == structure_options("compact")
+    assert cli.main(base + ["--structure", "compact"]) == 2
+    assert "--structure compact applies to the propagate3d protocol" in capsys.readouterr().err
+
+
 def test_progress_bar_draws_in_place():
     stream = io.StringIO()
     bar = ProgressBar(stream, width=10, enabled=True)

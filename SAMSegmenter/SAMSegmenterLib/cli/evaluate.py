@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from ..errors import InputError
 from ..evaluation.protocols import PROTOCOL_HELP, PROTOCOLS
+from ..propagation.plan import STRUCTURES, structure_options
 from ..volume import AXES
 from ..windowing import fixed_window
 from . import checks, interrupts, strict_json
@@ -57,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", action="append", choices=PROTOCOLS, dest="protocols",
                    help="prompt protocol (repeatable; default: every 2D protocol the model accepts: box and "
                         "box_jitter for box-only LiteMedSAM/MedSAM, all but propagate3d for SAM)")
+    p.add_argument("--structure", choices=STRUCTURES, default="anatomy",
+                   help="what the labels are, for propagate3d: anatomy (default) or compact (tumours, lesions, round "
+                        "organs: tighter per-slice boxes; docs/propagation.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random protocols (default 0)")
     p.add_argument("--jitter", type=int, default=20, metavar="PX", help="box_jitter range in pixels (default 20)")
     p.add_argument("--tolerance", type=float, default=2.0, metavar="MM",
@@ -125,7 +129,7 @@ def _config(args: argparse.Namespace) -> EvalConfig:
                       axis=AXES[args.axis], slices="largest" if args.largest else "all", every=args.every,
                       seed=args.seed, jitter_px=args.jitter, tolerance_mm=args.tolerance, window=args.window,
                       model=args.model, checkpoint=args.checkpoint, device=args.device, precision=args.precision,
-                      backend=args.backend,
+                      backend=args.backend, propagation=structure_options(args.structure),
                       torch_threads=threads)
 
 
@@ -141,6 +145,9 @@ def preflight(args: argparse.Namespace) -> tuple[list[Case], EvalConfig]:
     if args.overlays < 0:
         raise InputError(f"--overlays must be 0 or more, got {args.overlays}")
     fixed_window(args.window)
+    if args.structure != "anatomy" and "propagate3d" not in (args.protocols or ()):
+        raise InputError(f"--structure {args.structure} applies to the propagate3d protocol: "
+                         "add --protocol propagate3d")
     cases = _cases(args)
     config = _config(args)
     check_output_folder(args.out, "--out folder")

@@ -234,7 +234,7 @@ def _summary(args: argparse.Namespace, plan: Plan, where: dict[str, str], voxels
                "score": round(result.score, 4), "selection": result.selection, "candidate": result.index,
                "timings": {k: round(v, 3) for k, v in timings.items()}}
     if propagated is not None:
-        summary["propagation"] = _propagation_summary(propagated, direction)
+        summary["propagation"] = {"structure": args.structure, **_propagation_summary(propagated, direction)}
     return summary
 
 
