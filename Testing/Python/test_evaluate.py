@@ -258,6 +258,18 @@ def test_cli_end_to_end_on_mni152_poles(poles, tmp_path, litemedsam):
     assert json.loads((out / "run.json").read_text())["config"]["every"] == 5
 
 
+def test_torch_threads_hold_while_a_case_runs_and_the_callers_count_comes_back(poles):
+    import torch
+
+    case, _ = poles
+    before = torch.get_num_threads()
+    seen = []
+    config = EvalConfig(slices="largest", labels=(1,), device="cpu", torch_threads=before + 1)
+    rows = evaluate_case(case, config, progress=lambda done, total: seen.append(torch.get_num_threads()))
+    assert rows and seen == [before + 1]
+    assert torch.get_num_threads() == before
+
+
 @pytest.mark.slow
 def test_propagate3d_scored_per_object_in_3d(poles):
     case, labels = poles

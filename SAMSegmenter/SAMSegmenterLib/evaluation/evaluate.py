@@ -29,9 +29,10 @@ from __future__ import annotations
 import csv
 import multiprocessing
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class EvalConfig:
     with the first; seed: seeds every random protocol (with the case, label, axis, slice and
     protocol); jitter_px: ``box_jitter`` range; tolerance_mm: NSD tolerance; window: intensity
     window spec; model/checkpoint/device/precision/backend: as :func:`models.load_model`;
-    torch_threads: CPU threads per worker (None: torch's default); propagation: options of
+    torch_threads: CPU threads per worker, set while a case runs (None: as they are); propagation: options of
     ``propagate3d`` (default: :class:`propagation.PropagationOptions`).
     """
 
@@ -229,14 +230,26 @@ def load_case(case: Case) -> tuple[np.ndarray, np.ndarray, Geometry]:
 _EMBEDDINGS = EmbeddingCache()
 
 
+@contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run the block with ``count`` PyTorch CPU threads (None: as they are), the caller's count restored after."""
+    if not count:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def make_predictor(image: np.ndarray, config: EvalConfig) -> SlicePredictor:
     """A predictor on ``image`` with the configured model (loaded once per process) and window."""
     from ..models import load_model  # imports PyTorch: here, so the command line checks its inputs first
 
-    if config.torch_threads:
-        import torch
-
-        torch.set_num_threads(config.torch_threads)
     model = load_model(config.model, device=config.device, precision=config.precision,
                        checkpoint=config.checkpoint, backend=config.backend)
     return SlicePredictor(model, image, window=config.window, cache=_EMBEDDINGS)
@@ -269,42 +282,43 @@ def evaluate_case(case: Case, config: EvalConfig, progress: Optional[Progress] =
     image, label, geometry = load_case(case)
     values = _label_values(case, label, config.labels)
     axis = config.axis
-    spacing2d = slice_spacing(geometry.spacing_kji, axis)
     slice_protocols = [p for p in config.protocols if p in SLICE_PROTOCOLS]
     volume_protocols = [p for p in config.protocols if p in VOLUME_PROTOCOLS]
     # Visit slice by slice so every label on a slice shares one cached embedding.
     units = sorted((index, value) for value in values
                    for index in (_chosen_slices(label == value, axis, config) if slice_protocols else []))
     total = len(units) + len(values) * len(volume_protocols)
-    predictor = make_predictor(image, config)
+    spacing2d = slice_spacing(geometry.spacing_kji, axis)
     rows: list[Row] = []
-    try:
-        for done, (index, value) in enumerate(units, 1):
-            reference = take_slice(label, axis, index) == value
-            for protocol in slice_protocols:
-                rng = protocol_rng(config.seed, case.name, value, axis, index, protocol)
-                prompt = make_prompt(protocol, reference, rng, config.jitter_px)
-                for selection, (mask, score) in predict_selections(predictor, axis, index, prompt,
-                                                                   reference).items():
-                    metrics = compute_metrics(mask, reference, spacing2d, config.tolerance_mm)
-                    rows.append(_row(case, value, axis, index, "slice", protocol, selection, metrics, score,
-                                     reference, mask))
-            if progress:
-                progress(done, total)
-        done = len(units)
-        for value in values:
-            for protocol in volume_protocols:  # only propagate3d today
-                reference = label == value
-                seed = seed_slice(reference, axis)
-                mask, score = _propagate_object(predictor, axis, seed, reference, config)
-                metrics = compute_metrics(mask, reference, geometry.spacing_kji, config.tolerance_mm)
-                rows.append(_row(case, value, axis, seed, "object", protocol, "single", metrics, score,
-                                 reference, mask))
-                done += 1
+    with torch_threads(config.torch_threads):  # the caller's thread count is restored after
+        predictor = make_predictor(image, config)
+        try:
+            for done, (index, value) in enumerate(units, 1):
+                reference = take_slice(label, axis, index) == value
+                for protocol in slice_protocols:
+                    rng = protocol_rng(config.seed, case.name, value, axis, index, protocol)
+                    prompt = make_prompt(protocol, reference, rng, config.jitter_px)
+                    for selection, (mask, score) in predict_selections(predictor, axis, index, prompt,
+                                                                       reference).items():
+                        metrics = compute_metrics(mask, reference, spacing2d, config.tolerance_mm)
+                        rows.append(_row(case, value, axis, index, "slice", protocol, selection, metrics, score,
+                                         reference, mask))
                 if progress:
                     progress(done, total)
-    finally:
-        predictor.close()
+            done = len(units)
+            for value in values:
+                for protocol in volume_protocols:  # only propagate3d today
+                    reference = label == value
+                    seed = seed_slice(reference, axis)
+                    mask, score = _propagate_object(predictor, axis, seed, reference, config)
+                    metrics = compute_metrics(mask, reference, geometry.spacing_kji, config.tolerance_mm)
+                    rows.append(_row(case, value, axis, seed, "object", protocol, "single", metrics, score,
+                                     reference, mask))
+                    done += 1
+                    if progress:
+                        progress(done, total)
+        finally:
+            predictor.close()
     return rows
 
 
@@ -357,20 +371,21 @@ def overlay_examples(rows: list[Row], cases: list[Case], config: EvalConfig, cou
         if not mine:
             continue
         image, label, geometry = load_case(case)
-        predictor = make_predictor(image, config)
-        try:
-            for n, tag, row in mine:
-                index, value, protocol = int(row["slice"]), int(row["label"]), str(row["protocol"])
-                reference = take_slice(label, axis, index) == value
-                rng = protocol_rng(config.seed, case.name, value, axis, index, protocol)
-                prompt = make_prompt(protocol, reference, rng, config.jitter_px)
-                mask = predict_selections(predictor, axis, index, prompt, reference)[str(row["selection"])][0]
-                title = (f"{tag}: {case.name} label {value} {'KJI'[axis]}={index}\n"
-                         f"{protocol} / {row['selection']}: Dice {dice(mask, reference):.3f}")
-                drawn[n] = Overlay(title, predictor.slice_image(axis, index), reference, mask, prompt,
-                                   slice_spacing(geometry.spacing_kji, axis))
-        finally:
-            predictor.close()
+        with torch_threads(config.torch_threads):
+            predictor = make_predictor(image, config)
+            try:
+                for n, tag, row in mine:
+                    index, value, protocol = int(row["slice"]), int(row["label"]), str(row["protocol"])
+                    reference = take_slice(label, axis, index) == value
+                    rng = protocol_rng(config.seed, case.name, value, axis, index, protocol)
+                    prompt = make_prompt(protocol, reference, rng, config.jitter_px)
+                    mask = predict_selections(predictor, axis, index, prompt, reference)[str(row["selection"])][0]
+                    title = (f"{tag}: {case.name} label {value} {'KJI'[axis]}={index}\n"
+                             f"{protocol} / {row['selection']}: Dice {dice(mask, reference):.3f}")
+                    drawn[n] = Overlay(title, predictor.slice_image(axis, index), reference, mask, prompt,
+                                       slice_spacing(geometry.spacing_kji, axis))
+            finally:
+                predictor.close()
     return [drawn[n] for n in sorted(drawn)]
 
 
