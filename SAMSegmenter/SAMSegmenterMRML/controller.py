@@ -2,7 +2,8 @@
 
 A front end translates its view events into :meth:`InteractionController.pointer` and
 :meth:`~InteractionController.key` calls, its buttons into the actions (``apply``, ``cancel``,
-``propagate``, ``stop``, ``jump_to``, ``set_window``), calls :meth:`~InteractionController.poll` from its
+``propagate``, ``stop``, ``jump_to``, ``set_window``) and its choices into attributes (``apply_mode``,
+``slice_range``, ``structure``), calls :meth:`~InteractionController.poll` from its
 timer or event loop while :attr:`~InteractionController.wants_poll`, and draws
 :attr:`~InteractionController.state` (also handed to ``on_change`` after every change). The controller
 owns the prompt markups and the preview in the scene, the press-drag-release state machine, the key map,

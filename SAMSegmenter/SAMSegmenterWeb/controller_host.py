@@ -183,7 +183,7 @@ class ControllerHost:
         if self.controller is not None:
             self.controller.apply_mode = self.apply_mode
             self.controller.slice_range = self.slice_range
-            self._call(setattr, self.controller, "structure", self.structure)
+            self._call(setattr, self.controller, "structure", self.structure)  # an unknown one: a message
 
     def set_window(self, spec: str) -> None:
         self._action("set_window", spec)
