@@ -171,7 +171,7 @@ class SAMPanel(html.Div):
                 v3.VBtn(title, value=value, size="small")
         with html.Div(classes="d-flex ga-2 align-center"):
             v3.VCheckbox(v_model=("sam_limit", False), label="Limit to slices", density="compact", hide_details=True,
-                         title=LIMIT_HINT)
+                         title=LIMIT_HINT, style="flex: 0 0 auto;")
             v3.VTextField(
                 v_model_number=("sam_first", 0),
                 type="number",
@@ -179,6 +179,7 @@ class SAMPanel(html.Div):
                 disabled=("!sam_limit",),
                 density="compact",
                 hide_details=True,
+                style="max-width: 5.5rem;",
             )
             v3.VTextField(
                 v_model_number=("sam_last", 0),
@@ -187,6 +188,7 @@ class SAMPanel(html.Div):
                 disabled=("!sam_limit",),
                 density="compact",
                 hide_details=True,
+                style="max-width: 5.5rem;",
             )
         with html.Div(classes="d-flex ga-2"):
             v3.VBtn("Propagate", click=propagate, disabled=("!sam.can_propagate",), size="small")
