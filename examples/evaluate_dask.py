@@ -35,6 +35,7 @@ from dask.distributed import Client, LocalCluster  # noqa: E402
 from SAMSegmenterLib.evaluation.evaluate import COLUMNS, Case, EvalConfig, find_cases, run_evaluation  # noqa: E402
 from SAMSegmenterLib.evaluation.report import SUMMARY_COLUMNS, summarize, write_csv  # noqa: E402
 from SAMSegmenterLib.io import Geometry, write_labels  # noqa: E402
+from SAMSegmenterLib.propagation.plan import STRUCTURES, structure_options  # noqa: E402
 
 
 def demo_cases(folder: Path) -> list[Case]:
@@ -87,12 +88,15 @@ def main() -> int:
     parser.add_argument("--protocol", action="append", dest="protocols", help="as `evaluate --protocol`")
     parser.add_argument("--every", type=int, default=4, help="every Nth labelled slice (default 4)")
     parser.add_argument("--largest", action="store_true", help="only the largest slice of each label")
+    parser.add_argument("--structure", choices=STRUCTURES, default="anatomy",
+                        help="what the labels are, for propagate3d (as `evaluate --structure`)")
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
     cases = demo_cases(args.out / "demo_cases") if args.demo else find_cases(args.cases)
     config = EvalConfig(protocols=tuple(args.protocols) if args.protocols else None, every=args.every,
-                        slices="largest" if args.largest else "all", device="cpu", torch_threads=1)
+                        slices="largest" if args.largest else "all", device="cpu", torch_threads=1,
+                        propagation=structure_options(args.structure))
     start = time.perf_counter()
     if args.scheduler:
         client = Client(args.scheduler)
