@@ -17,7 +17,6 @@ Everything after the volume node is a keyword. ``segmentation`` is created (and 
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,12 @@ import slicer
 from SAMSegmenterLib.errors import InputError, PromptError
 from SAMSegmenterLib.models.registry import DEFAULT_MODEL, get_spec
 from SAMSegmenterLib.predictor import SlicePrediction
-from SAMSegmenterLib.propagation.plan import PropagationOptions, PropagationResult, structure_options
+from SAMSegmenterLib.propagation.plan import (
+    PropagationOptions,
+    PropagationResult,
+    replace_options,
+    structure_options,
+)
 from SAMSegmenterLib.volume import take_slice
 
 from .editor import SegmentEditorSession
@@ -342,10 +346,7 @@ class SAMSegmenterLogic:
         Returns the engine's PropagationResult (``slices``, ``stop_reasons``...); nothing is written when
         it was cancelled.
         """
-        unknown = sorted(set(option_fields) - {f.name for f in dataclasses.fields(PropagationOptions)})
-        if unknown:
-            raise InputError(f"unknown propagation option(s): {', '.join(unknown)}")
-        options = dataclasses.replace(options or structure_options(structure), **option_fields)
+        options = replace_options(options or structure_options(structure), **option_fields)
         if isinstance(box, slicer.vtkMRMLMarkupsROINode) and slice_range is None:
             slice_range = self.roi_range(volume_node, box, axis)
         segmentation, segment_id = self.target(volume_node, segmentation, segment)

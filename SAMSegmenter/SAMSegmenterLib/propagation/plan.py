@@ -6,7 +6,7 @@ is indexed ``[k, j, i]``; "up" means increasing slice index along ``axis``, "dow
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Iterable, Optional
 
 import numpy as np
@@ -161,11 +161,15 @@ def structure_options(structure: str = "anatomy", **overrides) -> PropagationOpt
     """
     if structure not in _STRUCTURE_FIELDS:
         raise InputError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
-    merged = {**_STRUCTURE_FIELDS[structure], **overrides}
-    unknown = sorted(set(merged) - {f.name for f in fields(PropagationOptions)})
+    return replace_options(PropagationOptions(**_STRUCTURE_FIELDS[structure]), **overrides)
+
+
+def replace_options(options: PropagationOptions, **changes) -> PropagationOptions:
+    """``options`` with the fields named in ``changes`` replaced; InputError for a name that is no field."""
+    unknown = sorted(set(changes) - {f.name for f in fields(PropagationOptions)})
     if unknown:
-        raise InputError(f"unknown propagation option(s) {', '.join(unknown)}")
-    return PropagationOptions(**merged)
+        raise InputError(f"unknown propagation option(s): {', '.join(unknown)}")
+    return replace(options, **changes)
 
 
 @dataclass
