@@ -26,7 +26,8 @@ run and on the same embeddings:
 
 Metrics: 3D Dice, HD95 in mm, encoder calls (distinct slices embedded) and decoder passes per
 segmented slice; per-slice confidence: ROC AUC of ``result.confidence`` for telling slices with
-Dice >= 0.7 from worse ones (slices of ``ours`` and ``ours_free``, seeds excluded).
+Dice >= 0.7 from worse ones (slices of ``ours`` and ``ours_free``, seeds excluded). With ``--json`` the
+records hold every rated slice's confidence, cues, seed and Dice (``benchmarks/confidence.py`` reads them).
 
     python benchmarks/propagation.py [--sets iso thick ct mr ct_other mr_other lesion] [--seed middle|largest]
                                      [--iso-runs NAME:AXIS ...] [--thick-mm 3 5 7] [--store DIR]
@@ -160,7 +161,8 @@ def run_case(predictor: StoredPredictor, case: Case, options: PropagationOptions
             stops = ", ".join(f"{walk} {result.stop_reasons[walk]}@{result.last[walk]}" for walk in ("down", "up"))
             for index, value in result.confidence.items():
                 records.append({"set": case.set, "case": case.name, "method": method, "index": index,
-                                "confidence": value, "dice": slice_dice(mask, target, axis, index)})
+                                "seed": seed_index, "confidence": value,
+                                "dice": slice_dice(mask, target, axis, index), "cues": result.cues.get(index)})
         segmented = max(1, int(mask.any(axis=tuple(a for a in range(3) if a != axis)).sum()))
         rows.append({"set": case.set, "case": case.name, "axis": "KJI"[axis], "slices": last - first + 1,
                      "method": method, "dice": round(dice(mask, target), 4),
