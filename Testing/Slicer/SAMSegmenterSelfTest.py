@@ -2,7 +2,8 @@
 
 Mouse and key events go through the effect's own event translation (processInteractionEvents with the Red view's
 interactor) into its InteractionController; the effect's QTimer polls the SAM service while the test processes Qt
-events. Covered: a box -> preview -> Apply (Enter) -> undo; right click left to Slicer by the box-only model;
+events. Covered: the Structure combo box -> the controller; a box -> preview -> Apply (Enter) -> undo; right
+click left to Slicer by the box-only model;
 a box -> Propagate button limited to 7 slices -> a click on the confidence strip -> a corrective box on a
 propagated slice (a key slice, partial re-propagation) -> Apply button -> the written slices.
 
@@ -127,9 +128,15 @@ class SAMSegmenterSelfTest(unittest.TestCase):
         axis, index = shown.axis, shown.index
         others = tuple(a for a in range(3) if a != axis)
 
+        # the panel's structure reaches the controller with the next action (a one-slice preview does not use it)
+        structure = sam.combos["Structure"]
+        structure.setCurrentIndex(structure.findData("compact"))
+        self.assertEqual(sam.scriptedEffect.parameter("Structure"), "compact")
+
         # a box -> preview -> Apply (Enter) -> undo
         self.dragBox(sam, sliceWidget, self.boxOnSlice(volume, axis, index))
         state = self.settle(controller)
+        self.assertEqual(controller.structure, "compact")
         self.assertEqual(state.preview_range, (index, index))
         preview = slicer.util.arrayFromSegmentBinaryLabelmap(controller.preview.node, "SAMPreview", volume) > 0
         self.assertGreater(int(preview.sum()), 0)
@@ -149,8 +156,10 @@ class SAMSegmenterSelfTest(unittest.TestCase):
         self.settle(controller)
         sam.rangeCheckBox.checked = True
         sam.rangeFirst.value, sam.rangeLast.value = index - 3, index + 3
+        structure.setCurrentIndex(structure.findData("anatomy"))
         sam.propagateButton.click()
         propagated = self.settle(controller)
+        self.assertEqual(controller.structure, "anatomy")
         first, last = propagated.preview_range
         self.assertTrue(index - 3 <= first < last <= index + 3, propagated.status)
         self.assertEqual([item.key for item in propagated.confidence].count(True), 1)
