@@ -160,7 +160,7 @@ def test_a_stopped_local_service_leaves_no_folder_and_can_start_again():
     service = LocalService(args=["--device", "cpu"])
     try:
         service.wait_ready()
-        assert sorted(p.name for p in service.folder.iterdir()) == ["ready", "server.log", "token"]
+        assert sorted(p.name for p in service.folder.iterdir()) == ["owner", "ready", "server.log", "token"]
         service.stop()
         assert not service.folder.exists()
         service.start()

@@ -25,9 +25,9 @@ import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
+import weakref
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -41,6 +41,7 @@ from ..predictor import SlicePrediction
 from ..prompts import Prompt
 from ..propagation.plan import DIRECTIONS, PropagationOptions, PropagationResult
 from ..volume import check_slice, parse_axis, slice_shape
+from . import local_folders
 from .protocol import (
     CLIENT_HEADER,
     PREFIX,
@@ -880,11 +881,17 @@ class LocalService(Endpoint):
     input closes). Its output goes to ``log_path``. On Windows it opens no console window.
     """
 
+    _swept = False  # whether this process has removed stale service folders yet
+
     def __init__(self, python: Optional[str] = None, args: Sequence[str] = (), restarts: int = 1):
         self.python = python or sys.executable
         self.args = list(args)
         self.restarts_left = restarts
-        self.folder = Path(tempfile.mkdtemp(prefix="samsegmenter-service-"))
+        if not LocalService._swept:  # folders of local services whose process was killed (local_folders.py)
+            LocalService._swept = True
+            local_folders.remove_stale()
+        self.folder = local_folders.make_folder()
+        weakref.finalize(self, shutil.rmtree, self.folder, True)  # collected unstarted, or at exit
         self.token_file = self.folder / "token"
         self.ready_file = self.folder / "ready"
         self.log_path = self.folder / "server.log"
@@ -899,7 +906,7 @@ class LocalService(Endpoint):
     def start(self) -> None:
         """Start the server process (returns at once; :meth:`address` says when it is ready)."""
         self._stopped = False
-        self.folder.mkdir(mode=0o700, exist_ok=True)  # removed by a stop() that waited
+        local_folders.claim(self.folder)  # a stop() that waited removed it
         self.ready_file.unlink(missing_ok=True)
         env = child_env()
         command = [self.python, "-m", "SAMSegmenterLib", "serve", "--port", "0", "--token-file", str(self.token_file),
