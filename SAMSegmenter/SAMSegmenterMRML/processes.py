@@ -28,23 +28,39 @@ NEW_GROUP = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
 class HelperProcess:
     """``python args...`` in its own process group, its output (stdout and stderr) in a log file.
 
+    The log (in the temporary folder) is kept only if the process fails, to say why; once :meth:`poll` sees
+    it end with exit code 0 or after a cancel, its last lines are kept in memory and the file is deleted.
     python: the interpreter (default this one: PythonSlicer inside Slicer)."""
+
+    TAIL_BYTES = 4096
 
     def __init__(self, args: Sequence[str], python: Optional[str] = None, prefix: str = "samsegmenter-"):
         self.command = [python or sys.executable, *args]
-        self.log = Path(tempfile.mkstemp(prefix=prefix, suffix=".log")[1])
+        descriptor, name = tempfile.mkstemp(prefix=prefix, suffix=".log")
+        self.log = Path(name)
         options: dict = {"creationflags": NO_WINDOW | NEW_GROUP} if WINDOWS else {"start_new_session": True}
-        with open(self.log, "wb") as log:
+        with os.fdopen(descriptor, "wb") as log:
             self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, env=child_env(), **options)
         self.cancelled = False
+        self._tail: Optional[str] = None  # the log's end, read when the process has ended
 
     def poll(self) -> Optional[int]:
         """The exit code once the process (after a cancel: its whole group) has ended, else None. Never waits."""
         code = self.process.poll()
         if code is None or (self.cancelled and self.group_alive()):
             return None
+        if self._tail is None:
+            self._tail = self._read_tail()
+            if code == 0 or self.cancelled:
+                self.log.unlink(missing_ok=True)
         return code
+
+    def _read_tail(self) -> str:
+        try:
+            return self.log.read_bytes()[-self.TAIL_BYTES:].decode(errors="replace")
+        except OSError:
+            return ""
 
     def group_alive(self) -> bool:
         """Whether any process of the helper's group is still running (the launcher's child included)."""
@@ -74,10 +90,7 @@ class HelperProcess:
 
     def last_line(self) -> str:
         """The last non-empty line the process printed (progress, or why it failed)."""
-        try:
-            text = self.log.read_bytes()[-4096:].decode(errors="replace")
-        except OSError:
-            return ""
+        text = self._tail if self._tail is not None else self._read_tail()
         lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
         return lines[-1] if lines else ""
 

@@ -127,6 +127,7 @@ def test_cancel_kills_the_launcher_and_its_child(tmp_path, launcher):
     size = out.stat().st_size
     time.sleep(0.5)
     assert out.stat().st_size == size  # nobody writes any more
+    assert not helper.log.exists()  # a cancelled helper's log is not kept
     assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1][:3]
 
 
@@ -188,3 +189,20 @@ def test_prompt_and_propagation_from_the_qt_free_layers_load_no_torch():
     assert done.returncode == 0, done.stderr[-3000:]
     applied, torch_state = done.stdout.strip().splitlines()[-2:]
     assert applied.startswith("Applied to ") and torch_state == "[] []"
+
+
+def test_a_helper_keeps_its_log_only_when_it_fails():
+    """The log says why a helper failed; after a success (or a cancel) it is deleted, its last line kept."""
+    results = {}
+    for name, code in (("ok", "print('/weights/litemedsam.pth')"), ("fails", "raise SystemExit('error: no space')")):
+        helper = HelperProcess(["-c", code])
+        deadline = time.monotonic() + 60
+        while helper.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        results[name] = helper
+    assert results["ok"].process.returncode == 0 and not results["ok"].log.exists()
+    assert results["ok"].last_line() == "/weights/litemedsam.pth"
+    assert results["fails"].process.returncode == 1 and results["fails"].log.is_file()
+    assert results["fails"].last_line() == "error: no space"
+    results["fails"].log.unlink()
