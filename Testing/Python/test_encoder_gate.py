@@ -199,3 +199,41 @@ def test_with_the_model_thread_all_model_work_runs_there(tmp_path, mni152):
     predictor = SlicePredictor(load_model("litemedsam", device="cpu", backend="torch"), mni152[0][80:83])
     expected = [predictor.predict(0, n, Prompt(box=(50, 60, 150, 170))).mask for n in (0, 1)]
     np.testing.assert_array_equal(np.load(out), np.stack(expected))
+
+
+EXIT_SCRIPT = """
+import sys, threading, time
+from SAMSegmenterLib.io.sample_data import load_sample
+from SAMSegmenterLib.models import encoder_gate, load_model
+from SAMSegmenterLib.predictor import SlicePredictor
+
+backend, lane = sys.argv[1], sys.argv[2] == "lane"
+if lane:
+    encoder_gate.use_model_thread()
+model = encoder_gate.on_model_thread(lambda: load_model("litemedsam", device="cpu", backend=backend))
+predictor = SlicePredictor(model, load_sample("mni152")[0][60:66])
+started = threading.Event()
+real_compute = predictor._compute
+def compute(axis, index):
+    started.set()
+    return real_compute(axis, index)
+predictor._compute = compute
+for index in range(6):
+    predictor.prefetch(0, index)
+assert started.wait(60)
+time.sleep(0.3)  # inside the encoder's native code
+print("exiting while a prefetch encodes", flush=True)
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+@pytest.mark.parametrize("thread", ["caller", "lane"])
+def test_a_process_exiting_while_a_prefetch_encodes_exits_cleanly(backend, thread):
+    """A prefetch (a daemon thread) killed inside native code at interpreter exit aborted the process (exit code
+    134, "terminate called without an active exception"); the exit now stops it first, with or without the
+    service's model thread."""
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, backend, thread], capture_output=True, text=True,
+                          timeout=600, env=child_env())
+    assert "exiting while a prefetch encodes" in done.stdout, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "terminate called" not in done.stderr

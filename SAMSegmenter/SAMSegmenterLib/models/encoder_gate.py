@@ -15,6 +15,11 @@ thread):
 
 The caller's priority is :data:`PROMPT` unless set for its thread with :func:`priority`.
 
+At interpreter exit (:func:`close_all`, registered with ``atexit``) queued prefetches are dropped, the encode
+in progress is preempted, and the exit waits for it and for a decode in progress: the prefetch and model threads
+are daemon threads, and one killed inside PyTorch's or OpenVINO's native code aborts the whole process
+("terminate called without an active exception", exit code 134) after its work was done.
+
 In a process that serves many callers from many threads (the inference service), :func:`use_model_thread`
 makes every model's work (loading, encodes, decodes) run on one persistent thread of the process
 (:func:`on_model_thread`), whichever thread asked. PyTorch's CPU operators run on an OpenMP team that
@@ -28,6 +33,7 @@ the GIL, so other Python threads crawl), and a script's main thread is already t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import queue
@@ -36,8 +42,11 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Hashable, Iterator, Optional
 
+from ..errors import Cancelled
+
 PROMPT, JOB, PREFETCH = 0, 1, 2
 MAX_QUEUED_PREFETCHES = 4  # newest first; older guesses are dropped
+EXIT_WAIT_SECONDS = 30.0  # the longest the exit waits for the model work in progress
 
 _local = threading.local()
 _model_lane: Optional["Lane"] = None
@@ -93,20 +102,37 @@ class Lane:
     """One persistent daemon thread that runs the calls given to it, one at a time, in order of arrival."""
 
     def __init__(self, name: str):
-        self._queue: "queue.SimpleQueue[tuple[Callable[[], Any], Optional[threading.Event], Future]]" = \
+        self._queue: "queue.SimpleQueue[Optional[tuple[Callable[[], Any], Optional[threading.Event], Future]]]" = \
             queue.SimpleQueue()
-        threading.Thread(target=self._loop, name=name, daemon=True).start()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
 
     def call(self, function: Callable[[], Any], preempt: Optional[threading.Event] = None) -> Any:
         """``function()`` on the lane's thread (with ``preempt`` as that call's :func:`preempt_requested`
-        flag); returns its result or raises its exception in the caller."""
+        flag); returns its result or raises its exception in the caller; :class:`Cancelled` once closed."""
+        if self._closed:
+            raise Cancelled("the process is exiting")
         future: Future = Future()
         self._queue.put((function, preempt, future))
         return future.result()
 
+    def close(self, timeout: float) -> None:
+        """Run no more calls; wait up to ``timeout`` s for the one in progress (the queued ones are cancelled)."""
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
     def _loop(self) -> None:
         while True:
-            function, preempt, future = self._queue.get()
+            item = self._queue.get()
+            if item is None or self._closed:
+                if item is not None:
+                    item[2].set_exception(Cancelled("the process is exiting"))
+                if item is None:
+                    return
+                continue
+            function, preempt, future = item
             _local.preempt = preempt
             try:
                 future.set_result(function())
@@ -139,6 +165,7 @@ class EncoderGate:
         self._inflight: dict[Hashable, tuple[Future, _Running]] = {}
         self._prefetches: list[tuple[Hashable, Callable[[], Any], Callable[[Any], None], object]] = []
         self._prefetcher: Optional[threading.Thread] = None
+        self._closed = False  # by close(): no more encodes start
         self.preemptions = 0
         if hasattr(encoder, "modules") and hasattr(encoder, "register_forward_pre_hook"):
             for module in encoder.modules():
@@ -194,6 +221,9 @@ class EncoderGate:
                     self._preempt(current)
                 self._cond.wait()
             del self._waiting[ticket]
+            if self._closed:
+                self._cond.notify_all()
+                raise Cancelled("the process is exiting")
             self._running = running
         _local.preempt = running.preempt
         try:
@@ -221,7 +251,7 @@ class EncoderGate:
                  owner: object = None) -> None:
         """Compute ``key`` in the background at PREFETCH priority (the newest request first)."""
         with self._cond:
-            if key in self._inflight or any(item[0] == key for item in self._prefetches):
+            if self._closed or key in self._inflight or any(item[0] == key for item in self._prefetches):
                 return
             self._prefetches.append((key, compute, store, owner))
             del self._prefetches[:-MAX_QUEUED_PREFETCHES]
@@ -250,6 +280,17 @@ class EncoderGate:
             except Exception:  # a failed guess costs nothing; the real request will report the error
                 pass
 
+    def close(self, timeout: float) -> None:
+        """Start no more encodes: drop the queued prefetches, stop the encode in progress (whoever asked for it:
+        the process is exiting) at its next layer or through ``cancel()``, and wait up to ``timeout`` s for it."""
+        with self._cond:
+            self._closed = True
+            self._prefetches.clear()
+            if self._running is not None:
+                self._preempt(self._running)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._running is None, timeout)
+
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Block until no encode runs and no prefetch is queued (for scripts and tests); False on timeout."""
         with self._cond:
@@ -268,3 +309,14 @@ def gate_for(model: Any) -> EncoderGate:
         if gate is None:
             gate = _GATES[model] = EncoderGate(model.encoder)
         return gate
+
+
+@atexit.register
+def close_all() -> None:
+    """At interpreter exit: close every gate, then the model thread (see the module docstring)."""
+    with _GATES_LOCK:
+        gates = list(_GATES.values())
+    for gate in gates:
+        gate.close(EXIT_WAIT_SECONDS)
+    if _model_lane is not None:
+        _model_lane.close(EXIT_WAIT_SECONDS)
