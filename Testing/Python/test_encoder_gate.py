@@ -144,6 +144,16 @@ def test_a_lane_runs_calls_on_its_thread_and_hands_back_errors():
     assert lane.call(lambda: 7) == 7  # an error does not stop the lane
 
 
+# a child script's predictor sets ``started`` when its first real encode begins
+STARTED_HOOK = """
+started = threading.Event()
+real_compute = predictor._compute
+def compute(axis, index):
+    started.set()
+    return real_compute(axis, index)
+predictor._compute = compute
+"""
+
 MODEL_THREAD_SCRIPT = """
 import json, sys, threading
 import numpy as np
@@ -162,13 +172,7 @@ for name in ("encode", "decode_candidates"):
         return real(*args, **kwargs)
     setattr(model, name, recorded)
 predictor = SlicePredictor(model, load_sample("mni152")[0][80:83])
-started = threading.Event()
-real_compute = predictor._compute
-def compute(axis, index):
-    started.set()
-    return real_compute(axis, index)
-predictor._compute = compute
-predictor.prefetch(0, 2)
+""" + STARTED_HOOK + """predictor.prefetch(0, 2)
 assert started.wait(60)
 masks = {}
 def ask(n):
@@ -212,13 +216,7 @@ if lane:
     encoder_gate.use_model_thread()
 model = encoder_gate.on_model_thread(lambda: load_model("litemedsam", device="cpu", backend=backend))
 predictor = SlicePredictor(model, load_sample("mni152")[0][60:66])
-started = threading.Event()
-real_compute = predictor._compute
-def compute(axis, index):
-    started.set()
-    return real_compute(axis, index)
-predictor._compute = compute
-for index in range(6):
+""" + STARTED_HOOK + """for index in range(6):
     predictor.prefetch(0, index)
 assert started.wait(60)
 time.sleep(0.3)  # inside the encoder's native code
