@@ -53,7 +53,10 @@ class HelperProcess:
         if self._tail is None:
             self._tail = self._read_tail()
             if code == 0 or self.cancelled:
-                self.log.unlink(missing_ok=True)
+                try:
+                    self.log.unlink(missing_ok=True)
+                except OSError:  # Windows: still open (a killed tree's last process, a virus scanner): it stays
+                    pass
         return code
 
     def _read_tail(self) -> str:

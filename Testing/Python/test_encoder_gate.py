@@ -144,13 +144,17 @@ def test_a_lane_runs_calls_on_its_thread_and_hands_back_errors():
     assert lane.call(lambda: 7) == 7  # an error does not stop the lane
 
 
-# a child script's predictor sets ``started`` when its first real encode begins
+# a child script's predictor sets ``started`` when its first real encode begins; ``encoding``: the slices being encoded
 STARTED_HOOK = """
-started = threading.Event()
+started, encoding = threading.Event(), []
 real_compute = predictor._compute
 def compute(axis, index):
     started.set()
-    return real_compute(axis, index)
+    encoding.append(index)
+    try:
+        return real_compute(axis, index)
+    finally:
+        encoding.remove(index)
 predictor._compute = compute
 """
 
@@ -219,8 +223,8 @@ predictor = SlicePredictor(model, load_sample("mni152")[0][60:66])
 """ + STARTED_HOOK + """for index in range(6):
     predictor.prefetch(0, index)
 assert started.wait(60)
-time.sleep(0.3)  # inside the encoder's native code
-print("exiting while a prefetch encodes", flush=True)
+time.sleep(0.2)  # inside the encoder's native code
+print("exiting while a prefetch encodes" if encoding else "no encode running at exit", flush=True)
 """
 
 

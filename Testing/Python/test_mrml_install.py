@@ -107,6 +107,8 @@ def test_a_failed_step_says_which_and_why(tmp_path):
         time.sleep(0.05)
     assert not process.succeeded and process.failed.startswith("samtinypkg==9.9: ")
     assert "samtinypkg" in process.failed
+    assert "samtinypkg" in process.log_tail()  # a failed step's log is kept: the error's details
+    process.log.unlink()
 
 
 def test_cancel_kills_the_launcher_and_its_child(tmp_path, launcher):

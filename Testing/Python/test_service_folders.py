@@ -14,7 +14,7 @@ from conftest import MODULE_DIR
 from SAMSegmenterLib.service import local_folders
 from SAMSegmenterLib.service.client import LocalService
 
-posix = pytest.mark.skipif(os.name != "posix", reason="stale folders are found by probing process ids (POSIX)")
+posix = pytest.mark.skipif(os.name != "posix", reason="stale folders are found through flock (POSIX)")
 
 MAKE_FOLDER = """
 import sys, time
@@ -47,6 +47,7 @@ def test_the_folder_of_a_killed_process_is_removed_and_live_ones_are_kept(tmp_pa
     try:
         dead_folder = tmp_path / os.path.basename(killed.stdout.readline().strip())
         live_folder = tmp_path / os.path.basename(living.stdout.readline().strip())
+        assert dead_folder.name.startswith(local_folders.PREFIX) and live_folder.name.startswith(local_folders.PREFIX)
         killed.kill()  # SIGKILL: no atexit handler, no finalizer runs
         killed.wait(30)
         assert dead_folder.is_dir()  # what a killed Slicer left behind

@@ -128,7 +128,8 @@ class SAMSegmenterSelfTest(unittest.TestCase):
         axis, index = shown.axis, shown.index
         others = tuple(a for a in range(3) if a != axis)
 
-        # the panel's structure reaches the controller with the next action (a one-slice preview does not use it)
+        # the panel's structure reaches the controller, at the latest with the next action (a one-slice preview
+        # does not use it)
         structure = sam.combos["Structure"]
         structure.setCurrentIndex(structure.findData("compact"))
         self.assertEqual(sam.scriptedEffect.parameter("Structure"), "compact")

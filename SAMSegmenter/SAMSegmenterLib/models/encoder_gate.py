@@ -38,6 +38,7 @@ import contextlib
 import itertools
 import queue
 import threading
+import time
 import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Hashable, Iterator, Optional
@@ -105,34 +106,36 @@ class Lane:
         self._queue: "queue.SimpleQueue[Optional[tuple[Callable[[], Any], Optional[threading.Event], Future]]]" = \
             queue.SimpleQueue()
         self._closed = False
+        self._closing = threading.Lock()  # no call is queued behind the stop marker
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def call(self, function: Callable[[], Any], preempt: Optional[threading.Event] = None) -> Any:
         """``function()`` on the lane's thread (with ``preempt`` as that call's :func:`preempt_requested`
         flag); returns its result or raises its exception in the caller; :class:`Cancelled` once closed."""
-        if self._closed:
-            raise Cancelled("the process is exiting")
         future: Future = Future()
-        self._queue.put((function, preempt, future))
+        with self._closing:
+            if self._closed:
+                raise Cancelled("the process is exiting")
+            self._queue.put((function, preempt, future))
         return future.result()
 
     def close(self, timeout: float) -> None:
         """Run no more calls; wait up to ``timeout`` s for the one in progress (the queued ones are cancelled)."""
-        self._closed = True
-        self._queue.put(None)
+        with self._closing:
+            self._closed = True
+            self._queue.put(None)
         self._thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None or self._closed:
-                if item is not None:
-                    item[2].set_exception(Cancelled("the process is exiting"))
-                if item is None:
-                    return
-                continue
+            if item is None:  # close()'s stop marker: nothing is queued behind it
+                return
             function, preempt, future = item
+            if self._closed:
+                future.set_exception(Cancelled("the process is exiting"))
+                continue
             _local.preempt = preempt
             try:
                 future.set_result(function())
@@ -185,7 +188,7 @@ class EncoderGate:
                 if joined is not None:
                     future, running = joined
                     running.level = min(running.level, level)  # a wanted slice is no longer a mere guess
-                    if level < PREFETCH:
+                    if level < PREFETCH and not self._closed:
                         running.preempt.clear()
                 else:
                     future, running = Future(), _Running(key, level)
@@ -230,7 +233,7 @@ class EncoderGate:
             return on_model_thread(compute, running.preempt)
         except Exception as exc:
             if running.preempt.is_set():
-                raise Preempted() from exc
+                raise (Cancelled("the process is exiting") if self._closed else Preempted()) from exc
             raise
         finally:
             _local.preempt = None
@@ -314,9 +317,10 @@ def gate_for(model: Any) -> EncoderGate:
 @atexit.register
 def close_all() -> None:
     """At interpreter exit: close every gate, then the model thread (see the module docstring)."""
+    deadline = time.monotonic() + EXIT_WAIT_SECONDS
     with _GATES_LOCK:
         gates = list(_GATES.values())
     for gate in gates:
-        gate.close(EXIT_WAIT_SECONDS)
+        gate.close(max(0.0, deadline - time.monotonic()))
     if _model_lane is not None:
-        _model_lane.close(EXIT_WAIT_SECONDS)
+        _model_lane.close(max(0.0, deadline - time.monotonic()))

@@ -891,6 +891,7 @@ class LocalService(Endpoint):
             LocalService._swept = True
             local_folders.remove_stale()
         self.folder = local_folders.make_folder()
+        self._owner = local_folders.claim(self.folder)  # held while the folder is in use
         weakref.finalize(self, shutil.rmtree, self.folder, True)  # collected unstarted, or at exit
         self.token_file = self.folder / "token"
         self.ready_file = self.folder / "ready"
@@ -906,7 +907,10 @@ class LocalService(Endpoint):
     def start(self) -> None:
         """Start the server process (returns at once; :meth:`address` says when it is ready)."""
         self._stopped = False
-        local_folders.claim(self.folder)  # a stop() that waited removed it
+        if self._owner is None or not self.folder.is_dir():  # a stop() that waited removed it
+            if self._owner is not None:
+                self._owner.close()
+            self._owner = local_folders.claim(self.folder)
         self.ready_file.unlink(missing_ok=True)
         env = child_env()
         command = [self.python, "-m", "SAMSegmenterLib", "serve", "--port", "0", "--token-file", str(self.token_file),
@@ -1026,3 +1030,6 @@ class LocalService(Endpoint):
                     process.wait(timeout)
             self._exiting = []
             shutil.rmtree(self.folder, ignore_errors=True)  # token, ready file, log: nothing left behind
+            if self._owner is not None:
+                self._owner.close()
+                self._owner = None
