@@ -348,3 +348,17 @@ def test_shapes_are_checked_without_overflow():
         with pytest.raises(InputError, match="malformed mask"):
             unpack_mask({"shape": shape, "bits": packed["bits"]}, max_count=1 << 20)
     assert math.prod([2 ** 32, 2 ** 32]) > 1 << 20
+
+
+def test_a_server_stopped_while_it_prefetches_exits_cleanly(start_server, mni152):  # noqa: F811
+    """SIGTERM while the server encodes prefetched slices: it exits with 143 like any stopped command. Before the
+    exit stopped the encoder gates, the prefetch thread, killed inside PyTorch at exit, aborted the server
+    (SIGABRT: "terminate called without an active exception")."""
+    server = start_server("--backend", "torch")
+    volume = server.client().open_volume(mni152[0][60:70])
+    for index in range(6):
+        volume.prefetch(0, index)
+    time.sleep(1.0)  # inside the first of six reference encodes (about a second each on a 2-core CPU)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(60) == 143, server.log.read_text()[-2000:]
+    assert "terminate called" not in server.log.read_text()
