@@ -34,12 +34,8 @@ from SAMSegmenterLib.propagation import slice_quality  # noqa: E402
 
 
 def features(cues: dict) -> np.ndarray:
-    """The shipped model's inputs, in the order of ``slice_quality.WEIGHTS``, with a leading 1 for the bias."""
-    c = slice_quality.SliceCues(**cues)
-    area = np.log(max(c.area_anchor, 1e-6))
-    return np.array([1.0, c.score, c.stability, min(area, 0.0), max(area, 0.0),
-                     min(c.intensity_shift, slice_quality.SHIFT_CAP), c.iou_previous,
-                     abs(np.log(max(c.area_previous, 1e-6))), c.agreement])
+    """The shipped model's inputs (``slice_quality.features``) with a leading 1 for the bias."""
+    return np.array([1.0, *slice_quality.features(slice_quality.SliceCues(**cues))])
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray, fixed_zero: tuple[int, ...],
@@ -70,8 +66,7 @@ def walk_confidences(records: list[dict], own: dict[int, float]) -> dict[int, fl
     for walk in walks.values():
         lowest = 1.0
         for r in sorted(walk, key=lambda r: abs(r["index"] - r["seed"])):
-            lowest = min(lowest, own[id(r)])
-            out[id(r)] = slice_quality.OWN_SHARE * own[id(r)] + (1.0 - slice_quality.OWN_SHARE) * lowest
+            out[id(r)], lowest = slice_quality.mix(lowest, own[id(r)])
     return out
 
 
@@ -86,14 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     x = np.array([features(r["cues"]) for r in records])
     y = np.array([r["dice"] >= GOOD_SLICE for r in records], dtype=float)
     sets = list(dict.fromkeys(r["set"] for r in records))
-    fixed_zero = (6,)  # iou_previous, as in the shipped model
+    # the inputs the shipped model leaves out (weight 0: the IoU with the neighbour) stay out (+1: the bias column)
+    fixed_zero = tuple(1 + j for j, w in enumerate(slice_quality.WEIGHTS) if w == 0)
+    counts = defaultdict(int)
+    for r in records:
+        counts[r["set"]] += 1
+    per_set = np.array([1.0 / counts[r["set"]] for r in records])  # each set weighs the same
     own: dict[int, float] = {}
     for held in sets:
         train = np.array([r["set"] != held for r in records])
-        counts = defaultdict(int)
-        for r in records:
-            counts[r["set"]] += 1
-        weight = np.array([1.0 / counts[r["set"]] for r in records])[train]
+        weight = per_set[train]
         w = fit_logistic(x[train], y[train], weight * train.sum() / weight.sum(), fixed_zero)
         for r, z in zip((r for r in records if r["set"] == held), x[~train] @ w):
             own[id(r)] = float(1.0 / (1.0 + np.exp(-z)))

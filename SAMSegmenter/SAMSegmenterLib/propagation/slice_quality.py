@@ -134,14 +134,25 @@ OWN_SHARE = 0.3
 UNSURE = 0.6
 
 
+def features(cues: SliceCues) -> tuple[float, ...]:
+    """The logistic model's inputs from a slice's cues, in the order of :data:`WEIGHTS`."""
+    area = max(cues.area_anchor, 1e-6)
+    return (cues.score, cues.stability, min(np.log(area), 0.0), max(np.log(area), 0.0),
+            min(cues.intensity_shift, SHIFT_CAP),
+            cues.iou_previous, abs(np.log(max(cues.area_previous, 1e-6))), cues.agreement)
+
+
 def local_confidence(cues: SliceCues) -> float:
     """P(Dice >= 0.7) of one slice from its own cues alone (logistic model, see :data:`WEIGHTS`)."""
-    area = max(cues.area_anchor, 1e-6)
-    x = (cues.score, cues.stability, min(np.log(area), 0.0), max(np.log(area), 0.0),
-         min(cues.intensity_shift, SHIFT_CAP),
-         cues.iou_previous, abs(np.log(max(cues.area_previous, 1e-6))), cues.agreement)
-    z = BIAS + float(np.dot(WEIGHTS, x))
+    z = BIAS + float(np.dot(WEIGHTS, features(cues)))
     return float(1.0 / (1.0 + np.exp(-z)))
+
+
+def mix(lowest: float, own: float) -> tuple[float, float]:
+    """(confidence, new lowest) of a slice whose own estimate is ``own``, on a walk whose lowest own estimate
+    so far is ``lowest``: :data:`OWN_SHARE` of its own estimate plus the rest of the new lowest."""
+    lowest = min(lowest, own)
+    return OWN_SHARE * own + (1.0 - OWN_SHARE) * lowest, lowest
 
 
 def walk_confidence(lowest: float, cues: SliceCues) -> tuple[float, float]:
@@ -155,6 +166,4 @@ def walk_confidence(lowest: float, cues: SliceCues) -> tuple[float, float]:
     the thick-slice template, against 0.74 / 0.93 for the slice's own estimate, 0.82 / 0.91 for the lowest
     alone and 0.64 / 0.81 for the model's score; 2026-12-07).
     """
-    own = local_confidence(cues)
-    lowest = min(lowest, own)
-    return OWN_SHARE * own + (1.0 - OWN_SHARE) * lowest, lowest
+    return mix(lowest, local_confidence(cues))
