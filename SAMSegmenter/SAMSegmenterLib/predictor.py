@@ -18,7 +18,7 @@ import numpy as np
 
 from .cache import EmbeddingCache
 from .errors import InputError
-from .models.embedding import ImageEmbedding
+from .models.embedding import ImageEmbedding, MaskFeatures
 from .models.encoder_gate import gate_for, on_model_thread
 from .prompts import Prompt
 from .selection import resolve_selection, select
@@ -114,6 +114,11 @@ class SlicePredictor:
         if cached is not None:
             return cached
         return self.gate.run(key, lambda: self._compute(axis, index), lambda e: self.cache.put(key, e))
+
+    def mask_features(self, axis: int | str, index: int, mask: np.ndarray, region: np.ndarray) -> MaskFeatures:
+        """The image features in and around a (rows, columns) ``mask`` on slice ``index``, within ``region`` (same
+        shape, holding the mask): :meth:`ImageEmbedding.mask_features`. Embeds the slice if it is not cached."""
+        return self.embedding(axis, index).mask_features(mask, region)
 
     def is_cached(self, axis: int | str, index: int) -> bool:
         return self._key(parse_axis(axis), index) in self.cache

@@ -12,12 +12,22 @@ import numpy as np
 import pytest
 from conftest import dice
 
+from SAMSegmenterLib.errors import InputError
 from SAMSegmenterLib.evaluation.thick_slices import thick_labels, thick_slices
+from SAMSegmenterLib.models.registry import get_spec
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
 from SAMSegmenterLib.propagation import PropagationOptions, cue_stop, propagate
 from SAMSegmenterLib.propagation.postprocess import largest_component
-from SAMSegmenterLib.propagation.slice_quality import UNSURE, Anchor, SliceCues, slice_cues, walk_confidence
+from SAMSegmenterLib.propagation.slice_quality import (
+    UNSURE,
+    Anchor,
+    SliceCues,
+    feature_similarity,
+    slice_cues,
+    surround,
+    walk_confidence,
+)
 
 FACTOR = 7  # 1 mm slices per thick slice
 
@@ -63,13 +73,19 @@ def test_appearance_stop_and_confidence_from_cues():
     image[10:20, 10:20] = 0.8 + 0.01 * np.arange(10)[None, :]  # the structure: bright, a little texture
     seed = np.zeros((40, 40), bool)
     seed[10:20, 10:20] = True
-    anchor = Anchor.of(image, seed)
+    # image features: two cells around the mask, the seed's inside like the first, its surround like the second
+    cells = np.array([[1.0, 0.0], [0.0, 1.0]])
+    anchor = Anchor.of(image, seed, _mask_features([1.0, 0.0], [0.0, 1.0], cells, [True, False]))
     box = np.array([8.0, 8.0, 21.0, 21.0])
-    same = slice_cues(image, seed, seed, anchor, 0.9, None, box)
+    same = slice_cues(image, seed, seed, anchor, 0.9, None, box, features=anchor.features)
     assert same.intensity_shift == pytest.approx(0.0) and same.iou_previous == 1.0 and same.box_border == 0.0
+    assert same.prototype_iou == 1.0
     dark = np.zeros_like(seed)
-    dark[22:32, 10:20] = True  # moved onto the background
-    moved = slice_cues(image, dark, seed, anchor, 0.9, None, box)
+    dark[22:32, 10:20] = True  # moved onto the background, which the decoder's candidates disagree on
+    candidates = np.stack([dark, seed, ~dark, np.zeros_like(dark)])
+    moved = slice_cues(image, dark, seed, anchor, 0.9, None, box, candidates, 0,
+                       _mask_features([0.0, 1.0], [1.0, 0.0], cells, [False, True]))
+    assert moved.prototype_iou == 0.0 and moved.agreement < 0.2
     options = PropagationOptions(max_intensity_shift=1.5)
     assert cue_stop(same, 0.9, options) is None
     code, sentence = cue_stop(moved, 0.9, options)
@@ -77,16 +93,62 @@ def test_appearance_stop_and_confidence_from_cues():
     assert cue_stop(same, 0.1, PropagationOptions(min_confidence=0.2))[0] == "low_confidence"
     sure, lowest = walk_confidence(1.0, same)
     unsure, _ = walk_confidence(lowest, moved)
-    assert unsure < sure and unsure < UNSURE
+    assert unsure < UNSURE < sure
     # once a walk has been unsure, a good-looking slice after it is not shown as sure
     again, _ = walk_confidence(walk_confidence(lowest, moved)[1], same)
-    assert again < sure
+    assert again < UNSURE
 
 
 def test_cues_are_plain_numbers():
-    cues = SliceCues(0.8, 1.1, 0.9, 0.3, 0.85, 0.88, 0.0, 0.9)
+    cues = SliceCues(0.8, 1.1, 0.9, 0.3, 0.85, 0.88, 0.0, 0.9, 0.7, 0.6)
     assert set(cues.as_dict()) == {"iou_previous", "area_previous", "area_anchor", "intensity_shift", "stability",
-                                   "score", "box_border", "agreement"}
+                                   "score", "box_border", "agreement", "feature_similarity", "prototype_iou"}
+    assert all(type(v) is float for v in cues.as_dict().values())
+
+
+def _mask_features(inside, around, cells=None, covered=None):
+    from SAMSegmenterLib.models.embedding import MaskFeatures
+
+    cells = np.zeros((len(inside), 0)) if cells is None else np.asarray(cells, dtype=float)
+    return MaskFeatures(np.asarray(inside, float), np.asarray(around, float), cells,
+                        np.zeros(cells.shape[1], bool) if covered is None else np.asarray(covered))
+
+
+def test_features_stop_and_prototype_cue():
+    image = np.full((40, 40), 0.5, dtype=np.float32)
+    mask = np.zeros((40, 40), bool)
+    mask[10:20, 10:20] = True
+    seed = _mask_features([1.0, 0.0, 0.5], [0.0, 1.0, 0.0])
+    anchor = Anchor.of(image, mask, seed)
+    box = np.array([8.0, 8.0, 21.0, 21.0])
+    # four cells around the new mask: two like the seed's inside, two like its surround; the mask covers the first two
+    cells = np.array([[2.0, 1.0, 0.1, 0.0], [0.0, 0.1, 1.0, 3.0], [1.0, 0.5, 0.0, 0.0]])
+    alike = slice_cues(image, mask, mask, anchor, 0.9, None, box,
+                       features=_mask_features([2.0, 0.0, 1.0], [0.0, 1.0, 0.0], cells, [True, True, False, False]))
+    other = slice_cues(image, mask, mask, anchor, 0.9, None, box,
+                       features=_mask_features([-0.5, 1.0, 1.0], [1.0, 0.0, 0.5], cells, [False, True, True, True]))
+    assert alike.feature_similarity == pytest.approx(1.0) and other.feature_similarity == pytest.approx(0.0, abs=1e-12)
+    assert alike.prototype_iou == 1.0 and other.prototype_iou == pytest.approx(1 / 4)
+    options = PropagationOptions()  # the default stop at 0.55; the intensities are the seed's
+    assert cue_stop(alike, 0.9, options) is None
+    code, sentence = cue_stop(other, 0.9, options)
+    assert code == "features" and "0.55" in sentence
+    assert cue_stop(other, 0.9, PropagationOptions(min_feature_similarity=None)) is None
+    # without features the cues are neutral; a zero vector matches nothing
+    plain = slice_cues(image, mask, mask, Anchor.of(image, mask), 0.9, None, box)
+    assert plain.feature_similarity == 1.0 and plain.prototype_iou == 1.0
+    assert feature_similarity(_mask_features(np.zeros(3), np.zeros(3)), seed) == 0.0
+    for bad in (-1.5, 1.5, float("nan")):
+        with pytest.raises(InputError, match="min_feature_similarity"):
+            PropagationOptions(min_feature_similarity=bad).check(get_spec("litemedsam"))
+
+
+def test_the_surround_of_a_mask():
+    mask = np.zeros((30, 40), bool)
+    mask[10:14, 2:22] = True  # 4 rows x 20 columns: grown by 3 + 1 rows and 3 + 5 columns, clipped at the left
+    region = surround(mask)
+    rows, cols = np.nonzero(region)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (6, 17, 0, 29) and region.sum() == 12 * 30
 
 
 def test_confidence_and_cues_cross_the_service_boundary():
@@ -95,7 +157,7 @@ def test_confidence_and_cues_cross_the_service_boundary():
 
     mask = np.zeros((4, 5, 6), bool)
     mask[1:3, 1:4, 2:5] = True
-    cues = SliceCues(0.8, 1.1, 0.9, 0.3, 0.85, 0.88, 0.0, 0.9).as_dict()
+    cues = SliceCues(0.8, 1.1, 0.9, 0.3, 0.85, 0.88, 0.0, 0.9, 0.7, 0.6).as_dict()
     result = PropagationResult(mask=mask, axis=0, scores={1: 0.9, 2: 0.8}, confidence={2: 0.42}, cues={2: cues},
                                stop_reasons={"up": "appearance"}, stop_details={"up": "slice 3: ..."}, last={"up": 2},
                                decodes=3, range=(0, 3))

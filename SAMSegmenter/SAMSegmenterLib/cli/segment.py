@@ -114,6 +114,9 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
                        help="stop where the mean intensity in the mask differs from the seed's by more than this "
                             f"many of the seed's standard deviations (default {defaults.max_intensity_shift}; "
                             "0 disables)")
+    group.add_argument("--min-feature-similarity", type=float, default=defaults.min_feature_similarity,
+                       help="stop where the cosine of the mask's mean image features (the model's embedding) with the "
+                            f"seed's falls below this (default {defaults.min_feature_similarity}; 0 disables)")
     group.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
                        help="stop where the walk's confidence (0..1) falls below this (default: not used to stop)")
     group.add_argument("--largest-3d", action="store_true", help="keep the largest 3D connected component")
@@ -127,6 +130,7 @@ def _propagation_options(args: argparse.Namespace) -> PropagationOptions:
                              cleanup=args.cleanup, min_score=args.min_score, min_iou=args.min_iou,
                              max_area_ratio=args.max_area_ratio, min_contrast=args.min_contrast or None,
                              margin_unit=args.margin_unit, max_intensity_shift=args.max_intensity_shift or None,
+                             min_feature_similarity=args.min_feature_similarity or None,
                              min_confidence=args.min_confidence or None, **given)
 
 

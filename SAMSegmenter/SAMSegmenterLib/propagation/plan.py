@@ -58,12 +58,15 @@ class PropagationOptions:
     area differs from the neighbour's by more than a factor ``max_area_ratio`` either way
     ("area_jump"); the mean windowed intensity inside the mask differs from the seed's (or the
     key slice's the walk started from) by more than ``max_intensity_shift`` standard deviations
-    of the seed mask's intensities ("appearance": the walk has reached other tissue); the walk's
+    of the seed mask's intensities ("appearance": the walk has reached other tissue); the cosine of
+    the mask's mean image features (the model's embedding of the slice averaged over the mask) with the
+    seed's is below ``min_feature_similarity`` ("features": the encoder sees other tissue, which may have
+    the seed's intensity); the walk's
     confidence (:mod:`slice_quality`) is below ``min_confidence`` ("low_confidence").
     Defaults measured on the 1 mm and thick-slice template and real CT and MR volumes
     (docs/propagation.md): a 6 px margin at the model's scale, 3 % of the box more while the mask
     does not grow (a fixed 15 % compounded leaks on CT; no fraction let walks shrink on thin slices),
-    the appearance stop at 4 standard deviations.
+    the appearance stop at 4 standard deviations, the features stop at a cosine of 0.55.
     selection: which of the decoder's candidates every slice the propagation predicts keeps
     (``single``, ``best_score`` or ``box_fit``, see :mod:`selection`): the walked slices and a
     seed given as a prompt. The single output by default: ``box_fit`` lost 3D Dice on the walks,
@@ -87,6 +90,7 @@ class PropagationOptions:
     min_contrast: Optional[float] = MIN_CONTRAST
     selection: str = "single"
     max_intensity_shift: Optional[float] = 4.0
+    min_feature_similarity: Optional[float] = 0.55
     min_confidence: Optional[float] = None
 
     def parts(self) -> frozenset[str]:
@@ -127,6 +131,8 @@ class PropagationOptions:
                              f"got {self.min_contrast}")
         if self.max_intensity_shift is not None and not self.max_intensity_shift > 0:
             raise InputError(f"max_intensity_shift must be > 0 (standard deviations), got {self.max_intensity_shift}")
+        if self.min_feature_similarity is not None and not -1 <= self.min_feature_similarity <= 1:
+            raise InputError(f"min_feature_similarity must be in [-1, 1] (a cosine), got {self.min_feature_similarity}")
         if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
             raise InputError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
         if self.selection not in SELECTIONS:
@@ -183,9 +189,8 @@ class PropagationResult:
     (:class:`slice_quality.SliceCues` as a dict);
     stop_reasons / stop_details: per walk ("up"/"down" for :func:`propagate`,
     "<index> up"/"<index> down" for :func:`propagate_between`), a reason code (``no_structure``, ``empty``,
-    ``low_score``, ``low_iou``, ``area_jump``, ``appearance``, ``low_confidence``, ``range_end``, ``volume_end``,
-    ``met``: reached
-    a slice already segmented, ``cancelled``, ``not_requested``) and a sentence;
+    ``low_score``, ``low_iou``, ``area_jump``, ``appearance``, ``features``, ``low_confidence``, ``range_end``,
+    ``volume_end``, ``met``: reached a slice already segmented, ``cancelled``, ``not_requested``) and a sentence;
     last: per walk, the last slice it accepted; cancelled: the caller cancelled (the mask
     holds every slice finished before); encoder_calls: embeddings computed during the
     call (cached ones are free); slices_visited: slices decoded (accepted or rejected); decodes: decoder

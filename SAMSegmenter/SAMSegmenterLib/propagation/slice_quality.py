@@ -8,34 +8,45 @@ slice the walk started from (its *anchor*: the seed, or a key slice), using noth
 decoder's output and the slice intensities: no extra model call.
 
 Masks are (rows, columns) bool; images are slices windowed to [0, 1]; boxes (x0, y0, x1, y1)
-in slice pixels, inclusive.
+in slice pixels, inclusive. Two cues read the slice's image embedding, already computed for the decoder
+(:class:`models.embedding.MaskFeatures`: its mean in and around the mask, and its cells near the mask).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+from ..prompts import box_from_mask
+
+if TYPE_CHECKING:
+    from ..models.embedding import MaskFeatures
 
 # Intensity spread below this (in window units) is treated as this, so that a uniform anchor does not make
 # every small intensity change look huge.
 MIN_SPREAD = 0.02
+# The surround that mask features are read in: the mask's box grown by this many slice pixels plus this fraction
+# of its width and height on each side.
+SURROUND_PIXELS = 3
+SURROUND_FRACTION = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Anchor:
     """The slice a walk started from: mean and standard deviation of its windowed intensities inside its mask,
-    and the mask's area in pixels."""
+    the mask's area in pixels and, when known, the image features in and around it (:func:`surround`)."""
 
     mean: float
     spread: float
     area: int
+    features: Optional[MaskFeatures] = None
 
     @classmethod
-    def of(cls, image: np.ndarray, mask: np.ndarray) -> "Anchor":
+    def of(cls, image: np.ndarray, mask: np.ndarray, features: Optional[MaskFeatures] = None) -> "Anchor":
         values = image[mask]
-        return cls(float(values.mean()), float(values.std()), int(mask.sum()))
+        return cls(float(values.mean()), float(values.std()), int(mask.sum()), features)
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,11 @@ class SliceCues:
     IoU; box_border: fraction of the prompt box's outline that the mask covers (a mask that fills
     its box out to the edges has probably spilled into its surroundings); agreement: mean IoU of the
     mask with the decoder's other candidates for the same prompt (where the candidates disagree, the
-    model is unsure what the box holds).
+    model is unsure what the box holds); feature_similarity: cosine of the mean image features in the mask with
+    the anchor's (below about 0.5 the encoder sees other tissue in the mask); prototype_iou: IoU of the mask
+    with the cells of its surround whose features are closer to the anchor's inside than to the anchor's
+    surround (where it is low, the image no longer shows what the seed showed where the mask is). Both are 1.0
+    when the features are unknown.
     """
 
     iou_previous: float
@@ -60,6 +75,8 @@ class SliceCues:
     score: float
     box_border: float
     agreement: float
+    feature_similarity: float = 1.0
+    prototype_iou: float = 1.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in asdict(self).items()}
@@ -98,39 +115,83 @@ def agreement(mask: np.ndarray, candidates: Optional[np.ndarray], chosen: int) -
     return float(np.mean([_iou(mask, c) for n, c in enumerate(candidates) if n != chosen]))
 
 
+def surround(mask: np.ndarray) -> np.ndarray:
+    """(rows, columns) bool: the box of a non-empty mask grown by :data:`SURROUND_PIXELS` plus
+    :data:`SURROUND_FRACTION` of its size on each side, clipped to the slice."""
+    rows, cols = mask.shape
+    x0, y0, x1, y1 = box_from_mask(mask)
+    mx = SURROUND_PIXELS + SURROUND_FRACTION * (x1 - x0 + 1)
+    my = SURROUND_PIXELS + SURROUND_FRACTION * (y1 - y0 + 1)
+    region = np.zeros(mask.shape, dtype=bool)
+    region[max(0, int(y0 - my)):min(rows, int(y1 + my) + 1), max(0, int(x0 - mx)):min(cols, int(x1 + mx) + 1)] = True
+    return region
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b)) / norms if norms > 0 else 0.0
+
+
+def feature_similarity(features: Optional[MaskFeatures], anchor: Optional[MaskFeatures]) -> float:
+    """Cosine of the mean features inside two masks; 1.0 when either is unknown, 0.0 when either is zero."""
+    if features is None or anchor is None:
+        return 1.0
+    return _cosine(features.inside, anchor.inside)
+
+
+def prototype_iou(features: Optional[MaskFeatures], anchor: Optional[MaskFeatures]) -> float:
+    """IoU, over the feature cells of a mask's surround, of the cells it covers with those whose features are
+    closer (cosine) to ``anchor``'s inside mean than to its surround's; 1.0 when either is unknown or the anchor
+    has no surround."""
+    if features is None or anchor is None or not anchor.around.any() or not features.cells.size:
+        return 1.0
+    cells = features.cells / np.maximum(np.linalg.norm(features.cells, axis=0), 1e-12)
+    inside = anchor.inside / max(float(np.linalg.norm(anchor.inside)), 1e-12)
+    around = anchor.around / max(float(np.linalg.norm(anchor.around)), 1e-12)
+    alike = inside @ cells > around @ cells
+    return _iou(alike, features.covered)
+
+
 def slice_cues(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, anchor: Anchor, score: float,
                logits: Optional[np.ndarray], box: Optional[np.ndarray], candidates: Optional[np.ndarray] = None,
-               chosen: int = 0) -> SliceCues:
+               chosen: int = 0, features: Optional[MaskFeatures] = None) -> SliceCues:
     """The :class:`SliceCues` of a non-empty ``mask`` decoded on ``image`` from a prompt ``box`` built on
     ``previous`` (the neighbour's mask); ``logits``: the decoder's (256, 256) low-resolution logits;
-    ``candidates``: the decoder's (M, rows, columns) masks, ``chosen`` the index the mask came from."""
+    ``candidates``: the decoder's (M, rows, columns) masks, ``chosen`` the index the mask came from;
+    ``features``: the image features in and around the mask (within :func:`surround`)."""
     area, prev_area = int(mask.sum()), int(previous.sum())
     mean = float(image[mask].mean()) if area else anchor.mean
     return SliceCues(iou_previous=_iou(mask, previous), area_previous=area / max(1, prev_area),
                      area_anchor=area / max(1, anchor.area),
                      intensity_shift=abs(mean - anchor.mean) / max(anchor.spread, MIN_SPREAD),
                      stability=stability(logits), score=float(score), box_border=box_border(mask, box),
-                     agreement=agreement(mask, candidates, chosen))
+                     agreement=agreement(mask, candidates, chosen),
+                     feature_similarity=feature_similarity(features, anchor.features),
+                     prototype_iou=prototype_iou(features, anchor.features))
 
 
 # Logistic model of P(slice Dice >= 0.7) from one slice's cues, fitted on the tuning sets of
-# benchmarks/propagation.py (the 3, 5 and 7 mm thick-slice template and the CT, 740 walked slices of range-
-# limited and free walks with the defaults of 2026-12-07: 6 px margin at the 256 px scale, 3 % of the box
-# while the mask does not grow, the appearance stop at 4; not on the MR or the 1 mm template): weights of
-# score, stability, min(log area_anchor, 0), max(log area_anchor, 0), min(intensity_shift, SHIFT_CAP),
-# iou_previous, |log area_previous|, agreement; then the bias. The model's score has a negative weight: on
+# benchmarks/propagation.py (the 3, 5 and 7 mm thick-slice template and the CT; 1384 walked slices of range-
+# limited and free walks of both structures, anatomy and compact, with the defaults of 2026-12-07, the features
+# stop included; not on the MR, the 1 mm template or any held-out set; `benchmarks/confidence.py --fit thick ct`):
+# weights of :data:`FEATURES` (:func:`features`); then the bias. The model's score has a negative weight: on
 # walked slices LiteMedSAM is most sure of itself on blobs beyond a structure's end. Fitted freely, the IoU
 # with the neighbour took a negative weight (it moves with the area ratio), which would rate a mask that
-# jumped away as better: it is left out (weight 0).
-WEIGHTS = (-9.24, 9.9931, 0.687, 2.3671, -0.6376, 0.0, 4.2244, 7.6258)
-BIAS = -5.4658
+# jumped away as better, and so did the features' cosine with the seed (it moves with the prototype IoU; the
+# features stop uses it instead): both are left out (weight 0, :data:`LEFT_OUT`).
+FEATURES = ("score", "stability", "min(log area_anchor, 0)", "max(log area_anchor, 0)", "min(intensity_shift, 6)",
+            "iou_previous", "|log area_previous|", "agreement", "feature_similarity", "prototype_iou")
+LEFT_OUT = ("iou_previous", "feature_similarity")
+WEIGHTS = (-6.6267, 8.9615, 1.3319, 3.8323, -0.10018, 0.0, 3.7462, 8.6271, 0.0, 4.7078)
+BIAS = -10.064
 # No fitted slice had an intensity shift above 4 (the appearance stop ends a walk there); up to this cap the
-# shift's weight is extended, so that a walk with that stop switched off still reads other tissue as unsure.
+# shift's (small) weight is extended to walks with that stop switched off.
 SHIFT_CAP = 6.0
 # Share of the slice's own estimate in its confidence; the rest is the lowest estimate of the walk so far.
 OWN_SHARE = 0.3
 # A propagated slice whose confidence is below this is shown as unsure (red), whatever the model's score.
-# On the tuning slices of 2026-12-07 it marks 78 % of the slices with Dice < 0.7 and 25 % of the others.
+# On the tuning slices of 2026-12-07 it marks 82 % of the slices with Dice < 0.7 and 26 % of the others (87 % and
+# 34 % on the held-out sets).
 UNSURE = 0.6
 
 
@@ -139,7 +200,8 @@ def features(cues: SliceCues) -> tuple[float, ...]:
     area = max(cues.area_anchor, 1e-6)
     return (cues.score, cues.stability, min(np.log(area), 0.0), max(np.log(area), 0.0),
             min(cues.intensity_shift, SHIFT_CAP),
-            cues.iou_previous, abs(np.log(max(cues.area_previous, 1e-6))), cues.agreement)
+            cues.iou_previous, abs(np.log(max(cues.area_previous, 1e-6))), cues.agreement,
+            cues.feature_similarity, cues.prototype_iou)
 
 
 def local_confidence(cues: SliceCues) -> float:
@@ -161,9 +223,9 @@ def walk_confidence(lowest: float, cues: SliceCues) -> tuple[float, float]:
 
     A walk that has drifted off its structure stays off it (each slice is prompted from the last), so
     a slice's confidence is mostly the lowest estimate on the way to it: :data:`OWN_SHARE` of its own
-    estimate plus the rest of that lowest one. On the tuning slices this separates slices with Dice
-    >= 0.7 from worse ones about as well as or better than either alone (ROC AUC 0.80 on CT and 0.96 on
-    the thick-slice template, against 0.74 / 0.93 for the slice's own estimate, 0.82 / 0.91 for the lowest
-    alone and 0.64 / 0.81 for the model's score; 2026-12-07).
+    estimate plus the rest of that lowest one. On the default's walks of the tuning sets this separates
+    slices with Dice >= 0.7 from worse ones about as well as or better than either alone (ROC AUC 0.69 on
+    the CT and 0.985 on the thick-slice template, against 0.68 / 0.97 for the slice's own estimate,
+    0.70 / 0.91 for the lowest alone and 0.60 / 0.81 for the model's score; 2026-12-07, docs/propagation.md).
     """
     return mix(lowest, local_confidence(cues))

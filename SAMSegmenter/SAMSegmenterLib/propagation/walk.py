@@ -39,7 +39,7 @@ from .plan import (
     check_seed_walk,
 )
 from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
-from .slice_quality import Anchor, SliceCues, slice_cues, walk_confidence
+from .slice_quality import Anchor, SliceCues, slice_cues, surround, walk_confidence
 
 if TYPE_CHECKING:
     from ..predictor import SlicePredictor
@@ -180,12 +180,18 @@ def cue_stop(cues: SliceCues, confidence: float, options: PropagationOptions) ->
 
     ``appearance``: the mean intensity inside the mask differs from the seed's by more than
     ``options.max_intensity_shift`` of the seed's spread (the walk has moved onto other tissue);
+    ``features``: the cosine of the mask's image features with the seed's is below
+    ``options.min_feature_similarity`` (the encoder sees other tissue there);
     ``low_confidence``: the walk's confidence fell below ``options.min_confidence``.
     """
     limit = options.max_intensity_shift
     if limit is not None and cues.intensity_shift > limit:
         return "appearance", (f"mean intensity in the mask differs from the seed's by {cues.intensity_shift:.2f} "
                               f"of its spread (> {limit:g})")
+    least = options.min_feature_similarity
+    if least is not None and cues.feature_similarity < least:
+        return "features", (f"the image features in the mask no longer match the seed's (cosine "
+                            f"{cues.feature_similarity:.2f} < {least:g})")
     if options.min_confidence is not None and confidence < options.min_confidence:
         return "low_confidence", f"confidence {confidence:.2f} < {options.min_confidence:g}"
     return None
@@ -278,8 +284,9 @@ class _Run:
         failed = stop_reason(mask, prediction.score, walk.mask, self.options)
         confidence, lowest = walk.confidence, walk.lowest
         if failed is None:
+            features = self.predictor.mask_features(self.axis, index, mask, surround(mask))
             cues = slice_cues(image, mask, walk.mask, walk.anchor, prediction.score, prediction.low_res_logits,
-                              prompt.box, prediction.masks, prediction.index)
+                              prompt.box, prediction.masks, prediction.index, features)
             confidence, lowest = walk_confidence(walk.lowest, cues)
             failed = cue_stop(cues, confidence, self.options)
         if failed is not None:
@@ -326,6 +333,13 @@ def _check_mask(predictor: SlicePredictor, axis: int, index: int, mask: np.ndarr
         raise InputError(f"mask for slice {index} has shape {mask.shape}; slices along axis {'KJI'[axis]} "
                          f"are {shape} (rows, columns)")
     return mask.astype(bool)
+
+
+def _anchor(predictor: SlicePredictor, axis: int, index: int, mask: np.ndarray) -> Anchor:
+    """The :class:`Anchor` of a walk from slice ``index`` with its non-empty ``mask`` (its image features embed the
+    slice if it is not cached: a seed or key slice given as a mask)."""
+    features = predictor.mask_features(axis, index, mask, surround(mask))
+    return Anchor.of(predictor.slice_image(axis, index), mask, features)
 
 
 def _limits(first: int, last: int, count: int) -> tuple[str, str]:
@@ -375,7 +389,7 @@ def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_
         raise PromptError(f"the seed slice {seed_index} is empty: "
                           + ("the prompt gives no mask there" if seed_prompt is not None else "its mask has no pixel"))
     run.accept(seed_index, mask, score)
-    anchor = Anchor.of(predictor.slice_image(axis, seed_index), mask)
+    anchor = _anchor(predictor, axis, seed_index, mask)
     low_reason, high_reason = _limits(first, last, predictor.num_slices(axis))
     for name, step, limit, reason in (("up", 1, last, high_reason), ("down", -1, first, low_reason)):
         if direction in (name, "both"):
@@ -421,7 +435,7 @@ def propagate_between(predictor: SlicePredictor, axis: int | str, key_masks: Map
             continue
         below = keys[n - 1] if n > 0 else None
         above = keys[n + 1] if n + 1 < len(keys) else None
-        anchor = Anchor.of(predictor.slice_image(axis, k), masks[k])
+        anchor = _anchor(predictor, axis, k, masks[k])
         if above is not None:
             run.walks.append(_Walk(f"{k} up", 1, k, above - 1, "met", masks[k], None, anchor))
         elif extend:
