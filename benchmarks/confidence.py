@@ -10,7 +10,10 @@ ones) of
              with its weights fitted on every *other* set (leave one set out: the set is judged on
              weights that never saw it; each training set weighs the same).
 
-    python benchmarks/confidence.py RUN.json [RUN.json ...] [--json]
+    python benchmarks/confidence.py RUN.json [RUN.json ...] [--json] [--fit SET [SET ...]]
+
+``--fit`` also prints the weights fitted on the named sets' slices (each set weighing the same): how the shipped
+``slice_quality.WEIGHTS`` and ``BIAS`` are made.
 
 The shipped weights were fitted on the thick-slice template and the CT (docs/propagation.md), so their
 AUC on those two sets is not a held-out figure; the refit's is on every set.
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="outputs of benchmarks/propagation.py --json")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--fit", nargs="+", metavar="SET", help="print the weights fitted on these sets")
     args = parser.parse_args(argv)
     records = []
     for run, path in enumerate(args.runs):
@@ -81,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     x = np.array([features(r["cues"]) for r in records])
     y = np.array([r["dice"] >= GOOD_SLICE for r in records], dtype=float)
     sets = list(dict.fromkeys(r["set"] for r in records))
-    # the inputs the shipped model leaves out (weight 0: the IoU with the neighbour) stay out (+1: the bias column)
-    fixed_zero = tuple(1 + j for j, w in enumerate(slice_quality.WEIGHTS) if w == 0)
+    # the inputs the shipped model leaves out (the IoU with the neighbour) stay out (+1: the bias column)
+    fixed_zero = tuple(1 + slice_quality.FEATURES.index(name) for name in slice_quality.LEFT_OUT)
     counts = defaultdict(int)
     for r in records:
         counts[r["set"]] += 1
@@ -95,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         for r, z in zip((r for r in records if r["set"] == held), x[~train] @ w):
             own[id(r)] = float(1.0 / (1.0 + np.exp(-z)))
     refit = walk_confidences(records, own)
+    if args.fit:
+        train = np.array([r["set"] in args.fit for r in records])
+        weight = per_set[train]
+        w = fit_logistic(x[train], y[train], weight * train.sum() / weight.sum(), fixed_zero)
+        print(f"fitted on {', '.join(args.fit)} ({train.sum()} slices): WEIGHTS = "
+              f"({', '.join(f'{v:.5g}' for v in w[1:])}), BIAS = {w[0]:.5g}")
     table = {}
     print("| set | slices | bad (Dice < 0.7) | shipped AUC | refit AUC (leave one set out) |")
     print("|---|---|---|---|---|")
