@@ -66,3 +66,15 @@ def test_the_folder_of_a_killed_process_is_removed_and_live_ones_are_kept(tmp_pa
         living.kill()
         living.wait(30)
         killed.wait(30)
+
+
+@posix
+def test_a_claim_that_fails_releases_its_lock(tmp_path):
+    folder = tmp_path / (local_folders.PREFIX + "x")
+    (folder / local_folders.OWNER / "in-the-way").mkdir(parents=True)  # the owner file cannot take its name
+    with pytest.raises(OSError) as failure:
+        local_folders.claim(folder)
+    # the failed claim's file is not held, even while its traceback (which keeps the claim's frame) lives on
+    with open(folder / (local_folders.OWNER + ".new"), "rb") as other:
+        local_folders.fcntl.flock(other.fileno(), local_folders.fcntl.LOCK_EX | local_folders.fcntl.LOCK_NB)
+    assert failure.traceback

@@ -43,10 +43,14 @@ def claim(folder: Path) -> Optional[BinaryIO]:
         return None
     new = folder / (OWNER + ".new")
     handle = open(new, "wb")
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # locked before it has its name: never seen unlocked
-    handle.write(pid)
-    handle.flush()
-    os.replace(new, folder / OWNER)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # locked before it has its name: never seen unlocked
+        handle.write(pid)
+        handle.flush()
+        os.replace(new, folder / OWNER)
+    except BaseException:
+        handle.close()
+        raise
     return handle
 
 
