@@ -29,7 +29,8 @@ class HelperProcess:
     """``python args...`` in its own process group, its output (stdout and stderr) in a log file.
 
     The log (in the temporary folder) is kept only if the process fails, to say why; once :meth:`poll` sees
-    it end with exit code 0 or after a cancel, its last lines are kept in memory and the file is deleted.
+    it end with exit code 0, or at a cancel (on Windows: once :meth:`poll` sees the cancelled tree end), its
+    last lines are kept in memory and the file is deleted.
     python: the interpreter (default this one: PythonSlicer inside Slicer)."""
 
     TAIL_BYTES = 4096
@@ -43,6 +44,7 @@ class HelperProcess:
             self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT, env=child_env(), **options)
         self.cancelled = False
+        self._killed = False  # cancelled while it ran: its log says nothing worth keeping
         self._tail: Optional[str] = None  # the log's end, read when the process has ended
 
     def poll(self) -> Optional[int]:
@@ -52,7 +54,7 @@ class HelperProcess:
             return None
         if self._tail is None:
             self._tail = self._read_tail()
-            if code == 0 or self.cancelled:
+            if code == 0 or self._killed:
                 try:
                     self.log.unlink(missing_ok=True)
                 except OSError:  # Windows: still open (a killed tree's last process, a virus scanner): it stays
@@ -82,14 +84,20 @@ class HelperProcess:
         self.cancelled = True
         if WINDOWS:
             if self.process.poll() is None:
+                self._killed = True
                 subprocess.Popen(["taskkill", "/F", "/T", "/PID", str(self.process.pid)], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, creationflags=NO_WINDOW)
             return
+        self._killed = self._killed or self.group_alive()
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         self.process.poll()  # reap the launcher if it is gone already
+        # killed, it writes no more: keep the log's end and delete it now (a closing panel polls no more)
+        if self._killed and self._tail is None:
+            self._tail = self._read_tail()
+            self.log.unlink(missing_ok=True)
 
     def last_line(self) -> str:
         """The last non-empty line the process printed (progress, or why it failed)."""

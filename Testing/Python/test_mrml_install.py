@@ -123,6 +123,10 @@ def test_cancel_kills_the_launcher_and_its_child(tmp_path, launcher):
         time.sleep(0.05)
     child = int(pid_file.read_text())
     helper.cancel()
+    assert not helper.log.exists()  # deleted at once: a closing panel cancels its helpers and polls no more
+    tail = helper.last_line()
+    helper.cancel()  # again: nothing changes
+    assert helper.last_line() == tail
     while helper.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
@@ -208,3 +212,14 @@ def test_a_helper_keeps_its_log_only_when_it_fails():
     assert results["fails"].process.returncode == 1 and results["fails"].log.is_file()
     assert results["fails"].last_line() == "error: no space"
     results["fails"].log.unlink()
+
+
+def test_cancelling_a_helper_that_failed_keeps_its_log():
+    helper = HelperProcess(["-c", "raise SystemExit('error: no space')"])
+    deadline = time.monotonic() + 60
+    while helper.process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    helper.cancel()  # a late cancel (the panel closing) of a helper that has already failed
+    assert helper.poll() == 1 and helper.log.is_file() and helper.last_line() == "error: no space"
+    helper.log.unlink()
