@@ -51,10 +51,17 @@ class SlicePrediction:
     reason: str
 
 
+def fingerprint_digest(shape: tuple[int, ...], dtype: np.dtype) -> "hashlib.blake2b":
+    """The hash of :func:`volume_fingerprint` before the voxels: update it with the C-order bytes of a volume of
+    ``shape`` and ``dtype`` (in order, in any pieces), then take its ``hexdigest()``."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((tuple(int(n) for n in shape), np.dtype(dtype).str)).encode())
+    return digest
+
+
 def volume_fingerprint(volume: np.ndarray) -> str:
     """Content hash of a volume (shape, dtype and bytes) used to key cached embeddings."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((volume.shape, volume.dtype.str)).encode())
+    digest = fingerprint_digest(volume.shape, volume.dtype)
     digest.update(memoryview(np.ascontiguousarray(volume)).cast("B"))
     return digest.hexdigest()
 

@@ -362,3 +362,34 @@ def test_a_server_stopped_while_it_prefetches_exits_cleanly(start_server, mni152
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(60) == 143, server.log.read_text()[-2000:]
     assert "terminate called" not in server.log.read_text()
+
+
+@pytest.mark.parametrize("encoding", ["", "deflate", "gzip"])
+def test_an_upload_is_fingerprinted_as_it_arrives(encoding, monkeypatch):
+    """The volume's fingerprint (the key of its cached embeddings) is hashed while the body arrives, in pieces, and
+    equals the one computed from the whole array; a failed upload has none."""
+    import asyncio
+
+    from SAMSegmenterLib.errors import InputError
+    from SAMSegmenterLib.predictor import volume_fingerprint
+    from SAMSegmenterLib.service import uploads
+
+    monkeypatch.setattr(uploads, "HASH_STEP", 1000)  # many hand-overs for a small volume
+    volume = np.random.default_rng(3).integers(-1000, 3000, (7, 33, 41)).astype(np.int16)
+    raw = volume.tobytes()
+    body = {"": raw, "deflate": zlib.compress(raw), "gzip": None}[encoding]
+    if encoding == "gzip":
+        packer = zlib.compressobj(wbits=31)
+        body = packer.compress(raw) + packer.flush()
+
+    async def pieces(data: bytes, size: int = 777):
+        for start in range(0, len(data), size):
+            yield data[start:start + size]
+
+    reader = uploads.VolumeReader(volume.shape, np.dtype("int16"), encoding, 1 << 30)
+    np.testing.assert_array_equal(asyncio.run(reader.read(pieces(body))), volume)
+    assert reader.fingerprint == volume_fingerprint(volume)
+    truncated = uploads.VolumeReader(volume.shape, np.dtype("int16"), encoding, 1 << 30)
+    with pytest.raises(InputError):
+        asyncio.run(truncated.read(pieces(body[: len(body) // 2])))
+    assert truncated.fingerprint is None

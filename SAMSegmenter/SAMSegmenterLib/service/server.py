@@ -253,8 +253,9 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
         get_spec(model)
         weights = choose_checkpoint(checkpoint, config.named_checkpoints, config.client_paths)
         reservation = registry.reserve(nbytes)  # before a byte is read: uploads count against the limits
+        reader = VolumeReader(dims, kind, encoding, config.max_request_bytes)
         try:
-            volume = await VolumeReader(dims, kind, encoding, config.max_request_bytes).read(request.stream())
+            volume = await reader.read(request.stream())
         except ClientDisconnect:
             reservation.release()
             TALLY.add("uploads abandoned by their client")
@@ -262,7 +263,8 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
         except BaseException:
             reservation.release()
             raise
-        session = await run_in_threadpool(registry.open, client, volume, window, model, weights, reservation)
+        session = await run_in_threadpool(registry.open, client, volume, window, model, weights, reservation,
+                                          reader.fingerprint)
         return session.describe()
 
     @app.delete(f"{PREFIX}/sessions/{{session_id}}")

@@ -135,18 +135,20 @@ class Registry:
         self._workers = ThreadPoolExecutor(max_workers=limits.max_jobs, thread_name_prefix="sam-job")
 
     def open(self, client: str, volume: np.ndarray, window: str, model_name: str,
-             checkpoint: Optional[str], reservation: Optional[Reservation] = None) -> Session:
+             checkpoint: Optional[str], reservation: Optional[Reservation] = None,
+             fingerprint: Optional[str] = None) -> Session:
         """A new session on ``volume`` (its own array, [k, j, i]); Busy at the limits.
 
         reservation: the room held while the volume was uploaded (:meth:`reserve`); it becomes the
-        session's, or is released if the session cannot open.
+        session's, or is released if the session cannot open. fingerprint: the volume's
+        :func:`volume_fingerprint` when known (hashed during the upload), else computed here.
         """
         if reservation is None:
             reservation = self.reserve(int(volume.nbytes))
         try:
             model = self.load(model_name, checkpoint)
             predictor = SlicePredictor(model, volume, window=window, cache=self.cache,
-                                       volume_id=volume_fingerprint(volume))
+                                       volume_id=fingerprint or volume_fingerprint(volume))
         except BaseException:
             reservation.release()
             raise

@@ -5,25 +5,31 @@ The declared shape and voxel type give the volume's size (Python integers: no ov
 the body is read; the array is allocated once at that size and the body is copied (or inflated, a bounded
 step at a time) straight into it, so a request never holds more than its declared, limited size plus one
 inflate step. Inflating runs in a worker thread (zlib releases the GIL), in batches, so other clients'
-requests are answered meanwhile.
+requests are answered meanwhile. The volume's fingerprint (which keys its cached embeddings) is hashed on a
+thread of its own as the voxels arrive, so it is ready, or nearly, when the last byte is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 import zlib
-from typing import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import AsyncIterator, Optional
 
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import InputError
+from ..predictor import fingerprint_digest
 from .protocol import INFLATE_STEP, VOLUME_DTYPES
 from .sessions import TooLarge
 
 BATCH = 4 << 20
 """Compressed bytes gathered before they are handed to a worker thread to inflate."""
+HASH_STEP = 8 << 20
+"""Voxel bytes gathered before they are handed to the hashing thread (blake2b releases the GIL)."""
 ENCODINGS = {"": None, "identity": None, "deflate": 15, "gzip": 31}
 
 
@@ -47,6 +53,8 @@ class VolumeReader:
     """Fills a new ``[k, j, i]`` array of ``dtype`` from an upload's body pieces.
 
     max_wire_bytes: most body bytes accepted (TooLarge beyond); encoding: ``deflate``, ``gzip`` or none.
+    fingerprint: after :meth:`read`, the volume's :func:`predictor.volume_fingerprint` (None on a big-endian
+    machine, where the array is byte-swapped after reading).
     """
 
     def __init__(self, dims: tuple[int, int, int], dtype: np.dtype, encoding: str, max_wire_bytes: int):
@@ -61,9 +69,26 @@ class VolumeReader:
         wbits = ENCODINGS[encoding]
         self.inflater = None if wbits is None else zlib.decompressobj(wbits)
         self.encoding = encoding
+        self.fingerprint: Optional[str] = None
+        self._digest = fingerprint_digest(dims, dtype) if sys.byteorder == "little" else None
+        self._hashed = 0
+        self._hashing: Optional[Future] = None
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam-upload-hash")
 
     async def read(self, body: AsyncIterator[bytes]) -> np.ndarray:
         """The volume, once ``body`` is read; InputError when its bytes do not match the declared shape."""
+        try:
+            array = await self._read(body)
+            self._hash(final=True)
+            if self._hashing is not None:
+                await asyncio.wrap_future(self._hashing)  # one thread, in order: the last update ends the hash
+            if self._digest is not None:
+                self.fingerprint = self._digest.hexdigest()
+            return array
+        finally:
+            self._hasher.shutdown(wait=False, cancel_futures=True)
+
+    async def _read(self, body: AsyncIterator[bytes]) -> np.ndarray:
         pending: list[bytes] = []
         waiting = 0
         async for piece in body:
@@ -94,6 +119,13 @@ class VolumeReader:
                            f"{self.dtype} declares")
         self.view[self.filled:end] = data
         self.filled = end
+        self._hash()
+
+    def _hash(self, final: bool = False) -> None:
+        """Hand the voxels stored since the last hand-over to the hashing thread (at least HASH_STEP of them)."""
+        if self._digest is not None and self.filled - self._hashed >= (1 if final else HASH_STEP):
+            self._hashing = self._hasher.submit(self._digest.update, self.view[self._hashed:self.filled])
+            self._hashed = self.filled
 
     def _inflate(self, data: bytes) -> None:
         """Inflate ``data`` into the array, at most INFLATE_STEP bytes at a time, refusing anything beyond it."""
