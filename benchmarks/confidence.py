@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         for r, z in zip((r for r in records if r["set"] == held), x[~train] @ w):
             own[id(r)] = float(1.0 / (1.0 + np.exp(-z)))
     refit = walk_confidences(records, own)
+    unknown = sorted(set(args.fit or ()) - set(sets))
+    if unknown:
+        parser.error(f"--fit: no slices of {', '.join(unknown)} in these runs (sets: {', '.join(sets)})")
     if args.fit:
         train = np.array([r["set"] in args.fit for r in records])
         weight = per_set[train]

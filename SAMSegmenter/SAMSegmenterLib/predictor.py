@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Hashable
+from typing import TYPE_CHECKING, Hashable, Optional
 
 import numpy as np
 
@@ -91,6 +91,9 @@ class SlicePredictor:
         self.encoder_calls = 0
         self.gate = gate_for(model)
         self._lock = threading.Lock()
+        # the last embedding asked for, kept even where the cache keeps nothing (a cache of 0 MB, an embedding
+        # evicted at once): a propagated slice reads it twice, to decode and then for its mask features
+        self._latest: Optional[tuple[Hashable, ImageEmbedding]] = None
 
     def num_slices(self, axis: int | str) -> int:
         return self.volume.shape[parse_axis(axis)]
@@ -117,14 +120,20 @@ class SlicePredictor:
         axis = parse_axis(axis)
         check_slice(self.volume.shape, axis, index)
         key = self._key(axis, index)
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        return self.gate.run(key, lambda: self._compute(axis, index), lambda e: self.cache.put(key, e))
+        latest = self._latest
+        if latest is not None and latest[0] == key:
+            return latest[1]
+        embedding = self.cache.get(key)
+        if embedding is None:
+            embedding = self.gate.run(key, lambda: self._compute(axis, index), lambda e: self.cache.put(key, e))
+        self._latest = (key, embedding)
+        return embedding
 
-    def mask_features(self, axis: int | str, index: int, mask: np.ndarray, region: np.ndarray) -> MaskFeatures:
+    def mask_features(self, axis: int | str, index: int, mask: np.ndarray,
+                      region: np.ndarray) -> Optional[MaskFeatures]:
         """The image features in and around a (rows, columns) ``mask`` on slice ``index``, within ``region`` (same
-        shape, holding the mask): :meth:`ImageEmbedding.mask_features`. Embeds the slice if it is not cached."""
+        shape, holding the mask): :meth:`ImageEmbedding.mask_features` (None for a mask too thin to cover a
+        feature cell). Embeds the slice if it is not cached."""
         return self.embedding(axis, index).mask_features(mask, region)
 
     def is_cached(self, axis: int | str, index: int) -> bool:

@@ -88,6 +88,7 @@ class HelperProcess:
                 subprocess.Popen(["taskkill", "/F", "/T", "/PID", str(self.process.pid)], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, creationflags=NO_WINDOW)
             return
+        self.process.poll()  # reap a launcher that has ended (without /proc its zombie would count as alive)
         self._killed = self._killed or self.group_alive()
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -97,7 +98,10 @@ class HelperProcess:
         # killed, it writes no more: keep the log's end and delete it now (a closing panel polls no more)
         if self._killed and self._tail is None:
             self._tail = self._read_tail()
-            self.log.unlink(missing_ok=True)
+            try:
+                self.log.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def last_line(self) -> str:
         """The last non-empty line the process printed (progress, or why it failed)."""

@@ -217,7 +217,8 @@ def test_a_helper_keeps_its_log_only_when_it_fails():
 def test_cancelling_a_helper_that_failed_keeps_its_log():
     helper = HelperProcess(["-c", "raise SystemExit('error: no space')"])
     deadline = time.monotonic() + 60
-    while helper.process.poll() is None:
+    while not Path(f"/proc/{helper.process.pid}").exists() or "Z" not in Path(
+            f"/proc/{helper.process.pid}/stat").read_text().rsplit(")", 1)[1][:3]:  # ended, not yet reaped
         assert time.monotonic() < deadline
         time.sleep(0.02)
     helper.cancel()  # a late cancel (the panel closing) of a helper that has already failed

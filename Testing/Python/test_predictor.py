@@ -48,14 +48,29 @@ def test_cache_and_mask_input(litemedsam, phantom):
     first = predictor.predict(0, 1, box)
     assert dice(first.mask, target) > 0.95
     predictor.predict(0, 1, Prompt(box=box_from_mask(target)))
-    assert predictor.encoder_calls == 1 and cache.hits >= 1
+    assert predictor.encoder_calls == 1
     # the previous low-resolution mask as extra input keeps the answer
     refined = predictor.predict(0, 1, Prompt(box=box.box, mask_input=first.low_res_logits))
     assert dice(refined.mask, target) > 0.95
     # a second predictor on the same content shares the cache (content fingerprint)
     other = SlicePredictor(litemedsam, volume.copy(), cache=cache)
     other.predict(0, 1, box)
-    assert other.encoder_calls == 0
+    assert other.encoder_calls == 0 and cache.hits >= 1
+
+
+def test_a_slice_is_embedded_once_for_its_prompt_and_features_without_a_cache(litemedsam, phantom):
+    """A propagated slice reads its embedding twice (to decode, then for its mask features): with a cache that keeps
+    nothing, the predictor's last embedding serves the second read."""
+    from SAMSegmenterLib.propagation.slice_quality import surround
+
+    volume, target = phantom
+    predictor = SlicePredictor(litemedsam, volume, cache=EmbeddingCache(max_bytes=0))
+    mask = predictor.predict(0, 1, Prompt(box=box_from_mask(target))).mask
+    assert predictor.mask_features(0, 1, mask, surround(mask)) is not None
+    assert predictor.encoder_calls == 1 and len(predictor.cache) == 0
+    predictor.embedding(0, 2)
+    predictor.embedding(0, 1)  # no longer the last one: embedded again
+    assert predictor.encoder_calls == 3
 
 
 def test_box_only_model_refuses_points(litemedsam, phantom):
@@ -208,4 +223,36 @@ def test_mask_features_follow_the_tissue(litemedsam, mni152, mni152_masks):
                                white[k].sum() * np.prod(embedding.input_size) / np.prod(embedding.original_size),
                                rtol=0.02)
     region = surround(white[k])
-    assert not embedding.mask_features(np.zeros_like(region), region).inside.any()
+    assert embedding.mask_features(np.zeros_like(region), region) is None  # nothing to judge
+    with pytest.raises(ValueError, match="slice's shape"):
+        embedding.mask_features(white[k][:-1], region[:-1])
+
+
+def test_cell_coverage_for_every_input_geometry():
+    """The mask's share of each feature cell, for LiteMedSAM's 256 px input (a slice larger and one smaller than it)
+    and SAM's 1024 px input, kept aspect or stretched (MedSAM): what the slice's pixels cover, the padding never."""
+    import torch
+
+    from SAMSegmenterLib.models.embedding import ImageEmbedding
+
+    rng = np.random.default_rng(5)
+    features = torch.zeros(1, 256, 64, 64)
+    for shape, input_size in (((512, 400), (256, 200)), ((122, 100), (256, 210)), ((300, 512), (600, 1024)),
+                              ((300, 512), (1024, 1024))):
+        embedding = ImageEmbedding(features, shape, input_size)
+        stride = max(input_size) // 64
+        whole = embedding.cell_coverage(np.ones(shape, bool))
+        reached = (-(-input_size[0] // stride), -(-input_size[1] // stride))  # cells the image reaches
+        assert whole[:reached[0], :reached[1]].min() > 0 and not whole[reached[0]:].any()
+        assert not whole[:, reached[1]:].any()
+        mask = rng.random(shape) < 0.3
+        # every input pixel samples exactly one slice pixel: a mask's and its complement's shares add up to the whole
+        np.testing.assert_allclose(embedding.cell_coverage(mask) + embedding.cell_coverage(~mask), whole)
+        corner = np.zeros(shape, bool)
+        corner[: shape[0] // 4, : shape[1] // 4] = True
+        share = embedding.cell_coverage(corner)
+        assert share[0, 0] == 1.0 and not share[reached[0] // 2:].any()
+    # a line one pixel thin on a slice twice the input's size can fall between the sampled pixels: not judged
+    line = np.zeros((512, 512), bool)
+    line[100, 50:400] = True
+    assert ImageEmbedding(features, (512, 512), (256, 256)).mask_features(line, np.ones_like(line)) is None

@@ -133,6 +133,17 @@ def test_fill_between_two_key_slices(seeded, predictor, cerebellum):
     assert dice(result.mask[14:19], cerebellum[14:19]) > 0.85  # measured 0.95
 
 
+def test_key_slices_are_embedded_only_for_a_walk_that_needs_them(litemedsam, mni152, cerebellum):
+    """A key slice's image features (the anchor of the cues) are read when its walk first decodes a slice: keys
+    with nothing between them cost no encode, and each key is embedded once however many walks start from it."""
+    predictor = SlicePredictor(litemedsam, mni152[0])
+    adjacent = propagate_between(predictor, 0, {14: cerebellum[14], 15: cerebellum[15]}, extend=False)
+    assert adjacent.encoder_calls == 0 and adjacent.slices == [14, 15]
+    one_gap = propagate_between(predictor, 0, {14: cerebellum[14], 16: cerebellum[16]}, extend=False)
+    assert one_gap.slices_visited == 1 and one_gap.encoder_calls == 2  # slice 15, then its walk's key (14)
+    assert sorted(one_gap.cues) == [15]
+
+
 def test_between_with_an_empty_key_and_extension(seeded, predictor, cerebellum):
     """An empty key slice marks where the structure is absent: walks stop before it."""
     keys = {15: cerebellum[15], 18: np.zeros_like(cerebellum[18])}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -29,25 +29,47 @@ class ImageEmbedding:
         return self.features.element_size() * self.features.nelement()
 
     def cell_coverage(self, mask: np.ndarray) -> np.ndarray:
-        """(g, g) float64 share of each feature cell that a (H, W) slice mask covers (g: the features' grid side).
+        """(g, g) float64 share of each feature cell that a (H, W) bool slice mask covers (g: the features' grid side).
 
         The mask is resized to the model input as the image was (nearest slice pixel per input pixel), padded
-        bottom/right to the square input, and averaged over each cell's input pixels.
+        bottom/right to the square input, and averaged over each cell's input pixels. Only the cells around the
+        mask's bounding box are computed (the rest are 0).
         """
         grid = self.features.shape[-1]
         h, w = self.input_size
         rows, cols = self.original_size
-        side = max(h, w)
-        stride = side // grid
-        source_rows = np.minimum(((np.arange(h) + 0.5) * rows / h).astype(np.intp), rows - 1)
-        source_cols = np.minimum(((np.arange(w) + 0.5) * cols / w).astype(np.intp), cols - 1)
-        square = np.zeros((grid * stride, grid * stride))
-        square[:h, :w] = np.asarray(mask, dtype=bool)[np.ix_(source_rows, source_cols)]
-        return square.reshape(grid, stride, grid, stride).mean(axis=(1, 3))
+        stride = max(h, w) // grid  # input pixels per cell side: the square input is the longer resized side
+        coverage = np.zeros((grid, grid))
+        occupied_rows, occupied_cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if not len(occupied_rows):
+            return coverage
+        cells = []
+        for size, source_size, occupied in ((h, rows, occupied_rows), (w, cols, occupied_cols)):
+            source = np.minimum(((np.arange(size) + 0.5) * source_size / size).astype(np.intp), source_size - 1)
+            first = int(np.searchsorted(source, occupied[0])) // stride  # cells whose input pixels reach the mask
+            last = (int(np.searchsorted(source, occupied[-1], side="right")) - 1) // stride
+            cells.append((first, last, source[first * stride:(last + 1) * stride]))  # cut short by the padding
+        (r0, r1, source_rows), (c0, c1, source_cols) = cells
+        block = np.zeros(((r1 - r0 + 1) * stride, (c1 - c0 + 1) * stride))
+        block[:len(source_rows), :len(source_cols)] = mask[np.ix_(source_rows, source_cols)]
+        coverage[r0:r1 + 1, c0:c1 + 1] = block.reshape(r1 - r0 + 1, stride, c1 - c0 + 1, stride).mean(axis=(1, 3))
+        return coverage
 
-    def mask_features(self, mask: np.ndarray, region: np.ndarray) -> "MaskFeatures":
+    def mask_features(self, mask: np.ndarray, region: np.ndarray) -> Optional["MaskFeatures"]:
         """What the features say about a (H, W) slice ``mask`` inside a (H, W) ``region`` holding it (a box
-        around it, say): see :class:`MaskFeatures`."""
+        around it, say): see :class:`MaskFeatures`. None when the mask covers no cell (a line a pixel thin on a
+        slice larger than the model input can fall between the pixels the input samples): nothing to judge.
+
+        Raises:
+            ValueError: a mask or region whose shape is not the slice's (H, W).
+        """
+        mask, region = np.asarray(mask, dtype=bool), np.asarray(region, dtype=bool)
+        if mask.shape != tuple(self.original_size) or region.shape != mask.shape:
+            raise ValueError(f"mask {mask.shape} and region {region.shape} must have the slice's shape "
+                             f"{tuple(self.original_size)}")
+        inside = self.cell_coverage(mask)
+        if not inside.any():
+            return None
         grid = self.features[0].detach().cpu().numpy()  # (C, g, g), a view on the CPU
 
         def mean(coverage: np.ndarray) -> np.ndarray:
@@ -57,7 +79,6 @@ class ImageEmbedding:
             weights = coverage[rows, cols]
             return grid[:, rows, cols].astype(np.float64) @ weights / weights.sum()
 
-        inside = self.cell_coverage(mask)
         rows, cols = np.nonzero(self.cell_coverage(region) > 0.5)
         return MaskFeatures(mean(inside), mean(self.cell_coverage(region & ~mask)),
                             grid[:, rows, cols].astype(np.float64), inside[rows, cols] > 0.5)

@@ -4,12 +4,13 @@ Every propagated slice is decoded from a prompt built on its neighbour's mask. W
 result is still the structure cannot be read from the model's predicted IoU (LiteMedSAM scores
 0.6-0.8 on blobs in blank regions and on neighbouring organs, and 0.2 on good masks; measured
 in docs/propagation.md). The cues below compare the new mask with its neighbour and with the
-slice the walk started from (its *anchor*: the seed, or a key slice), using nothing but the
-decoder's output and the slice intensities: no extra model call.
+slice the walk started from (its *anchor*: the seed, or a key slice), using the decoder's output,
+the slice intensities and the slice's image embedding, computed for the decoder anyway
+(:class:`models.embedding.MaskFeatures`: its mean in and around the mask, and its cells near the mask):
+no extra model call, except to embed an anchor given as a mask on a slice that is not cached.
 
 Masks are (rows, columns) bool; images are slices windowed to [0, 1]; boxes (x0, y0, x1, y1)
-in slice pixels, inclusive. Two cues read the slice's image embedding, already computed for the decoder
-(:class:`models.embedding.MaskFeatures`: its mean in and around the mask, and its cells near the mask).
+in slice pixels, inclusive.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def slice_cues(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, anchor
 # with the neighbour took a negative weight (it moves with the area ratio), which would rate a mask that
 # jumped away as better, and so did the features' cosine with the seed (it moves with the prototype IoU; the
 # features stop uses it instead): both are left out (weight 0, :data:`LEFT_OUT`).
-FEATURES = ("score", "stability", "min(log area_anchor, 0)", "max(log area_anchor, 0)", "min(intensity_shift, 6)",
+FEATURES = ("score", "stability", "min(log area_anchor, 0)", "max(log area_anchor, 0)", "min(intensity_shift, cap)",
             "iou_previous", "|log area_previous|", "agreement", "feature_similarity", "prototype_iou")
 LEFT_OUT = ("iou_previous", "feature_similarity")
 WEIGHTS = (-6.6267, 8.9615, 1.3319, 3.8323, -0.10018, 0.0, 3.7462, 8.6271, 0.0, 4.7078)

@@ -208,7 +208,7 @@ class _Walk:
     limit_reason: str
     mask: np.ndarray
     logits: Optional[np.ndarray]
-    anchor: Anchor
+    start: int  # the slice it started from: its anchor (_Run.anchor)
     previous_area: Optional[int] = None  # of the mask accepted before ``mask``
     confidence: float = 1.0  # of the last accepted slice
     lowest: float = 1.0  # lowest own estimate of the walk's slices so far (slice_quality.walk_confidence)
@@ -238,8 +238,19 @@ class _Run:
         self.result = PropagationResult(mask=np.zeros(predictor.volume.shape, dtype=bool), axis=axis,
                                         range=slice_range)
         self.claimed: set[int] = set()
+        self.start_masks: dict[int, np.ndarray] = {}  # the seed's or key slices' masks the walks start from
+        self._anchors: dict[int, Anchor] = {}
         self.walks: list[_Walk] = []
         self.done = 0
+
+    def anchor(self, start: int) -> Anchor:
+        """The :class:`Anchor` of the walks from slice ``start`` (in ``start_masks``), made when a walk first needs
+        it: its image features embed the slice if it is not cached (a seed or key slice given as a mask)."""
+        if start not in self._anchors:
+            mask = self.start_masks[start]
+            features = self.predictor.mask_features(self.axis, start, mask, surround(mask))
+            self._anchors[start] = Anchor.of(self.predictor.slice_image(self.axis, start), mask, features)
+        return self._anchors[start]
 
     def accept(self, index: int, mask: np.ndarray, score: Optional[float]) -> None:
         put_slice(self.result.mask, self.axis, index, mask)
@@ -285,8 +296,8 @@ class _Run:
         confidence, lowest = walk.confidence, walk.lowest
         if failed is None:
             features = self.predictor.mask_features(self.axis, index, mask, surround(mask))
-            cues = slice_cues(image, mask, walk.mask, walk.anchor, prediction.score, prediction.low_res_logits,
-                              prompt.box, prediction.masks, prediction.index, features)
+            cues = slice_cues(image, mask, walk.mask, self.anchor(walk.start), prediction.score,
+                              prediction.low_res_logits, prompt.box, prediction.masks, prediction.index, features)
             confidence, lowest = walk_confidence(walk.lowest, cues)
             failed = cue_stop(cues, confidence, self.options)
         if failed is not None:
@@ -333,13 +344,6 @@ def _check_mask(predictor: SlicePredictor, axis: int, index: int, mask: np.ndarr
         raise InputError(f"mask for slice {index} has shape {mask.shape}; slices along axis {'KJI'[axis]} "
                          f"are {shape} (rows, columns)")
     return mask.astype(bool)
-
-
-def _anchor(predictor: SlicePredictor, axis: int, index: int, mask: np.ndarray) -> Anchor:
-    """The :class:`Anchor` of a walk from slice ``index`` with its non-empty ``mask`` (its image features embed the
-    slice if it is not cached: a seed or key slice given as a mask)."""
-    features = predictor.mask_features(axis, index, mask, surround(mask))
-    return Anchor.of(predictor.slice_image(axis, index), mask, features)
 
 
 def _limits(first: int, last: int, count: int) -> tuple[str, str]:
@@ -389,11 +393,11 @@ def propagate(predictor: SlicePredictor, axis: int | str, seed_index: int, seed_
         raise PromptError(f"the seed slice {seed_index} is empty: "
                           + ("the prompt gives no mask there" if seed_prompt is not None else "its mask has no pixel"))
     run.accept(seed_index, mask, score)
-    anchor = _anchor(predictor, axis, seed_index, mask)
+    run.start_masks[seed_index] = mask
     low_reason, high_reason = _limits(first, last, predictor.num_slices(axis))
     for name, step, limit, reason in (("up", 1, last, high_reason), ("down", -1, first, low_reason)):
         if direction in (name, "both"):
-            run.walks.append(_Walk(name, step, seed_index, limit, reason, mask, logits, anchor))
+            run.walks.append(_Walk(name, step, seed_index, limit, reason, mask, logits, seed_index))
         else:
             run.result.stop_reasons[name] = "not_requested"
             run.result.stop_details[name] = f"direction {direction!r}"
@@ -435,15 +439,15 @@ def propagate_between(predictor: SlicePredictor, axis: int | str, key_masks: Map
             continue
         below = keys[n - 1] if n > 0 else None
         above = keys[n + 1] if n + 1 < len(keys) else None
-        anchor = _anchor(predictor, axis, k, masks[k])
+        run.start_masks[k] = masks[k]
         if above is not None:
-            run.walks.append(_Walk(f"{k} up", 1, k, above - 1, "met", masks[k], None, anchor))
+            run.walks.append(_Walk(f"{k} up", 1, k, above - 1, "met", masks[k], None, k))
         elif extend:
-            run.walks.append(_Walk(f"{k} up", 1, k, last, high_reason, masks[k], None, anchor))
+            run.walks.append(_Walk(f"{k} up", 1, k, last, high_reason, masks[k], None, k))
         if below is not None:
-            run.walks.append(_Walk(f"{k} down", -1, k, below + 1, "met", masks[k], None, anchor))
+            run.walks.append(_Walk(f"{k} down", -1, k, below + 1, "met", masks[k], None, k))
         elif extend:
-            run.walks.append(_Walk(f"{k} down", -1, k, first, low_reason, masks[k], None, anchor))
+            run.walks.append(_Walk(f"{k} down", -1, k, first, low_reason, masks[k], None, k))
     return run.run()
 
 

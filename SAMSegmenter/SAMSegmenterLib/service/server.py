@@ -253,8 +253,8 @@ def create_app(config: ServerConfig) -> tuple[FastAPI, Registry]:
         get_spec(model)
         weights = choose_checkpoint(checkpoint, config.named_checkpoints, config.client_paths)
         reservation = registry.reserve(nbytes)  # before a byte is read: uploads count against the limits
-        reader = VolumeReader(dims, kind, encoding, config.max_request_bytes)
         try:
+            reader = VolumeReader(dims, kind, encoding, config.max_request_bytes)
             volume = await reader.read(request.stream())
         except ClientDisconnect:
             reservation.release()
