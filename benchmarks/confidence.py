@@ -85,27 +85,30 @@ def main(argv: list[str] | None = None) -> int:
     x = np.array([features(r["cues"]) for r in records])
     y = np.array([r["dice"] >= GOOD_SLICE for r in records], dtype=float)
     sets = list(dict.fromkeys(r["set"] for r in records))
-    # the inputs the shipped model leaves out (the IoU with the neighbour) stay out (+1: the bias column)
+    unknown = sorted(set(args.fit or ()) - set(sets))
+    if unknown:
+        parser.error(f"--fit: no slices of {', '.join(unknown)} in these runs (sets: {', '.join(sets)})")
+    # the inputs the shipped model leaves out (slice_quality.LEFT_OUT) stay out (+1: the bias column)
     fixed_zero = tuple(1 + slice_quality.FEATURES.index(name) for name in slice_quality.LEFT_OUT)
     counts = defaultdict(int)
     for r in records:
         counts[r["set"]] += 1
     per_set = np.array([1.0 / counts[r["set"]] for r in records])  # each set weighs the same
+
+    def fit(train: np.ndarray) -> np.ndarray:
+        """Weights (bias first) fitted on the records where ``train`` is True."""
+        weight = per_set[train]
+        return fit_logistic(x[train], y[train], weight * train.sum() / weight.sum(), fixed_zero)
+
     own: dict[int, float] = {}
     for held in sets:
         train = np.array([r["set"] != held for r in records])
-        weight = per_set[train]
-        w = fit_logistic(x[train], y[train], weight * train.sum() / weight.sum(), fixed_zero)
-        for r, z in zip((r for r in records if r["set"] == held), x[~train] @ w):
+        for r, z in zip((r for r in records if r["set"] == held), x[~train] @ fit(train)):
             own[id(r)] = float(1.0 / (1.0 + np.exp(-z)))
     refit = walk_confidences(records, own)
-    unknown = sorted(set(args.fit or ()) - set(sets))
-    if unknown:
-        parser.error(f"--fit: no slices of {', '.join(unknown)} in these runs (sets: {', '.join(sets)})")
     if args.fit:
         train = np.array([r["set"] in args.fit for r in records])
-        weight = per_set[train]
-        w = fit_logistic(x[train], y[train], weight * train.sum() / weight.sum(), fixed_zero)
+        w = fit(train)
         print(f"fitted on {', '.join(args.fit)} ({train.sum()} slices): WEIGHTS = "
               f"({', '.join(f'{v:.5g}' for v in w[1:])}), BIAS = {w[0]:.5g}")
     table = {}

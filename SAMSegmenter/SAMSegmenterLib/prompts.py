@@ -101,3 +101,16 @@ def box_from_mask(mask: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         raise PromptError("cannot take the box of an empty mask")
     return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+
+
+def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
+    """Tight box (x0, y0, x1, y1) of a non-empty (rows, columns) mask, grown and clipped to the slice.
+
+    Each side moves out by ``margin`` pixels plus ``fraction`` of the box's width (left,
+    right) or height (top, bottom).
+    """
+    rows, cols = mask.shape
+    x0, y0, x1, y1 = box_from_mask(mask)
+    mx = margin + fraction * (x1 - x0 + 1)
+    my = margin + fraction * (y1 - y0 + 1)
+    return np.array([max(0.0, x0 - mx), max(0.0, y0 - my), min(cols - 1.0, x1 + mx), min(rows - 1.0, y1 + my)])

@@ -53,13 +53,17 @@ class HelperProcess:
         if code is None or (self.cancelled and self.group_alive()):
             return None
         if self._tail is None:
-            self._tail = self._read_tail()
-            if code == 0 or self._killed:
-                try:
-                    self.log.unlink(missing_ok=True)
-                except OSError:  # Windows: still open (a killed tree's last process, a virus scanner): it stays
-                    pass
+            self._keep_tail(delete=code == 0 or self._killed)
         return code
+
+    def _keep_tail(self, delete: bool) -> None:
+        """Keep the log's end in memory (the process writes no more), and delete the file if ``delete``."""
+        self._tail = self._read_tail()
+        if delete:
+            try:
+                self.log.unlink(missing_ok=True)
+            except OSError:  # Windows: still open (a killed tree's last process, a virus scanner): it stays
+                pass
 
     def _read_tail(self) -> str:
         try:
@@ -95,13 +99,8 @@ class HelperProcess:
         except (ProcessLookupError, PermissionError):
             pass
         self.process.poll()  # reap the launcher if it is gone already
-        # killed, it writes no more: keep the log's end and delete it now (a closing panel polls no more)
-        if self._killed and self._tail is None:
-            self._tail = self._read_tail()
-            try:
-                self.log.unlink(missing_ok=True)
-            except OSError:
-                pass
+        if self._killed and self._tail is None:  # delete the log now: a closing panel polls no more
+            self._keep_tail(delete=True)
 
     def last_line(self) -> str:
         """The last non-empty line the process printed (progress, or why it failed)."""

@@ -56,9 +56,10 @@ class ImageEmbedding:
         return coverage
 
     def mask_features(self, mask: np.ndarray, region: np.ndarray) -> Optional["MaskFeatures"]:
-        """What the features say about a (H, W) slice ``mask`` inside a (H, W) ``region`` holding it (a box
-        around it, say): see :class:`MaskFeatures`. None when the mask covers no cell (a line a pixel thin on a
-        slice larger than the model input can fall between the pixels the input samples): nothing to judge.
+        """What the features say about a (H, W) slice ``mask`` inside a (H, W) ``region`` (a box around it, say;
+        the mask counts as part of it): see :class:`MaskFeatures`. None when the mask covers no cell (a line a
+        pixel thin on a slice larger than the model input can fall between the pixels the input samples):
+        nothing to judge.
 
         Raises:
             ValueError: a mask or region whose shape is not the slice's (H, W).
@@ -79,9 +80,12 @@ class ImageEmbedding:
             weights = coverage[rows, cols]
             return grid[:, rows, cols].astype(np.float64) @ weights / weights.sum()
 
-        rows, cols = np.nonzero(self.cell_coverage(region) > 0.5)
-        return MaskFeatures(mean(inside), mean(self.cell_coverage(region & ~mask)),
-                            grid[:, rows, cols].astype(np.float64), inside[rows, cols] > 0.5)
+        # every input pixel samples one slice pixel, so the shares add up: the surround's is the region's less the
+        # mask's (exact: multiples of 1 / stride**2, a power of two)
+        whole = self.cell_coverage(region | mask)
+        rows, cols = np.nonzero(whole > 0.5)
+        return MaskFeatures(mean(inside), mean(whole - inside), grid[:, rows, cols].astype(np.float64),
+                            inside[rows, cols] > 0.5)
 
 
 @dataclass(frozen=True, eq=False)

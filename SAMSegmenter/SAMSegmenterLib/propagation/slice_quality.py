@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from ..prompts import box_from_mask
+from ..prompts import grown_box
 
 if TYPE_CHECKING:
     from ..models.embedding import MaskFeatures
@@ -119,12 +119,9 @@ def agreement(mask: np.ndarray, candidates: Optional[np.ndarray], chosen: int) -
 def surround(mask: np.ndarray) -> np.ndarray:
     """(rows, columns) bool: the box of a non-empty mask grown by :data:`SURROUND_PIXELS` plus
     :data:`SURROUND_FRACTION` of its size on each side, clipped to the slice."""
-    rows, cols = mask.shape
-    x0, y0, x1, y1 = box_from_mask(mask)
-    mx = SURROUND_PIXELS + SURROUND_FRACTION * (x1 - x0 + 1)
-    my = SURROUND_PIXELS + SURROUND_FRACTION * (y1 - y0 + 1)
+    x0, y0, x1, y1 = (int(v) for v in grown_box(mask, SURROUND_PIXELS, SURROUND_FRACTION))
     region = np.zeros(mask.shape, dtype=bool)
-    region[max(0, int(y0 - my)):min(rows, int(y1 + my) + 1), max(0, int(x0 - mx)):min(cols, int(x1 + mx) + 1)] = True
+    region[y0:y1 + 1, x0:x1 + 1] = True
     return region
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError, PromptError
 from ..metrics import iou
-from ..prompts import EXCLUDE, INCLUDE, Prompt, box_from_mask
+from ..prompts import EXCLUDE, INCLUDE, Prompt, grown_box
 from ..volume import parse_axis, put_slice
 from ..windowing import box_contrast
 from .plan import (
@@ -47,19 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["CLEANUPS", "DIRECTIONS", "PROMPT_PARTS", "PropagationOptions", "PropagationResult", "affected_range",
            "box_fraction", "check_range", "clean_slice", "cue_stop", "grown_box", "margin_pixels", "next_box",
            "next_prompt", "propagate", "propagate_between", "stop_reason", "structure_stop"]
-
-
-def grown_box(mask: np.ndarray, margin: float, fraction: float = 0.0) -> np.ndarray:
-    """Tight box (x0, y0, x1, y1) of a non-empty (rows, columns) mask, grown and clipped to the slice.
-
-    Each side moves out by ``margin`` pixels plus ``fraction`` of the box's width (left,
-    right) or height (top, bottom).
-    """
-    rows, cols = mask.shape
-    x0, y0, x1, y1 = box_from_mask(mask)
-    mx = margin + fraction * (x1 - x0 + 1)
-    my = margin + fraction * (y1 - y0 + 1)
-    return np.array([max(0.0, x0 - mx), max(0.0, y0 - my), min(cols - 1.0, x1 + mx), min(rows - 1.0, y1 + my)])
 
 
 def margin_pixels(options: PropagationOptions, shape: tuple[int, int]) -> float:
