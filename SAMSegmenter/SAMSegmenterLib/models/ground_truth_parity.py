@@ -99,17 +99,17 @@ class Recorded:
     note: str = ""
 
 
-_SAPPHIRE_RAPIDS = "Intel Xeon (Sapphire Rapids: AMX, AVX512-BF16), 2 cores, native bf16"
+_EMERALD_RAPIDS = "Intel Xeon (Emerald Rapids: AMX, AVX512-BF16), 2 cores, native bf16"
 _FLOAT32_RUN = (0.584831304434618, 0.286511862760137)  # mean and 5th percentile of the float32 reference's rows
 
 RECORDED: dict[str, Recorded] = {
     "fused-mixed": Recorded(Verdict("fused-mixed", 360, 0.5812399763815705, 0.2980742368069307, *_FLOAT32_RUN),
-                            "2026-12-07", _SAPPHIRE_RAPIDS,
+                            "2026-12-07", _EMERALD_RAPIDS,
                             "with the local depth-wise convolutions and patch merges in bf16 too"),
     "fused-bf16": Recorded(Verdict("fused-bf16", 360, 0.5732540958866524, 0.2766176178257254, *_FLOAT32_RUN),
-                           "2026-12-07", _SAPPHIRE_RAPIDS),
+                           "2026-12-07", _EMERALD_RAPIDS),
     "openvino-bf16": Recorded(Verdict("openvino-bf16", 360, 0.5750937400221535, 0.28045515394912984, *_FLOAT32_RUN),
-                              "2026-12-07", _SAPPHIRE_RAPIDS),
+                              "2026-12-07", _EMERALD_RAPIDS),
 }
 """Verdicts of full runs of the rule (``python benchmarks/speed.py --stages ground_truth``), by backend:
 one run of the full case set (16 cases, 360 boxes) on a CPU with native bf16, docs/speed.md. Only
