@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Hashable, Optional
 
 import numpy as np
@@ -38,7 +38,9 @@ class SlicePrediction:
     ``Prompt(mask_input=...)`` on a neighbouring slice; masks/scores: the four candidates
     of the decoder, (4, rows, columns) bool and (4,) predicted IoUs, the single output first,
     then SAM's three multimask outputs; index: the chosen candidate's index in them;
-    selection: the rule that chose it (see :mod:`selection`); reason: why, in a few words.
+    selection: the rule that chose it (see :mod:`selection`); reason: why, in a few words;
+    candidate_logits: (4, 256, 256) float32 logits of all four candidates where computed here (None in a
+    prediction received from the inference service), for :meth:`choose`.
     """
 
     mask: np.ndarray
@@ -49,6 +51,20 @@ class SlicePrediction:
     index: int
     selection: str
     reason: str
+    candidate_logits: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def choose(self, index: int, selection: str, reason: str) -> "SlicePrediction":
+        """This prediction with candidate ``index`` chosen instead, by the rule ``selection`` for ``reason``.
+
+        Raises:
+            ValueError: the candidates' logits are not here, or no candidate has that index.
+        """
+        if self.candidate_logits is None:
+            raise ValueError("choosing another candidate needs the candidates' logits")
+        if not 0 <= index < len(self.masks):
+            raise ValueError(f"candidate {index} does not exist (there are {len(self.masks)})")
+        return replace(self, mask=self.masks[index], score=float(self.scores[index]),
+                       low_res_logits=self.candidate_logits[index], index=index, selection=selection, reason=reason)
 
 
 def fingerprint_digest(shape: tuple[int, ...], dtype: np.dtype) -> "hashlib.blake2b":
@@ -179,7 +195,8 @@ class SlicePredictor:
         best = choice.index
         return SlicePrediction(mask=decoded.masks[best], score=float(decoded.scores[best]),
                                low_res_logits=decoded.low_res_logits[best], masks=decoded.masks,
-                               scores=decoded.scores, index=best, selection=choice.selection, reason=choice.reason)
+                               scores=decoded.scores, index=best, selection=choice.selection, reason=choice.reason,
+                               candidate_logits=decoded.low_res_logits)
 
     def close(self) -> None:
         """Drop this predictor's queued prefetches (one already running finishes into the cache)."""

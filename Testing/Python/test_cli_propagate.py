@@ -114,3 +114,10 @@ def test_propagation_options_reach_the_walk():
     assert _propagation_options(build_parser().parse_args(compact)) == structure_options("compact")
     margin = _propagation_options(build_parser().parse_args(compact + ["--box-margin", "5"]))  # a flag wins
     assert (margin.box_margin, margin.shrink_fraction) == (5, structure_options("compact").shrink_fraction)
+    for value, expected in (("off", None), ("OFF", None), ("0", 0.0), ("0.2", 0.2)):
+        for structure in ([], ["--structure", "compact"]):
+            chosen = _propagation_options(build_parser().parse_args(base + structure + ["--candidate-margin", value]))
+            assert chosen.candidate_margin == expected
+    assert _propagation_options(build_parser().parse_args(compact)).candidate_margin is None
+    with pytest.raises(SystemExit):  # argparse's usage error
+        build_parser().parse_args(base + ["--candidate-margin", "never"])

@@ -113,6 +113,32 @@ def test_four_candidates_and_the_selection_rules(litemedsam, phantom):
         predictor.predict(0, 1, prompt, selection="multimask")
 
 
+def test_another_candidate_can_be_chosen_with_its_own_logits(litemedsam, phantom):
+    """A walk may keep another of the four candidates (propagation's ``candidate_margin``): ``choose`` swaps in that
+    candidate's mask, score and logits; a prediction without the candidates' logits (from the service) refuses."""
+    volume, target = phantom
+    predictor = SlicePredictor(litemedsam, volume)
+    prompt = Prompt(box=box_from_mask(target))
+    single = predictor.predict(0, 1, prompt, selection="single")
+    assert single.candidate_logits.shape == (4, 256, 256)
+    best = predictor.predict(0, 1, prompt, selection="best_score")
+    chosen = single.choose(best.index, "seed_features", "a test")
+    assert (chosen.index, chosen.selection, chosen.reason) == (best.index, "seed_features", "a test")
+    assert np.array_equal(chosen.mask, best.mask) and chosen.score == pytest.approx(best.score)
+    np.testing.assert_array_equal(chosen.low_res_logits, best.low_res_logits)
+    assert np.array_equal(single.mask, single.masks[0]) and single.index == 0  # the original is unchanged
+    with pytest.raises(ValueError, match="candidate 4 does not exist"):
+        single.choose(4, "seed_features", "")
+    from SAMSegmenterLib.service.protocol import prediction_from_json, prediction_to_json
+
+    sent = prediction_to_json(single, logits=True)
+    assert "candidate_logits" not in sent  # never sent: a megabyte the client has no use for
+    received = prediction_from_json(sent)
+    assert received.candidate_logits is None and np.array_equal(received.mask, single.mask)
+    with pytest.raises(ValueError, match="needs the candidates' logits"):
+        received.choose(1, "seed_features", "")
+
+
 def test_real_ct_vertebra(litemedsam, ct_small):
     """pydicom's CT_small: the vertebral body (bone > 200 HU, largest component in the lower half)."""
     import SimpleITK as sitk

@@ -83,7 +83,7 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--structure", choices=STRUCTURES, default="anatomy",
                        help="what is segmented: anatomy (organs, muscles, vessels, brain structures; default) or "
                             "compact (tumours, lesions, round organs with clear ends: tighter per-slice boxes); "
-                            "sets the defaults of --box-margin and --shrink-fraction")
+                            "sets the defaults of --box-margin, --shrink-fraction and --candidate-margin")
     group.add_argument("--box-margin", type=float,
                        help="pixels added on each side of the previous slice's box, in --margin-unit "
                             f"(default {defaults.box_margin:g}; {compact.box_margin:g} with --structure compact)")
@@ -117,6 +117,11 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-feature-similarity", type=float, default=defaults.min_feature_similarity,
                        help="stop where the cosine of the mask's mean image features (the model's embedding) with the "
                             f"seed's falls below this (default {defaults.min_feature_similarity}; 0 disables)")
+    group.add_argument("--candidate-margin", type=_margin_or_off,
+                       help="on each walked slice keep the decoder candidate whose image features look most like the "
+                            "seed's when that beats the single output's by more than this (default "
+                            f"{defaults.candidate_margin:g}; off with --structure compact); 'off' keeps the single "
+                            "output")
     group.add_argument("--min-confidence", type=float, default=defaults.min_confidence,
                        help="stop where the walk's confidence (0..1) falls below this (default: not used to stop)")
     group.add_argument("--largest-3d", action="store_true", help="keep the largest 3D connected component")
@@ -124,14 +129,29 @@ def _add_propagation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _propagation_options(args: argparse.Namespace) -> PropagationOptions:
-    given = {name: value for name, value in (("box_margin", args.box_margin), ("shrink_fraction", args.shrink_fraction))
-             if value is not None}
+    given = {name: value for name, value in (("box_margin", args.box_margin), ("shrink_fraction", args.shrink_fraction),
+                                             ("candidate_margin", args.candidate_margin)) if value is not None}
+    if given.get("candidate_margin") == OFF:
+        given["candidate_margin"] = None
     return structure_options(args.structure, prompt=args.propagation_prompt, box_fraction=args.box_fraction,
                              cleanup=args.cleanup, min_score=args.min_score, min_iou=args.min_iou,
                              max_area_ratio=args.max_area_ratio, min_contrast=args.min_contrast or None,
                              margin_unit=args.margin_unit, max_intensity_shift=args.max_intensity_shift or None,
                              min_feature_similarity=args.min_feature_similarity or None,
                              min_confidence=args.min_confidence or None, **given)
+
+
+OFF = "off"
+
+
+def _margin_or_off(text: str) -> float | str:
+    """``--candidate-margin``'s value: a number, or :data:`OFF`."""
+    if text.strip().lower() == OFF:
+        return OFF
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
 
 
 def _check_propagation_args(args: argparse.Namespace) -> None:

@@ -72,6 +72,12 @@ class PropagationOptions:
     seed given as a prompt. The single output by default: ``box_fit`` lost 3D Dice on the walks,
     whose boxes are deliberately loose, and gained nothing on the seed (measured:
     docs/accuracy.md, "Propagation"). Front ends seed with the mask the user saw instead.
+    candidate_margin: on a walked slice, the decoder candidate whose image features look most like the seed's
+    (:func:`slice_quality.prototype_iou`) replaces the one ``selection`` chose when its prototype IoU is higher
+    by more than this; None keeps ``selection``'s. No extra model call: the four candidates are decoded anyway.
+    Measured (docs/propagation.md, "Sixth round"): within the looser boxes of ``anatomy``, where the single output
+    takes in a neighbour or only part of the structure, another candidate often outlines what the seed showed;
+    ``compact``'s tight boxes gained nothing from it, so it keeps the single output there.
     """
 
     prompt: str = "box"
@@ -92,6 +98,7 @@ class PropagationOptions:
     max_intensity_shift: Optional[float] = 4.0
     min_feature_similarity: Optional[float] = 0.55
     min_confidence: Optional[float] = None
+    candidate_margin: Optional[float] = 0.1
 
     def parts(self) -> frozenset[str]:
         """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
@@ -135,6 +142,8 @@ class PropagationOptions:
             raise InputError(f"min_feature_similarity must be in [-1, 1] (a cosine), got {self.min_feature_similarity}")
         if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
             raise InputError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+        if self.candidate_margin is not None and not 0 <= self.candidate_margin < 1:
+            raise InputError(f"candidate_margin must be in [0, 1) (a difference of IoUs), got {self.candidate_margin}")
         if self.selection not in SELECTIONS:
             raise InputError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if self.selection == "box_fit" and "box" not in parts:
@@ -149,8 +158,9 @@ _STRUCTURE_FIELDS = {
     # organs, muscles, brain structures: the defaults (a 6 px margin plus room while the mask does not grow)
     "anatomy": {},
     # tumours, lesions and round organs with clear ends (kidneys, gallbladder): the published LiteMedSAM 3D
-    # procedure's 3 px margin and no room, with this walk's stops
-    "compact": {"box_margin": 3.0, "shrink_fraction": 0.0},
+    # procedure's 3 px margin and no room, with this walk's stops; the single output on every slice (choosing
+    # among the candidates by the seed's features gained nothing on these targets: docs/propagation.md)
+    "compact": {"box_margin": 3.0, "shrink_fraction": 0.0, "candidate_margin": None},
 }
 
 

@@ -65,7 +65,9 @@ class SliceCues:
     the anchor's (below about 0.5 the encoder sees other tissue in the mask); prototype_iou: IoU of the mask
     with the cells of its surround whose features are closer to the anchor's inside than to the anchor's
     surround (where it is low, the image no longer shows what the seed showed where the mask is). Both are 1.0
-    when the features are unknown.
+    when the features are unknown. candidate_gain: how much higher the kept candidate's prototype IoU is than
+    that of the candidate the selection rule chose (0 when the rule's was kept; see
+    :func:`walk.seedlike_candidate`).
     """
 
     iou_previous: float
@@ -78,6 +80,7 @@ class SliceCues:
     agreement: float
     feature_similarity: float = 1.0
     prototype_iou: float = 1.0
+    candidate_gain: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(float(v), 4) for k, v in asdict(self).items()}
@@ -152,7 +155,7 @@ def prototype_iou(features: Optional[MaskFeatures], anchor: Optional[MaskFeature
 
 def slice_cues(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, anchor: Anchor, score: float,
                logits: Optional[np.ndarray], box: Optional[np.ndarray], candidates: Optional[np.ndarray] = None,
-               chosen: int = 0, features: Optional[MaskFeatures] = None) -> SliceCues:
+               chosen: int = 0, features: Optional[MaskFeatures] = None, candidate_gain: float = 0.0) -> SliceCues:
     """The :class:`SliceCues` of a non-empty ``mask`` decoded on ``image`` from a prompt ``box`` built on
     ``previous`` (the neighbour's mask); ``logits``: the decoder's (256, 256) low-resolution logits;
     ``candidates``: the decoder's (M, rows, columns) masks, ``chosen`` the index the mask came from;
@@ -165,13 +168,15 @@ def slice_cues(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, anchor
                      stability=stability(logits), score=float(score), box_border=box_border(mask, box),
                      agreement=agreement(mask, candidates, chosen),
                      feature_similarity=feature_similarity(features, anchor.features),
-                     prototype_iou=prototype_iou(features, anchor.features))
+                     prototype_iou=prototype_iou(features, anchor.features), candidate_gain=candidate_gain)
 
 
 # Logistic model of P(slice Dice >= 0.7) from one slice's cues, fitted on the tuning sets of
-# benchmarks/propagation.py (the 3, 5 and 7 mm thick-slice template and the CT; 1384 walked slices of range-
-# limited and free walks of both structures, anatomy and compact, with the defaults of 2026-12-07, the features
-# stop included; not on the MR, the 1 mm template or any held-out set; `benchmarks/confidence.py --fit thick ct`):
+# benchmarks/propagation.py (the 3, 5 and 7 mm thick-slice template and the CT; 1390 walked slices of range-
+# limited and free walks of both structures, anatomy and compact, with the defaults of 2026-12-07 evening, the
+# choice among the decoder's candidates included; not on the MR, the 1 mm template or any held-out set;
+# `benchmarks/confidence.py --fit thick ct`). The candidate_gain cue is not an input: as one it helped some sets
+# and cost others (docs/propagation.md, "Sixth round"):
 # weights of :data:`FEATURES` (:func:`features`); then the bias. The model's score has a negative weight: on
 # walked slices LiteMedSAM is most sure of itself on blobs beyond a structure's end. Fitted freely, the IoU
 # with the neighbour took a negative weight (it moves with the area ratio), which would rate a mask that
@@ -180,16 +185,16 @@ def slice_cues(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, anchor
 FEATURES = ("score", "stability", "min(log area_anchor, 0)", "max(log area_anchor, 0)", "min(intensity_shift, cap)",
             "iou_previous", "|log area_previous|", "agreement", "feature_similarity", "prototype_iou")
 LEFT_OUT = ("iou_previous", "feature_similarity")
-WEIGHTS = (-6.6267, 8.9615, 1.3319, 3.8323, -0.10018, 0.0, 3.7462, 8.6271, 0.0, 4.7078)
-BIAS = -10.064
+WEIGHTS = (-7.2413, 5.5597, 0.80047, 5.4032, -0.16383, 0.0, 3.015, 7.7714, 0.0, 5.7747)
+BIAS = -6.8191
 # No fitted slice had an intensity shift above 4 (the appearance stop ends a walk there); up to this cap the
 # shift's (small) weight is extended to walks with that stop switched off.
 SHIFT_CAP = 6.0
 # Share of the slice's own estimate in its confidence; the rest is the lowest estimate of the walk so far.
 OWN_SHARE = 0.3
 # A propagated slice whose confidence is below this is shown as unsure (red), whatever the model's score.
-# On the tuning slices of 2026-12-07 it marks 82 % of the slices with Dice < 0.7 and 26 % of the others (87 % and
-# 34 % on the held-out sets).
+# On the tuning slices of 2026-12-07 (evening) it marks 81 % of the slices with Dice < 0.7 and 25 % of the others
+# (82 % and 30 % on the held-out sets).
 UNSURE = 0.6
 
 
@@ -222,8 +227,8 @@ def walk_confidence(lowest: float, cues: SliceCues) -> tuple[float, float]:
     A walk that has drifted off its structure stays off it (each slice is prompted from the last), so
     a slice's confidence is mostly the lowest estimate on the way to it: :data:`OWN_SHARE` of its own
     estimate plus the rest of that lowest one. On the default's walks of the tuning sets this separates
-    slices with Dice >= 0.7 from worse ones about as well as or better than either alone (ROC AUC 0.69 on
-    the CT and 0.985 on the thick-slice template, against 0.68 / 0.97 for the slice's own estimate,
-    0.70 / 0.91 for the lowest alone and 0.60 / 0.81 for the model's score; 2026-12-07, docs/propagation.md).
+    slices with Dice >= 0.7 from worse ones about as well as either alone (ROC AUC 0.65 on the CT and 0.92
+    on the thick-slice template, against 0.64 / 0.93 for the slice's own estimate, 0.65 / 0.90 for the
+    lowest alone and 0.53 / 0.59 for the model's score; 2026-12-07 evening, docs/propagation.md).
     """
     return mix(lowest, local_confidence(cues))

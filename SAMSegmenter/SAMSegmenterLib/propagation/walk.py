@@ -39,14 +39,15 @@ from .plan import (
     check_seed_walk,
 )
 from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
-from .slice_quality import Anchor, SliceCues, slice_cues, surround, walk_confidence
+from .slice_quality import Anchor, SliceCues, prototype_iou, slice_cues, surround, walk_confidence
 
 if TYPE_CHECKING:
-    from ..predictor import SlicePredictor
+    from ..models.embedding import MaskFeatures
+    from ..predictor import SlicePrediction, SlicePredictor
 
 __all__ = ["CLEANUPS", "DIRECTIONS", "PROMPT_PARTS", "PropagationOptions", "PropagationResult", "affected_range",
            "box_fraction", "check_range", "clean_slice", "cue_stop", "grown_box", "margin_pixels", "next_box",
-           "next_prompt", "propagate", "propagate_between", "stop_reason", "structure_stop"]
+           "next_prompt", "propagate", "propagate_between", "seedlike_candidate", "stop_reason", "structure_stop"]
 
 
 def margin_pixels(options: PropagationOptions, shape: tuple[int, int]) -> float:
@@ -128,6 +129,44 @@ def clean_slice(mask: np.ndarray, previous: Optional[np.ndarray], options: Propa
     elif options.cleanup == "connected" and previous is not None:
         mask = components_touching(mask, previous)
     return fill_holes(mask) if options.fill_holes else mask
+
+
+def seedlike_candidate(predictor: SlicePredictor, axis: int, index: int, prediction: SlicePrediction,
+                       previous: np.ndarray, anchor: Anchor,
+                       options: PropagationOptions
+                       ) -> tuple[SlicePrediction, np.ndarray, Optional[MaskFeatures], float]:
+    """The prediction a walk keeps on slice ``index``, its mask cleaned against the neighbour's mask ``previous``
+    (:func:`clean_slice`), the image features in and around that mask (None where it covers no feature cell) and
+    its gain in prototype IoU over ``prediction``'s own choice (0.0 when that is kept).
+
+    With ``options.candidate_margin`` set and the anchor's features known, each of the decoder's other candidates
+    is cleaned the same way, and the one whose :func:`slice_quality.prototype_iou` with ``anchor`` is highest
+    replaces ``prediction``'s choice when it beats that choice's by more than the margin (a candidate covering no
+    feature cell is never taken). Reads the slice's embedding, which the prediction has just used: no model call.
+    """
+    mask = clean_slice(prediction.mask, previous, options)
+    features = predictor.mask_features(axis, index, mask, surround(mask)) if mask.any() else None
+    if options.candidate_margin is None or anchor.features is None or prediction.candidate_logits is None:
+        return prediction, mask, features, 0.0
+    own = prototype_iou(features, anchor.features) if features is not None else None
+    best: Optional[tuple[float, int, np.ndarray, MaskFeatures]] = None
+    for n, candidate in enumerate(prediction.masks):
+        cleaned = clean_slice(candidate, previous, options) if n != prediction.index else None
+        if cleaned is None or not cleaned.any():
+            continue
+        candidate_features = predictor.mask_features(axis, index, cleaned, surround(cleaned))
+        if candidate_features is None:
+            continue
+        value = prototype_iou(candidate_features, anchor.features)
+        if (own is None or value > own + options.candidate_margin) and (best is None or value > best[0]):
+            best = (value, n, cleaned, candidate_features)
+    if best is None:
+        return prediction, mask, features, 0.0
+    value, n, cleaned, candidate_features = best
+    reason = (f"its image features look more like the seed's (prototype IoU {value:.2f}, "
+              f"{'no features' if own is None else f'{own:.2f}'} for the {prediction.selection} choice)")
+    gain = value - (own if own is not None else 0.0)
+    return prediction.choose(n, "seed_features", reason), cleaned, candidate_features, gain
 
 
 def structure_stop(image: np.ndarray, previous: np.ndarray, options: PropagationOptions,
@@ -278,13 +317,15 @@ class _Run:
         prediction = self.predictor.predict(self.axis, index, prompt, selection=self.options.selection)
         self.result.decodes += 1
         self.result.slices_visited += 1
-        mask = clean_slice(prediction.mask, walk.mask, self.options)
+        anchor = self.anchor(walk.start)
+        prediction, mask, features, gain = seedlike_candidate(self.predictor, self.axis, index, prediction,
+                                                              walk.mask, anchor, self.options)
         failed = stop_reason(mask, prediction.score, walk.mask, self.options)
         confidence, lowest = walk.confidence, walk.lowest
         if failed is None:
-            features = self.predictor.mask_features(self.axis, index, mask, surround(mask))
-            cues = slice_cues(image, mask, walk.mask, self.anchor(walk.start), prediction.score,
-                              prediction.low_res_logits, prompt.box, prediction.masks, prediction.index, features)
+            cues = slice_cues(image, mask, walk.mask, anchor, prediction.score,
+                              prediction.low_res_logits, prompt.box, prediction.masks, prediction.index, features,
+                              gain)
             confidence, lowest = walk_confidence(walk.lowest, cues)
             failed = cue_stop(cues, confidence, self.options)
         if failed is not None:

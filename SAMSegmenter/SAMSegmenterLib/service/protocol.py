@@ -154,6 +154,8 @@ def prediction_to_json(prediction: SlicePrediction, logits: bool = False) -> dic
             out[item.name] = pack_mask(value)
         elif item.name == "scores":
             out[item.name] = [float(v) for v in np.asarray(value).ravel()]
+        elif item.name == "candidate_logits":
+            continue  # the engine's own, for a walk's choice; never sent
         elif item.name == "low_res_logits":
             if logits and value is not None:
                 raw = zlib.compress(np.asarray(value, dtype="<f4").tobytes(), 1)
