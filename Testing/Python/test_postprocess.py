@@ -59,6 +59,28 @@ def test_components_touching_keeps_overlapping_ones():
         components_touching(mask, reference[:5])
 
 
+def test_components_touching_agrees_with_the_labelled_components():
+    """``components_touching`` labels without sorting by size; on random masks, 2D and 3D, equal blobs included, it
+    keeps what the size-sorted labels of ``label_components`` say it should."""
+    rng = np.random.default_rng(7)
+    shapes = [(40, 50), (12, 20, 24)]
+    for trial in range(60):
+        shape = shapes[trial % 2]
+        mask = rng.random(shape) < rng.uniform(0.05, 0.6)
+        reference = rng.random(shape) < rng.uniform(0.0, 0.02)
+        if trial % 3 == 0:
+            reference[:] = False  # the fallback: the largest component (the first of equal ones in raster order)
+        labels, sizes = label_components(mask)
+        touching = np.unique(labels[reference & mask])
+        expected = np.isin(labels, touching) if touching.size else labels == 1
+        np.testing.assert_array_equal(components_touching(mask, reference), expected)
+    squares = np.zeros((10, 10), dtype=bool)
+    squares[1:3, 1:3] = squares[6:8, 6:8] = True  # two equal components, no overlap: the first in raster order
+    kept = components_touching(squares, np.zeros_like(squares))
+    assert kept[1, 1] and not kept[6, 6]
+    assert not components_touching(np.zeros((4, 4), bool), np.ones((4, 4), bool)).any()
+
+
 def test_fill_holes_2d_and_per_slice():
     ring = np.zeros((9, 9), dtype=bool)
     ring[2:7, 2:7] = True
