@@ -25,6 +25,7 @@ from SAMSegmenterLib.propagation.slice_quality import (
     SliceCues,
     feature_similarity,
     prototype_iou,
+    prototype_iou_on,
     slice_cues,
     surround,
     walk_confidence,
@@ -164,10 +165,15 @@ def test_a_walked_slice_keeps_the_candidate_most_like_the_seed(thick):
             box = next_box(seed, PropagationOptions())
             prediction = predictor.predict(0, index, Prompt(box=box), selection="single")
             values = []
+            embedding = predictor.embedding(0, index)
+            alike = embedding.alike_cells(anchor.features.inside, anchor.features.around)
             for candidate in prediction.masks:
                 cleaned = clean_slice(candidate, seed, PropagationOptions())
                 features = predictor.mask_features(0, index, cleaned, surround(cleaned)) if cleaned.any() else None
                 values.append(-1.0 if features is None else prototype_iou(features, anchor.features))
+                # the walk's shortcut: one classification of the slice's cells for all candidates, the same value
+                if features is not None:
+                    assert prototype_iou_on(embedding, alike, cleaned, surround(cleaned)) == values[-1]
             for margin in (0.0, 0.1):
                 expected = int(np.argmax(values)) if max(values) > values[0] + margin else 0
                 kept, mask, features, gain = seedlike_candidate(predictor, 0, index, prediction, seed, anchor,

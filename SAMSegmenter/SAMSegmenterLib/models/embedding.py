@@ -55,6 +55,16 @@ class ImageEmbedding:
         coverage[r0:r1 + 1, c0:c1 + 1] = block.reshape(r1 - r0 + 1, stride, c1 - c0 + 1, stride).mean(axis=(1, 3))
         return coverage
 
+    def alike_cells(self, inside: np.ndarray, around: np.ndarray) -> np.ndarray:
+        """(g, g) bool: the feature cells whose features have a higher cosine with the (C,) vector ``inside`` than
+        with ``around`` (float64, as :func:`propagation.slice_quality.prototype_iou` compares them: a cell's own
+        norm does not change which is higher)."""
+        grid = self.features[0].detach().cpu().numpy()  # (C, g, g), a view on the CPU
+        cells = grid.reshape(len(grid), -1).astype(np.float64)
+        toward = inside / max(float(np.linalg.norm(inside)), 1e-12)
+        away = around / max(float(np.linalg.norm(around)), 1e-12)
+        return (toward @ cells > away @ cells).reshape(grid.shape[1:])
+
     def mask_features(self, mask: np.ndarray, region: np.ndarray) -> Optional["MaskFeatures"]:
         """What the features say about a (H, W) slice ``mask`` inside a (H, W) ``region`` (a box around it, say;
         the mask counts as part of it): see :class:`MaskFeatures`. None when the mask covers no cell (a line a

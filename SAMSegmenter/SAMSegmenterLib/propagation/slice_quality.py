@@ -23,7 +23,7 @@ import numpy as np
 from ..prompts import grown_box
 
 if TYPE_CHECKING:
-    from ..models.embedding import MaskFeatures
+    from ..models.embedding import ImageEmbedding, MaskFeatures
 
 # Intensity spread below this (in window units) is treated as this, so that a uniform anchor does not make
 # every small intensity change look huge.
@@ -151,6 +151,21 @@ def prototype_iou(features: Optional[MaskFeatures], anchor: Optional[MaskFeature
     around = anchor.around / max(float(np.linalg.norm(anchor.around)), 1e-12)
     alike = inside @ cells > around @ cells
     return _iou(alike, features.covered)
+
+
+def prototype_iou_on(embedding: ImageEmbedding, alike: Optional[np.ndarray], mask: np.ndarray,
+                     region: np.ndarray) -> Optional[float]:
+    """:func:`prototype_iou` of a (rows, columns) ``mask`` within ``region`` on a slice's ``embedding``, from the
+    (g, g) ``alike`` cells of its whole grid (:meth:`ImageEmbedding.alike_cells` for the anchor's inside and
+    surround; None where the anchor has no surround): the same value, without reading the features again, for
+    the candidates of one slice. None for a mask that covers no feature cell (no features to judge)."""
+    inside = embedding.cell_coverage(mask)
+    if not inside.any():
+        return None
+    if alike is None:
+        return 1.0
+    cells = embedding.cell_coverage(region | mask) > 0.5
+    return _iou(alike & cells, (inside > 0.5) & cells)
 
 
 def slice_cues(image: np.ndarray, mask: np.ndarray, previous: np.ndarray, anchor: Anchor, score: float,

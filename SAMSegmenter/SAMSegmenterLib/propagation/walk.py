@@ -39,7 +39,7 @@ from .plan import (
     check_seed_walk,
 )
 from .postprocess import components_touching, fill_holes, inside_distance, largest_component, outside_distance
-from .slice_quality import Anchor, SliceCues, prototype_iou, slice_cues, surround, walk_confidence
+from .slice_quality import Anchor, SliceCues, prototype_iou_on, slice_cues, surround, walk_confidence
 
 if TYPE_CHECKING:
     from ..models.embedding import MaskFeatures
@@ -141,32 +141,38 @@ def seedlike_candidate(predictor: SlicePredictor, axis: int, index: int, predict
 
     With ``options.candidate_margin`` set and the anchor's features known, each of the decoder's other candidates
     is cleaned the same way, and the one whose :func:`slice_quality.prototype_iou` with ``anchor`` is highest
+    (computed for all of them from one classification of the slice's feature cells, :func:`prototype_iou_on`)
     replaces ``prediction``'s choice when it beats that choice's by more than the margin (a candidate covering no
     feature cell is never taken). Reads the slice's embedding, which the prediction has just used: no model call.
     """
     mask = clean_slice(prediction.mask, previous, options)
-    features = predictor.mask_features(axis, index, mask, surround(mask)) if mask.any() else None
+
+    def kept(chosen: np.ndarray) -> Optional[MaskFeatures]:
+        return predictor.mask_features(axis, index, chosen, surround(chosen)) if chosen.any() else None
+
     if options.candidate_margin is None or anchor.features is None or prediction.candidate_logits is None:
-        return prediction, mask, features, 0.0
-    own = prototype_iou(features, anchor.features) if features is not None else None
-    best: Optional[tuple[float, int, np.ndarray, MaskFeatures]] = None
+        return prediction, mask, kept(mask), 0.0
+    embedding = predictor.embedding(axis, index)
+    seed = anchor.features
+    alike = embedding.alike_cells(seed.inside, seed.around) if seed.around.any() else None  # once for the slice
+    own = prototype_iou_on(embedding, alike, mask, surround(mask)) if mask.any() else None
+    best: Optional[tuple[float, int, np.ndarray]] = None
     for n, candidate in enumerate(prediction.masks):
-        cleaned = clean_slice(candidate, previous, options) if n != prediction.index else None
-        if cleaned is None or not cleaned.any():
+        if n == prediction.index:
             continue
-        candidate_features = predictor.mask_features(axis, index, cleaned, surround(cleaned))
-        if candidate_features is None:
+        cleaned = clean_slice(candidate, previous, options)
+        value = prototype_iou_on(embedding, alike, cleaned, surround(cleaned)) if cleaned.any() else None
+        if value is None:
             continue
-        value = prototype_iou(candidate_features, anchor.features)
         if (own is None or value > own + options.candidate_margin) and (best is None or value > best[0]):
-            best = (value, n, cleaned, candidate_features)
+            best = (value, n, cleaned)
     if best is None:
-        return prediction, mask, features, 0.0
-    value, n, cleaned, candidate_features = best
+        return prediction, mask, kept(mask), 0.0
+    value, n, cleaned = best
     reason = (f"its image features look more like the seed's (prototype IoU {value:.2f}, "
               f"{'no features' if own is None else f'{own:.2f}'} for the {prediction.selection} choice)")
     gain = value - (own if own is not None else 0.0)
-    return prediction.choose(n, "seed_features", reason), cleaned, candidate_features, gain
+    return prediction.choose(n, "seed_features", reason), cleaned, kept(cleaned), gain
 
 
 def structure_stop(image: np.ndarray, previous: np.ndarray, options: PropagationOptions,
