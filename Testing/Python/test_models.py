@@ -161,6 +161,36 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+BLAS_SCRIPT = """
+import json
+import numpy  # noqa: F401  (its OpenBLAS is what a model process limits)
+from threadpoolctl import threadpool_info
+from SAMSegmenterLib.models import load_model
+def blas():
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+before = blas()
+load_model("litemedsam", device="cpu", backend="torch")
+print(json.dumps([before, blas()]))
+"""
+
+
+def test_a_cpu_model_process_runs_numpy_blas_on_one_thread():
+    """load_model on the CPU limits numpy's BLAS to one thread (its spinning workers took the cores PyTorch's threads
+    needed between a propagation's model calls: models/blas_threads.py). A fresh process, so nothing before it set
+    the limit."""
+    import json
+    import subprocess
+
+    from SAMSegmenterLib import child_env
+
+    done = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], capture_output=True, text=True, timeout=300,
+                          env=child_env())
+    assert done.returncode == 0, done.stderr
+    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert after and all(n == 1 for n in after), (before, after)
+    assert len(before) == len(after)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
 def test_a_cpu_model_process_keeps_freed_memory_for_the_next_slice():
     """With the defaults every large block is mapped afresh and faulted in page by page; after

@@ -24,6 +24,7 @@ from ..prompts import Prompt
 from . import segment_anything
 from .allocator import keep_freed_memory
 from .backends import select_encoder
+from .blas_threads import one_blas_thread
 from .checkpoints import check_weights_file, resolve_checkpoint
 from .devices import check_precision, resolve_device
 from .embedding import Decoded, ImageEmbedding
@@ -245,6 +246,7 @@ def load_model(name: str = "litemedsam", device: str | torch.device = "auto", pr
     path = resolve_checkpoint(name, checkpoint)
     if dev.type == "cpu":
         keep_freed_memory()
+        one_blas_thread()
     key = (name, str(dev), precision, str(path.resolve()), backend)
     with _LOAD_LOCK:
         if key not in _LOADED:
