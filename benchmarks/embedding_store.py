@@ -38,7 +38,10 @@ class StoredPredictor(SlicePredictor):
 
     def _path(self, axis: int, index: int) -> Path:
         window = hashlib.blake2b(repr(self.window.key).encode(), digest_size=4).hexdigest()
-        return self.store / f"{self.volume_id}_{window}_{axis}_{index}.pt"  # type: ignore[operator]
+        volume = str(self.volume_id)
+        if not volume.isalnum():  # a caller's id (a file path, say) must not lead out of the store
+            volume = hashlib.blake2b(repr(self.volume_id).encode(), digest_size=16).hexdigest()
+        return self.store / f"{volume}_{window}_{axis}_{index}.pt"  # type: ignore[operator]
 
     def _compute(self, axis: int, index: int) -> ImageEmbedding:
         path = self._path(axis, index) if self.store is not None else None
