@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,14 @@ def test_engine_errors_come_back_as_the_same_exceptions(remote):
         remote.predict(0, 60, Prompt(points=[(80, 80)]))
     with pytest.raises(InputError, match="outside the volume"):
         remote.predict(0, 999, Prompt(box=(1, 1, 5, 5)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_local_service_runs_numpy_blas_on_one_thread(local_service):  # noqa: F811
+    """The service is started with OPENBLAS_NUM_THREADS=1, so its numpy runs BLAS on one thread even where
+    threadpoolctl is absent (models/blas_threads.py)."""
+    environ = Path(f"/proc/{local_service.process.pid}/environ").read_bytes().split(b"\0")
+    assert b"OPENBLAS_NUM_THREADS=1" in environ
 
 
 def test_client_needs_neither_torch_nor_simpleitk(local_service):  # noqa: F811

@@ -7,7 +7,9 @@ threads needed: a walked slice's decode took 56-62 ms inside a propagation again
 on one thread (MNI152, 100 slices, embeddings cached; docs/speed.md). numpy's products here are small, so one
 thread costs them nothing. PyTorch's own BLAS (linked into it) is not affected.
 
-Needs ``threadpoolctl`` (installed with the engine); without it nothing changes.
+Needs ``threadpoolctl`` (installed with the engine); without it (Slicer's Python, say) nothing changes here, but
+the local inference service is started with ``OPENBLAS_NUM_THREADS=1`` (``service.client.LocalService``), which
+numpy's OpenBLAS reads when it loads.
 """
 
 from __future__ import annotations

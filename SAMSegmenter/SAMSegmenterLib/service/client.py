@@ -913,6 +913,8 @@ class LocalService(Endpoint):
             self._owner = local_folders.claim(self.folder)
         self.ready_file.unlink(missing_ok=True)
         env = child_env()
+        # numpy's BLAS on one thread before numpy loads (models/blas_threads.py), also where threadpoolctl is absent
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         command = [self.python, "-m", "SAMSegmenterLib", "serve", "--port", "0", "--token-file", str(self.token_file),
                    "--ready-file", str(self.ready_file), "--watch-stdin", "--client-checkpoints", *self.args]
         with open(self.log_path, "ab") as log:
