@@ -404,19 +404,22 @@ def test_cached_choice_that_fails_is_measured_again(reference, cache_dir, monkey
     assert "not installed" in {t.backend: t for t in choice.trials}["onnxruntime"].error
 
 
-def _record(backend: str, passes: bool) -> ground_truth_parity.Recorded:
+def _record(backend: str, passes: bool, machine: str = "test CPU") -> ground_truth_parity.Recorded:
     drop = 0.001 if passes else 0.02
     verdict = ground_truth_parity.Verdict(backend, 300, 0.80 - drop, 0.40 - drop, 0.80, 0.40)
-    return ground_truth_parity.Recorded(verdict, "2026-11-29", "test CPU")
+    return ground_truth_parity.Recorded(verdict, "2026-11-29", machine)
 
 
 @pytest.mark.parametrize("native", [False, True])
 def test_lower_precision_is_a_candidate_only_after_passing_the_ground_truth_rule(reference, native, monkeypatch):
-    """For float32 models, a bf16 backend is measured by auto only when its recorded ground-truth run
-    passed and the CPU has native bf16; bf16 models get the bf16 backends on such CPUs."""
+    """For float32 models, a bf16 backend is measured by auto only when every recorded ground-truth run
+    passed (openvino-bf16 failed on one of its two CPUs) and the CPU has native bf16; bf16 models get the
+    bf16 backends on such CPUs."""
     monkeypatch.setattr(backends, "bf16_native", lambda: native)
-    monkeypatch.setattr(ground_truth_parity, "RECORDED", {"fused-mixed": _record("fused-mixed", True),
-                                                          "fused-bf16": _record("fused-bf16", False)})
+    monkeypatch.setattr(ground_truth_parity, "RECORDED", {"fused-mixed": (_record("fused-mixed", True),),
+                                                          "fused-bf16": (_record("fused-bf16", False),),
+                                                          "openvino-bf16": (_record("openvino-bf16", True),
+                                                                            _record("openvino-bf16", False))})
     assert backends.candidates(reference) == ["fused", "onnxruntime", "openvino", *(["fused-mixed"] if native else [])]
     bf16_model = types.SimpleNamespace(spec=reference.spec, device=torch.device("cpu"), precision="bf16")
     assert backends.candidates(bf16_model) == (["fused-bf16", "openvino-bf16"] if native else [])
@@ -424,13 +427,15 @@ def test_lower_precision_is_a_candidate_only_after_passing_the_ground_truth_rule
 
 
 def test_choice_of_a_lower_precision_backend_says_it_passed_the_rule(reference, cache_dir, monkeypatch):
-    monkeypatch.setattr(ground_truth_parity, "RECORDED", {"fused-mixed": _record("fused-mixed", True)})
+    monkeypatch.setattr(ground_truth_parity, "RECORDED", {"fused-mixed": (_record("fused-mixed", True),
+                                                                          _record("fused-mixed", True, "other CPU"))})
     monkeypatch.setattr(backends, "candidates", lambda model: ["fused", "fused-mixed"])
     monkeypatch.setattr(backends, "measure", lambda model, names: [Trial("torch", 10.0, 1.0), Trial("fused", 5.0, 1.0),
                                                                    Trial("fused-mixed", 4.0, 0.995)])
     choice = backends.choose_backend(reference)
     assert choice.backend == "fused-mixed"
     assert "passes the ground-truth rule on 300 boxes" in choice.reason and "2026-11-29" in choice.reason
+    assert "test CPU" in choice.reason and "other CPU" in choice.reason
 
 
 def test_bf16_backends_need_native_bf16_unless_emulated(reference, monkeypatch):

@@ -488,9 +488,10 @@ def _decide(model: SamModel, names: list[str], key: str, refresh: bool) -> Backe
     if best is not None and reference_ms is not None and best.ms < reference_ms:
         reason = (f"fastest with parity: {best.ms:.0f} ms vs reference {reference_ms:.0f} ms, "
                   f"probe Dice >= {best.parity_dice:.4f}")
-        record = ground_truth_parity.passed(best.backend)
-        if record is not None:
-            reason += f"; lower precision, {record.verdict.summary()} (recorded {record.date}, {record.machine})"
+        records = ground_truth_parity.passed(best.backend)
+        if records:
+            reason += "; lower precision, " + "; ".join(f"{r.verdict.summary()} (recorded {r.date}, {r.machine})"
+                                                        for r in records)
         choice = BackendChoice(best.backend, reason, trials)
     else:
         choice = BackendChoice("torch", "no candidate was faster than the reference with parity", trials)
