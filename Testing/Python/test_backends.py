@@ -424,6 +424,7 @@ def test_lower_precision_is_a_candidate_only_after_passing_the_ground_truth_rule
     bf16_model = types.SimpleNamespace(spec=reference.spec, device=torch.device("cpu"), precision="bf16")
     assert backends.candidates(bf16_model) == (["fused-bf16", "openvino-bf16"] if native else [])
     assert "ground truth: fused-mixed" in backends.decision_key(reference)
+    assert ("| native bf16 |" if native else "| no native bf16 |") in backends.decision_key(reference)
 
 
 def test_choice_of_a_lower_precision_backend_says_it_passed_the_rule(reference, cache_dir, monkeypatch):

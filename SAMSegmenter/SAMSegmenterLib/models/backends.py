@@ -377,12 +377,15 @@ def onnxruntime_version() -> str:
 
 
 def decision_key(model: SamModel) -> str:
-    """What a cached decision depends on: model, weights, precision, device, software and CPU."""
+    """What a cached decision depends on: model, weights, precision, device, software and CPU. The CPU's name
+    alone does not tell CPUs apart under a hypervisor (Zen 3 and Zen 4 VMs both say "AMD EPYC"), so whether it
+    runs bf16 natively (which decides the candidates) is part of the key: a cache shared between such machines
+    (a home directory on a cluster, a copied VM image) does not carry one machine's choice to the other."""
     return " | ".join([f"v{DECISION_FORMAT}", model.name, cached_sha256(model.checkpoint)[:16], model.precision,
                        model.device.type, f"torch {torch.__version__}", f"onnxruntime {onnxruntime_version()}",
                        f"openvino {openvino_version()}",
                        f"ground truth: {','.join(ground_truth_eligible()) or 'none'}", cpu_name(),
-                       f"{torch.get_num_threads()} threads"])
+                       "native bf16" if bf16_native() else "no native bf16", f"{torch.get_num_threads()} threads"])
 
 
 _DECISIONS: dict[str, BackendChoice] = {}
