@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from SAMSegmenterLib.errors import InputError
+from SAMSegmenterLib.propagation import postprocess
 from SAMSegmenterLib.propagation.postprocess import (
     components_touching,
     fill_holes,
@@ -133,3 +135,19 @@ def test_real_mask_cleanup(mni152_masks):
 def test_rejects_1d():
     with pytest.raises(InputError):
         largest_component(np.ones(5, bool))
+
+
+def test_a_slice_is_processed_in_one_piece_and_a_volume_as_simpleitk_splits_it():
+    """Splitting a 2D slice over ITK's threads costs more than it gains (docs/speed.md): slices run in one work
+    unit on one thread; volumes keep SimpleITK's defaults."""
+    mask = np.zeros((40, 50), dtype=bool)
+    mask[5:15, 5:15] = mask[20:30, 30:45] = True
+    labeller = sitk.ConnectedComponentImageFilter()
+    default = (labeller.GetNumberOfWorkUnits(), labeller.GetNumberOfThreads())
+    sliced = sitk.GetArrayFromImage(postprocess._run(labeller, sitk.GetImageFromArray(mask.astype(np.uint8))))
+    assert (labeller.GetNumberOfWorkUnits(), labeller.GetNumberOfThreads()) == (1, 1)
+    assert set(np.unique(sliced)) == {0, 1, 2}
+    volume = sitk.GetImageFromArray(np.stack([mask, mask]).astype(np.uint8))
+    labeller = sitk.ConnectedComponentImageFilter()
+    postprocess._run(labeller, volume)
+    assert (labeller.GetNumberOfWorkUnits(), labeller.GetNumberOfThreads()) == default

@@ -29,6 +29,32 @@ def _image(mask: np.ndarray) -> sitk.Image:
     return sitk.GetImageFromArray(mask.astype(np.uint8))
 
 
+def _run(image_filter: sitk.ImageFilter, image: sitk.Image) -> sitk.Image:
+    """``image_filter`` on ``image``, in one piece on one thread for a 2D slice: splitting a slice of a few hundred
+    pixels a side over ITK's threads costs more than it gains (docs/speed.md), and a walk cleans up to four
+    candidates per slice. (With ITK's default threader the number of work units decides the split; the number of
+    threads alone changes nothing.) Volumes keep SimpleITK's defaults."""
+    if image.GetDimension() == 2:
+        image_filter.SetNumberOfWorkUnits(1)
+        image_filter.SetNumberOfThreads(1)
+    return image_filter.Execute(image)
+
+
+def _components(mask: np.ndarray, full_connectivity: bool) -> sitk.Image:
+    labeller = sitk.ConnectedComponentImageFilter()
+    labeller.SetFullyConnected(full_connectivity)
+    return _run(labeller, _image(mask))
+
+
+def _distance(mask: np.ndarray, inside_is_positive: bool) -> np.ndarray:
+    """SimpleITK's signed Maurer distance map of ``mask`` in pixels (not squared), as a numpy array."""
+    mapper = sitk.SignedMaurerDistanceMapImageFilter()
+    mapper.SetInsideIsPositive(inside_is_positive)
+    mapper.SetSquaredDistance(False)
+    mapper.SetUseImageSpacing(False)
+    return sitk.GetArrayFromImage(_run(mapper, _image(mask)))
+
+
 def label_components(mask: np.ndarray, full_connectivity: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Connected components: (labels, sizes).
 
@@ -38,8 +64,9 @@ def label_components(mask: np.ndarray, full_connectivity: bool = False) -> tuple
     mask = _check(mask)
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.uint32), np.zeros(0, dtype=np.int64)
-    labels = sitk.RelabelComponent(sitk.ConnectedComponent(_image(mask), full_connectivity), sortByObjectSize=True)
-    array = sitk.GetArrayFromImage(labels).astype(np.uint32)
+    relabeller = sitk.RelabelComponentImageFilter()
+    relabeller.SetSortByObjectSize(True)
+    array = sitk.GetArrayFromImage(_run(relabeller, _components(mask, full_connectivity))).astype(np.uint32)
     return array, np.bincount(array.ravel())[1:].astype(np.int64)
 
 
@@ -62,7 +89,7 @@ def components_touching(mask: np.ndarray, reference: np.ndarray, full_connectivi
         return mask.copy()
     # raster-order labels, not relabelled by size (a walk cleans up to four candidates per slice: the relabelling
     # cost as much as the labelling); ties for the largest go to the lower label, as in label_components
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(_image(mask), full_connectivity))
+    labels = sitk.GetArrayFromImage(_components(mask, full_connectivity))
     touching = np.unique(labels[reference & mask])
     if touching.size == 0:
         sizes = np.bincount(labels.ravel())
@@ -76,8 +103,10 @@ def fill_holes(mask: np.ndarray, full_connectivity: bool = False) -> np.ndarray:
     mask = _check(mask)
     if not mask.any():
         return mask.copy()
-    filled = sitk.BinaryFillhole(_image(mask), full_connectivity, 1)
-    return sitk.GetArrayFromImage(filled).astype(bool)
+    filler = sitk.BinaryFillholeImageFilter()
+    filler.SetFullyConnected(full_connectivity)
+    filler.SetForegroundValue(1)
+    return sitk.GetArrayFromImage(_run(filler, _image(mask))).astype(bool)
 
 
 def _per_slice(operation: Callable[[np.ndarray], np.ndarray], volume_mask: np.ndarray,
@@ -108,10 +137,8 @@ def outside_distance(mask: np.ndarray) -> np.ndarray:
     mask = _check(mask)
     if not mask.any():
         raise InputError("the distance to an empty mask is undefined")
-    distance = sitk.SignedMaurerDistanceMap(_image(mask), insideIsPositive=False, squaredDistance=False,
-                                            useImageSpacing=False)
     # Outside, the map is the distance to the nearest mask pixel (1 next to it).
-    return np.maximum(sitk.GetArrayFromImage(distance), 0.0).astype(np.float32)
+    return np.maximum(_distance(mask, inside_is_positive=False), 0.0).astype(np.float32)
 
 
 def inside_distance(mask: np.ndarray) -> np.ndarray:
@@ -122,10 +149,8 @@ def inside_distance(mask: np.ndarray) -> np.ndarray:
     mask = _check(mask)
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.float32)
-    padded = np.pad(mask, 1)
-    distance = sitk.SignedMaurerDistanceMap(_image(padded), insideIsPositive=True, squaredDistance=False,
-                                            useImageSpacing=False)
+    distance = _distance(np.pad(mask, 1), inside_is_positive=True)
     inner = tuple(slice(1, -1) for _ in range(mask.ndim))
     # Inside, the map is the distance to the mask's own border pixels (0 on them); +1
     # makes it the distance to the nearest outside pixel.
-    return np.where(mask, sitk.GetArrayFromImage(distance)[inner] + 1.0, 0.0).astype(np.float32)
+    return np.where(mask, distance[inner] + 1.0, 0.0).astype(np.float32)
