@@ -11,6 +11,14 @@ if TYPE_CHECKING:
     import torch
 
 
+def closer_to_inside(cells: np.ndarray, inside: np.ndarray, around: np.ndarray) -> np.ndarray:
+    """(n,) bool: which of the (C, n) feature ``cells`` have a higher cosine with the (C,) vector ``inside`` than
+    with ``around`` (both normalised here; a cell's own norm does not change which is higher, so it is not)."""
+    toward = inside / max(float(np.linalg.norm(inside)), 1e-12)
+    away = around / max(float(np.linalg.norm(around)), 1e-12)
+    return toward @ cells > away @ cells
+
+
 @dataclass
 class ImageEmbedding:
     """Encoder output for one slice.
@@ -56,14 +64,10 @@ class ImageEmbedding:
         return coverage
 
     def alike_cells(self, inside: np.ndarray, around: np.ndarray) -> np.ndarray:
-        """(g, g) bool: the feature cells whose features have a higher cosine with the (C,) vector ``inside`` than
-        with ``around`` (float64, as :func:`propagation.slice_quality.prototype_iou` compares them: a cell's own
-        norm does not change which is higher)."""
+        """(g, g) bool: :func:`closer_to_inside` for every cell of the grid (float64, as
+        :func:`propagation.slice_quality.prototype_iou` compares a mask's cells)."""
         grid = self.features[0].detach().cpu().numpy()  # (C, g, g), a view on the CPU
-        cells = grid.reshape(len(grid), -1).astype(np.float64)
-        toward = inside / max(float(np.linalg.norm(inside)), 1e-12)
-        away = around / max(float(np.linalg.norm(around)), 1e-12)
-        return (toward @ cells > away @ cells).reshape(grid.shape[1:])
+        return closer_to_inside(grid.reshape(len(grid), -1).astype(np.float64), inside, around).reshape(grid.shape[1:])
 
     def mask_features(self, mask: np.ndarray, region: np.ndarray) -> Optional["MaskFeatures"]:
         """What the features say about a (H, W) slice ``mask`` inside a (H, W) ``region`` (a box around it, say;

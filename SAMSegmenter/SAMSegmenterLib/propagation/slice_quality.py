@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from ..models.embedding import closer_to_inside
 from ..prompts import grown_box
 
 if TYPE_CHECKING:
@@ -146,11 +147,7 @@ def prototype_iou(features: Optional[MaskFeatures], anchor: Optional[MaskFeature
     has no surround."""
     if features is None or anchor is None or not anchor.around.any() or not features.cells.size:
         return 1.0
-    cells = features.cells / np.maximum(np.linalg.norm(features.cells, axis=0), 1e-12)
-    inside = anchor.inside / max(float(np.linalg.norm(anchor.inside)), 1e-12)
-    around = anchor.around / max(float(np.linalg.norm(anchor.around)), 1e-12)
-    alike = inside @ cells > around @ cells
-    return _iou(alike, features.covered)
+    return _iou(closer_to_inside(features.cells, anchor.inside, anchor.around), features.covered)
 
 
 def prototype_iou_on(embedding: ImageEmbedding, alike: Optional[np.ndarray], mask: np.ndarray,
