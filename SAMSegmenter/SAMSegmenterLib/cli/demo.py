@@ -23,7 +23,7 @@ import numpy as np
 
 from ..io.outputs import StagedOutputs, new_folders
 from . import checks, interrupts, strict_json
-from .engine import add_server_options, check_server_args, open_volume
+from .engine import add_server_options, check_server_args, opened_volume
 from .options import add_model_options
 
 
@@ -78,9 +78,9 @@ def _demo(args: argparse.Namespace, staged: StagedOutputs) -> dict:
     slices = occupied_slices(reference, axis)
     seed = int(slices[len(slices) // 2])
     prompt = Prompt(box=box_from_mask(take_slice(reference, axis, seed)))
-    predictor, where = open_volume(args, volume, "auto")
-    result = predictor.propagate(axis, seed, seed_prompt=prompt, direction="both",
-                                 slice_range=(int(slices[0]), int(slices[-1])), progress=_progress)
+    with opened_volume(args, volume, "auto") as (predictor, where):
+        result = predictor.propagate(axis, seed, seed_prompt=prompt, direction="both",
+                                     slice_range=(int(slices[0]), int(slices[-1])), progress=_progress)
     sys.stderr.write("\n")
     labels = result.mask.astype(np.uint8)
     write_labels(args.outdir / "cerebellum.seg.nrrd", labels, geometry, names={1: "cerebellum"}, staging=staged)

@@ -8,11 +8,18 @@ precision are the server's then.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from ..errors import InputError
+
+# Seconds a finished command waits for the service to confirm that its session is closed.
+SESSION_CLOSE_SECONDS = 3.0
+# The model options of this process and their defaults: with --server the model runs as the server was started.
+_MODEL_DEFAULTS = (("--device", "device", "auto"), ("--precision", "precision", "fp32"),
+                   ("--backend", "backend", "auto"))
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +43,46 @@ def check_server_args(args: argparse.Namespace) -> None:
         raise InputError(f"--server must be an http:// or https:// URL, got {args.server!r}")
     if args.token_file is None:
         raise InputError("--server needs --token-file FILE (the file holding the service's access token)")
+    for flag, name, default in _MODEL_DEFAULTS:
+        if getattr(args, name, default) != default:
+            raise InputError(f"{flag} does not apply with --server: the service runs the model on the device, "
+                             f"precision and backend it was started with (serve {flag} ...)")
+    if args.cafile is not None:
+        check_pem(args.cafile, "--cafile")
     from ..service.tokens import read_token
 
     read_token(args.token_file)
+
+
+def check_pem(path: str, flag: str, keyfile: Optional[str] = None) -> None:
+    """InputError naming ``path`` unless it holds PEM certificates (with ``keyfile``: a certificate and its key)."""
+    import ssl
+
+    try:
+        if keyfile is None:
+            ssl.create_default_context(cafile=path)
+        else:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path, keyfile)
+    except FileNotFoundError as exc:
+        raise InputError(f"{flag}: {exc.filename or path} does not exist") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        what = "a PEM certificate and its key" if keyfile is not None else "PEM certificates"
+        raise InputError(f"{flag}: {path} does not hold {what} ({getattr(exc, 'reason', None) or exc})") from None
+
+
+@contextlib.contextmanager
+def opened_volume(args: argparse.Namespace, volume: np.ndarray, window: str) -> Iterator[tuple[Any, dict[str, str]]]:
+    """:func:`open_volume` for the block. A session on the service is closed when the block ends, however it
+    ends: the server's room for volumes is not held until the session expires, and closing it also stops a job
+    the block left running (Ctrl-C during a propagation)."""
+    predictor, where = open_volume(args, volume, window)
+    try:
+        yield predictor, where
+    finally:
+        if args.server is not None:
+            predictor.close()
+            predictor.client.finish_background(SESSION_CLOSE_SECONDS)
+            predictor.client.close()
 
 
 def open_volume(args: argparse.Namespace, volume: np.ndarray, window: str) -> tuple[Any, dict[str, str]]:

@@ -35,7 +35,7 @@ from ..selection import SELECTIONS
 from ..volume import AXES, check_slice, slice_shape, take_slice
 from ..windowing import ImageWarning, Window, box_contrast, fixed_window, parse_window
 from . import checks, interrupts, strict_json
-from .engine import add_server_options, check_server_args, open_volume
+from .engine import add_server_options, check_server_args, opened_volume
 from .options import add_model_options, add_series_option, add_volume_options
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class Plan:
 def preflight(args: argparse.Namespace) -> Plan:
     """Every check that needs no model, cheapest first (see :mod:`checks`); reads the input volume."""
     from ..io.outputs import check_output_file
-    from ..io.volumes import LABEL_SUFFIXES, read_volume
+    from ..io.volumes import LABEL_SUFFIXES, label_suffix, read_volume
 
     start = time.perf_counter()
     check_server_args(args)
@@ -232,6 +232,7 @@ def preflight(args: argparse.Namespace) -> Plan:
     fixed_window(args.window)
     checks.distinct_paths(args.input, args.output, args.overlay)
     check_output_file(args.output, LABEL_SUFFIXES)
+    label_suffix(args.output)
     if args.overlay is not None:
         check_output_file(args.overlay, (".png",), "overlay")
     volume, geometry = read_volume(args.input, args.series)
@@ -273,25 +274,25 @@ def run(args: argparse.Namespace) -> int:
 
     t_read = time.perf_counter()
     axis, index, prompt = plan.axis, plan.index, plan.prompt
-    predictor, where = open_volume(args, plan.volume, args.window)
-    t_load = time.perf_counter()
-    result = predictor.predict(axis, index, prompt, selection=args.selection)
-    t_predict = time.perf_counter()
-    labels = np.zeros(plan.volume.shape, dtype=np.uint8)
-    propagated = None
-    direction = args.direction or "both"
-    if args.propagate:
-        propagated = predictor.propagate(axis, index, seed_prompt=prompt, direction=direction,
-                                         slice_range=tuple(args.range) if args.range else None,
-                                         options=plan.options, progress=_stderr_progress)
-        mask = propagated.mask
-        if args.fill_holes:
-            mask = fill_holes_per_slice(mask, axis)
-        if args.largest_3d:
-            mask = largest_component(mask)
-        labels[mask] = 1
-    else:
-        put_slice(labels, axis, index, result.mask)
+    with opened_volume(args, plan.volume, args.window) as (predictor, where):
+        t_load = time.perf_counter()
+        result = predictor.predict(axis, index, prompt, selection=args.selection)
+        t_predict = time.perf_counter()
+        labels = np.zeros(plan.volume.shape, dtype=np.uint8)
+        propagated = None
+        direction = args.direction or "both"
+        if args.propagate:
+            propagated = predictor.propagate(axis, index, seed_prompt=prompt, direction=direction,
+                                             slice_range=tuple(args.range) if args.range else None,
+                                             options=plan.options, progress=_stderr_progress)
+            mask = propagated.mask
+            if args.fill_holes:
+                mask = fill_holes_per_slice(mask, axis)
+            if args.largest_3d:
+                mask = largest_component(mask)
+            labels[mask] = 1
+        else:
+            put_slice(labels, axis, index, result.mask)
     t_propagate = time.perf_counter()
     with StagedOutputs() as staged:
         write_labels(args.output, labels, plan.geometry, staging=staged)
