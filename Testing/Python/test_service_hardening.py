@@ -256,6 +256,32 @@ def test_client_paths_only_on_loopback_and_token_files_only_private(tmp_path):
     assert done.returncode == 2 and "chmod 600" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (("--port", "70000"), "--port must be 0 (a free port) to 65535, got 70000"),
+    (("--max-jobs", "0"), "--max-jobs must be at least 1, got 0"),
+    (("--cache-mb", "-5"), "--cache-mb must be at least 0, got -5"),
+    (("--max-sessions", "0"), "--max-sessions must be at least 1"),
+    (("--max-volume-mb", "2048", "--max-total-volume-mb", "1024"),
+     "--max-total-volume-mb (1024) must be at least --max-volume-mb (2048)"),
+    (("--request-timeout", "0"), "--request-timeout must be a positive number of seconds, got 0"),
+    (("--session-idle", "nan"), "--session-idle must be a positive number of seconds, got nan"),
+])
+def test_limits_a_server_could_not_work_with_are_refused_before_it_starts(tmp_path, args, message):
+    done = serve_cli("--token-file", str(tmp_path / "t"), *args)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+        done.stderr
+    assert not (tmp_path / "t").exists()  # refused before anything, the token included
+
+
+def test_tls_files_that_are_not_pem_are_named(tmp_path):
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not a certificate\n")
+    done = serve_cli("--token-file", str(tmp_path / "t"), "--tls-cert", str(cert), "--tls-key", str(cert))
+    assert done.returncode == 2 and f"--tls-cert/--tls-key: {cert} does not hold a PEM certificate and its key" \
+        in done.stderr, done.stderr
+
+
 def closed_by_server(sock: socket.socket) -> bool:
     sock.settimeout(0.01)
     try:

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
+from .engine import check_pem
 from .options import add_model_options
 
 LOOPBACK_NAMES = ("localhost",)
@@ -78,16 +79,45 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# (flag, attribute, least value): whole numbers of at least 1, except the port (0: a free one); the seconds
+# are checked as positive and finite.
+_COUNTS = (("--max-sessions", "max_sessions", 1), ("--max-volume-mb", "max_volume_mb", 1),
+           ("--max-total-volume-mb", "max_total_volume_mb", 1), ("--cache-mb", "cache_mb", 0),
+           ("--max-jobs", "max_jobs", 1), ("--max-json-mb", "max_json_mb", 1),
+           ("--max-connections", "max_connections", 1))
+_SECONDS = (("--session-idle", "session_idle"), ("--job-lease", "job_lease"), ("--request-timeout", "request_timeout"),
+            ("--shutdown-timeout", "shutdown_timeout"))
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """One-line errors for a port or limit the server could not work with, before anything starts."""
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port must be 0 (a free port) to 65535, got {args.port}")
+    for flag, name, least in _COUNTS:
+        if getattr(args, name) < least:
+            raise InputError(f"{flag} must be at least {least}, got {getattr(args, name)}")
+    if args.max_total_volume_mb < args.max_volume_mb:
+        raise InputError(f"--max-total-volume-mb ({args.max_total_volume_mb}) must be at least --max-volume-mb "
+                         f"({args.max_volume_mb})")
+    for flag, name in _SECONDS:
+        value = getattr(args, name)
+        if not 0 < value < float("inf"):
+            raise InputError(f"{flag} must be a positive number of seconds, got {value:g}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..service.server import ServerConfig, serve
     from ..service.sessions import Limits
     from ..service.tokens import token_for_server
 
+    check_limits(args)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InputError("TLS needs both --tls-cert and --tls-key")
     for path in (args.tls_cert, args.tls_key):
         if path is not None and not path.is_file():
             raise InputError(f"TLS file {path} does not exist")
+    if args.tls_cert:
+        check_pem(str(args.tls_cert), "--tls-cert/--tls-key", keyfile=str(args.tls_key))
     if not is_loopback(args.host) and not args.tls_cert:
         if not args.insecure:
             raise InputError(f"listening on {args.host} exposes the service to the network: give --tls-cert and "
