@@ -104,3 +104,19 @@ def test_interrupted_evaluate_keeps_the_earlier_run_whole(case, tmp_path):
     assert process.returncode == 143, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
     assert {p.name: p.read_text() for p in out.iterdir()} == earlier
+
+
+def test_an_interrupt_after_a_finished_command_changes_nothing():
+    """A command that has put its outputs in place returns its status: a Ctrl-C arriving after it returned (in the
+    moment before the process exits) neither raises nor turns the exit status into 130."""
+    code = ("import os, signal, sys, time\n"
+            "from SAMSegmenterLib.cli import interrupts, run_command\n"
+            "interrupts.install()\n"
+            "def command():\n    interrupts.finishing()\n    return 0\n"
+            "status = run_command(command)\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(0.2)\n"
+            "print('still here')\n"
+            "sys.exit(status)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "still here", (done.returncode, done.stderr)

@@ -45,14 +45,14 @@ def handled() -> Iterator[None]:
     _FINISHING.clear()
     try:
         yield
-    finally:
+    finally:  # a command that has put its outputs in place stays finishing (see finishing()) until the next one
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        _FINISHING.clear()
 
 
 def finishing() -> None:
-    """The command is putting its outputs in place: ignore interrupts until it returns."""
+    """The command is putting its outputs in place: ignore interrupts until it returns, and after it (the
+    process exits with the command's status)."""
     _FINISHING.set()
 
 
