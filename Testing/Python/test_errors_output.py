@@ -141,3 +141,47 @@ def test_json_lines_are_strict():
                   "ok": np.bool_(True), "nested": ({"x": np.array([0.5, np.nan])},)})
     assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
         "score": None, "hd95": [1.5, None, None], "n": 3, "ok": True, "nested": [{"x": [0.5, None]}]}
+
+
+def test_suffix_case_is_one_that_itk_readers_know(volume, tmp_path, no_torch):
+    """ITK's writers and readers (Slicer's too) know NIfTI and NRRD suffixes in lower or upper case and MetaImage's
+    in lower case only: an upper-case NIfTI is written and reads back, the others are refused before the model."""
+    for name in ("labels.MHA", "labels.Nii.Gz"):
+        done = _segment(volume, tmp_path / name, no_torch=no_torch)
+        assert_one_line_error(done, f"output {tmp_path / name}: write its suffix as")
+    with pytest.raises(OutputError, match="write its suffix as .mha"):
+        write_labels(tmp_path / "direct.MHA", np.zeros((2, 3, 4), np.uint8), read_volume(volume)[1])
+    upper = tmp_path / "labels.NII.GZ"
+    done = _segment(volume, upper)
+    assert done.returncode == 0, done.stderr
+    assert read_volume(upper)[0].sum() > 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.NII.GZ"]  # nothing else, no partial files
+
+
+def test_upper_case_metaimage_input_is_read(volume, tmp_path):
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(volume))
+    sitk.WriteImage(image, str(tmp_path / "scan.mha"))
+    (tmp_path / "scan.mha").rename(tmp_path / "scan.MHA")
+    voxels, _ = read_volume(tmp_path / "scan.MHA")
+    np.testing.assert_array_equal(voxels, read_volume(volume)[0])
+
+
+def test_label_values_a_label_file_cannot_hold_are_refused(volume, tmp_path):
+    """Labels are written one byte per voxel: 0.5, 300 or -1 would come out as other labels, so they are refused;
+    whole numbers in any integer or float type, and booleans, are written as they are."""
+    from SAMSegmenterLib.errors import InputError
+
+    geometry = read_volume(volume)[1]
+    shape = read_volume(volume)[0].shape
+    for bad in (0.5, 300, -1, np.nan):
+        labels = np.zeros(shape, np.float64 if isinstance(bad, float) else np.int64)
+        labels[0, 0, 0] = bad
+        with pytest.raises(InputError, match="labels must be whole numbers 0..255"):
+            write_labels(tmp_path / "bad.nii.gz", labels, geometry)
+    assert not list(tmp_path.iterdir())
+    labels = np.zeros(shape, np.float32)
+    labels[1, 2:5, 3:7] = 2
+    write_labels(tmp_path / "good.nii.gz", labels, geometry)
+    np.testing.assert_array_equal(read_volume(tmp_path / "good.nii.gz")[0], labels.astype(np.uint8))

@@ -160,9 +160,11 @@ class StagedOutputs:
         self._staged: dict[Path, Path] = {}  # destination -> temporary file, in staging order
 
     def stage(self, dest: str | Path) -> Path:
-        """A new empty temporary file beside ``dest`` that ends like it (writers choose formats by extension)."""
+        """A new empty temporary file beside ``dest`` that ends like it, in lower case (writers choose formats by
+        extension, and ITK's only know them in lower case: ``.NII.GZ`` or ``.MHA`` would fail or split the file)."""
         dest = Path(dest)
         suffix = "".join(dest.suffixes[-2:]) if dest.name.lower().endswith((".nii.gz", ".seg.nrrd")) else dest.suffix
+        suffix = suffix.lower()
         previous = self._staged.pop(dest, None)
         for _ in range(100):
             # recorded before it exists, so that discard() deletes it whenever an interrupt lands

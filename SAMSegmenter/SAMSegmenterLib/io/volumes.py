@@ -59,6 +59,26 @@ def _suffix(path: Path, choices: Sequence[str]) -> str | None:
     return next((s for s in choices if name.endswith(s)), None)
 
 
+def _readable_case(path: Path, suffix: str) -> bool:
+    """Whether ITK's readers (Slicer's included) recognise ``path``'s ``suffix`` as written: NIfTI and NRRD in lower
+    or upper case, MetaImage in lower case only, nothing in mixed case."""
+    written = path.name[-len(suffix):]
+    return written == suffix or (written == suffix.upper() and suffix not in (".mha", ".mhd"))
+
+
+def label_suffix(path: str | Path) -> str:
+    """The suffix of :data:`LABEL_SUFFIXES` that ``path`` ends with, in lower case; OutputError when there is none,
+    or when it is written in a case that ITK-based readers would not recognise (see :func:`_readable_case`)."""
+    path = Path(path)
+    suffix = _suffix(path, LABEL_SUFFIXES)
+    if suffix is None:
+        raise OutputError(f"output {path} must end with one of {', '.join(LABEL_SUFFIXES)}")
+    if not _readable_case(path, suffix):
+        raise OutputError(f"output {path}: write its suffix as {suffix} (ITK-based readers, Slicer's included, do "
+                          f"not recognise {path.name[-len(suffix):]})")
+    return suffix
+
+
 _BYTES = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
           sitk.sitkInt32: 4, sitk.sitkFloat32: 4}
 
@@ -99,6 +119,12 @@ def _header(path: Path, scalar: bool = True) -> sitk.ImageFileReader:
         raise InputError(f"{path} is empty (0 bytes)")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    suffix = _suffix(path, VOLUME_SUFFIXES)
+    if suffix is not None and not _readable_case(path, suffix):
+        if suffix not in (".mha", ".mhd"):
+            raise InputError(f"cannot read {path}: ITK reads {suffix} files only with the suffix in lower or upper "
+                             f"case; rename it to end with {suffix}")
+        reader.SetImageIO("MetaImageIO")  # ITK finds MetaImage files by a lower-case suffix only
     try:
         with captured_stderr() as captured:
             reader.ReadImageInformation()
@@ -202,6 +228,21 @@ def _seg_nrrd_metadata(image: sitk.Image, labels: dict[int, str]) -> None:
             image.SetMetaData(f"Segment{n}_{key}", text)
 
 
+def _label_values(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as uint8, or InputError when casting would change a value (fractions, negatives, above 255)."""
+    labels = np.asarray(labels)
+    if labels.dtype in (np.uint8, bool):
+        return labels.astype(np.uint8, copy=False)
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise InputError(f"labels must be whole numbers 0..255, got dtype {labels.dtype}")
+    low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
+    fractions = np.issubdtype(labels.dtype, np.floating) and not np.array_equal(labels, np.round(labels))
+    if fractions or not 0 <= low <= high <= 255:
+        raise InputError(f"labels must be whole numbers 0..255 (a label file holds one byte per voxel), got values "
+                         f"{low:g}..{high:g}{' with fractions' if fractions else ''}")
+    return labels.astype(np.uint8)
+
+
 def write_labels(path: str | Path, labels: np.ndarray, geometry: Geometry, names: dict[int, str] | None = None,
                  staging: StagedOutputs | None = None) -> Path:
     """Write a label array with the grid of its source volume; the format follows the extension.
@@ -219,19 +260,19 @@ def write_labels(path: str | Path, labels: np.ndarray, geometry: Geometry, names
         ``path``. The file appears atomically, with the user's umask: a failed write leaves nothing.
 
     Raises:
-        OutputError: a full disk, a read-only or missing folder, a wrong extension.
+        OutputError: a full disk, a read-only or missing folder, a wrong extension. InputError: labels that are not
+            whole numbers 0..255 (bool is 0/1), which a label file cannot hold as given.
     """
     path = Path(path)
-    suffix = _suffix(path, LABEL_SUFFIXES)
-    if suffix is None:
-        raise OutputError(f"output {path} must end with one of {', '.join(LABEL_SUFFIXES)}")
+    suffix = label_suffix(path)
+    labels = _label_values(labels)
     if staging is None:
         check_output_file(path)
         with StagedOutputs() as staged:
             write_labels(path, labels, geometry, names, staged)
             staged.commit()
         return path
-    image = geometry.apply(sitk.GetImageFromArray(np.asarray(labels, dtype=np.uint8)))
+    image = geometry.apply(sitk.GetImageFromArray(labels))
     if suffix == ".seg.nrrd":
         values = [int(v) for v in np.unique(labels) if v != 0] or [1]
         _seg_nrrd_metadata(image, {v: (names or {}).get(v, f"Segment_{v}") for v in values})
