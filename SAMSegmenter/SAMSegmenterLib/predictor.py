@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Hashable, Optional
 import numpy as np
 
 from .cache import EmbeddingCache
-from .errors import InputError
+from .errors import InputError, PromptError
 from .models.embedding import ImageEmbedding, MaskFeatures
 from .models.encoder_gate import gate_for, on_model_thread
 from .prompts import Prompt
@@ -97,8 +97,10 @@ class SlicePredictor:
         volume = np.asarray(volume)
         if volume.ndim != 3 or min(volume.shape) < 1:
             raise InputError(f"expected a non-empty 3D volume [k, j, i], got shape {volume.shape}")
-        if not (np.issubdtype(volume.dtype, np.number) or volume.dtype == bool):
-            raise InputError(f"volume must be numeric, got dtype {volume.dtype}")
+        if not (np.issubdtype(volume.dtype, np.number) or volume.dtype == bool) or np.iscomplexobj(volume):
+            raise InputError(f"volume must be real numbers, got dtype {volume.dtype}")
+        if volume.dtype == bool:
+            volume = volume.view(np.uint8)  # a mask as its 0/1 grey levels (no copy)
         self.model = model
         self.volume = volume
         self.window = parse_window(window, volume)
@@ -187,6 +189,8 @@ class SlicePredictor:
         """
         axis = parse_axis(axis)
         check_slice(self.volume.shape, axis, index)
+        if not isinstance(prompt, Prompt):
+            raise PromptError(f"the prompt must be a Prompt (points and/or a box), got {type(prompt).__name__}")
         prompt.validate(self.slice_shape(axis))
         rule = resolve_selection(selection, prompt)
         embedding = self.embedding(axis, index)

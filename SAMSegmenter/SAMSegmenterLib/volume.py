@@ -24,10 +24,18 @@ def parse_axis(axis: int | str) -> int:
     raise InputError(f"axis must be 0, 1, 2 or K, J, I; got {axis!r}")
 
 
+def slice_number(value: object, what: str = "slice") -> int:
+    """``value`` as a slice index: an int or a numpy integer (not a bool); InputError otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{what} must be a whole number, got {value!r}")
+    return int(value)
+
+
 def check_slice(shape: tuple[int, ...], axis: int, index: int) -> None:
     """Raise InputError unless ``index`` is a slice of a volume of ``shape`` along ``axis``."""
     if len(shape) != 3:
         raise InputError(f"expected a 3D volume [k, j, i], got shape {tuple(shape)}")
+    slice_number(index)
     if not 0 <= index < shape[axis]:
         raise InputError(f"slice {index} is outside the volume: axis {'KJI'[axis]} has slices 0..{shape[axis] - 1}")
 

@@ -156,6 +156,14 @@ def test_protocols_the_model_cannot_take_are_refused():
         EvalConfig(protocols=("lasso",))
 
 
+def test_jitter_and_tolerance_are_checked_before_any_model():
+    with pytest.raises(InputError, match="box_jitter range must be >= 0"):
+        EvalConfig(jitter_px=-5)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="NSD tolerance"):
+            EvalConfig(tolerance_mm=bad)
+
+
 def test_structure_sets_the_propagation_of_propagate3d(tmp_path, capsys):
     from SAMSegmenterLib.cli.evaluate import preflight
     from SAMSegmenterLib.propagation import PropagationOptions, structure_options

@@ -16,6 +16,7 @@ import pytest
 from conftest import dice
 
 from SAMSegmenterLib.errors import InputError, PromptError
+from SAMSegmenterLib.models.registry import get_spec
 from SAMSegmenterLib.predictor import SlicePredictor
 from SAMSegmenterLib.prompts import Prompt, box_from_mask
 from SAMSegmenterLib.propagation import (
@@ -292,6 +293,31 @@ def test_bad_arguments(predictor, cerebellum):
         propagate_between(predictor, 0, {3: np.zeros_like(seed_mask)})
     with pytest.raises(InputError, match="outside the slice range"):
         propagate_between(predictor, 0, {3: seed_mask}, slice_range=(5, 9))
+    with pytest.raises(InputError, match=r"slice range is \(FIRST, LAST\)"):
+        propagate(predictor, 0, SEED, seed_mask=seed_mask, slice_range=(9, 10, 11))
+    with pytest.raises(InputError, match="first slice must be a whole number"):
+        propagate(predictor, 0, SEED, seed_mask=seed_mask, slice_range=(9.7, 30))
+    with pytest.raises(InputError, match="a key slice must be a whole number"):
+        propagate_between(predictor, 0, {str(SEED): seed_mask})
+    with pytest.raises(InputError, match="options must be PropagationOptions"):
+        propagate(predictor, 0, SEED, seed_mask=seed_mask, options=None)
+    for bad in (1.5, "3", True):
+        with pytest.raises(InputError, match="slice must be a whole number"):
+            predictor.predict(0, bad, Prompt(box=(0, 0, 5, 5)))
+
+
+def test_every_option_is_checked_for_its_kind_and_range():
+    spec = get_spec("litemedsam")
+    for fields, message in ((dict(box_margin="x"), "box_margin must be a number"),
+                            (dict(min_area=1.5), "min_area must be a whole number"),
+                            (dict(fill_holes=1), "fill_holes must be True or False"),
+                            (dict(cleanup=3), "cleanup must be text"),
+                            (dict(min_iou=5), r"min_iou must be in \[0, 1\]"),
+                            (dict(min_iou=float("nan")), "min_iou must be in"),
+                            (dict(min_score=-0.1), "min_score must be in")):
+        with pytest.raises(InputError, match=message):
+            PropagationOptions(**fields).check(spec)
+    PropagationOptions(min_iou=None, min_score=0.5, box_margin=np.float32(3), min_area=np.int64(2)).check(spec)
 
 
 def test_walk_stops_at_the_top_of_the_brain(predictor, mni152_masks):

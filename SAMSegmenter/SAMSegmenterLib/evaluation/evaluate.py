@@ -132,8 +132,10 @@ class EvalConfig:
             raise InputError(f"slices must be one of {', '.join(SLICE_MODES)}, got {self.slices!r}")
         if self.every < 1:
             raise InputError(f"every must be at least 1 (every Nth labelled slice), got {self.every}")
-        if self.tolerance_mm < 0:
-            raise InputError(f"NSD tolerance must be >= 0 mm, got {self.tolerance_mm}")
+        if not 0 <= self.tolerance_mm < float("inf"):
+            raise InputError(f"NSD tolerance must be a number >= 0 mm, got {self.tolerance_mm}")
+        if self.jitter_px < 0:
+            raise InputError(f"the box_jitter range must be >= 0 pixels, got {self.jitter_px}")
 
 
 def volume_stem(path: Path) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InputError, PromptError
 from ..models.registry import ModelSpec
 from ..selection import SELECTIONS
-from ..volume import occupied_slices
+from ..volume import occupied_slices, slice_number
 
 PROMPT_PARTS = ("box", "points", "mask")
 MARGIN_UNITS = ("model", "slice")
@@ -100,6 +100,26 @@ class PropagationOptions:
     min_confidence: Optional[float] = None
     candidate_margin: Optional[float] = 0.1
 
+    def check_types(self) -> None:
+        """InputError naming the first field whose value is not of its kind (a number, text or True/False)."""
+        for item in fields(self):
+            value, kind = getattr(self, item.name), str(item.type)
+            if value is None and kind.startswith("Optional"):
+                continue
+            if kind.endswith(("float]", "float", "int")):
+                fine = (isinstance(value, (int, float, np.integer, np.floating))
+                        and not isinstance(value, (bool, np.bool_)))
+                if fine and kind == "int":
+                    fine = float(value).is_integer()
+                what = "a whole number" if kind == "int" else "a number"
+            elif kind == "bool":
+                fine, what = isinstance(value, (bool, np.bool_)), "True or False"
+            else:
+                fine, what = isinstance(value, str), "text"
+            if not fine:
+                none = " or None" if kind.startswith("Optional") else ""
+                raise InputError(f"propagation option {item.name} must be {what}{none}, got {value!r}")
+
     def parts(self) -> frozenset[str]:
         """The prompt parts, checked (InputError on an unknown or box/point-less combination)."""
         parts = frozenset(p.strip() for p in self.prompt.split("+"))
@@ -112,6 +132,7 @@ class PropagationOptions:
 
     def check(self, spec: ModelSpec) -> frozenset[str]:
         """Validate every option for the model ``spec``; returns the prompt parts."""
+        self.check_types()
         parts = self.parts()
         if "points" in parts:
             spec.require_points_support(f"propagate with the 'box' or 'box+mask' prompt, not {self.prompt!r}")
@@ -129,6 +150,10 @@ class PropagationOptions:
             raise InputError(f"box_fraction must be >= 0, got {self.box_fraction}")
         if not self.shrink_fraction >= 0:
             raise InputError(f"shrink_fraction must be >= 0, got {self.shrink_fraction}")
+        for name in ("min_iou", "min_score"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise InputError(f"{name} must be in [0, 1] (an IoU), got {value}")
         if self.min_area < 1:
             raise InputError(f"min_area must be >= 1 pixel, got {self.min_area}")
         if self.max_area_ratio is not None and not self.max_area_ratio > 1:
@@ -236,7 +261,11 @@ def check_range(count: int, axis: int, slice_range: Optional[tuple[int, int]],
     if slice_range is None:
         first, last = 0, count - 1
     else:
-        first, last = (int(v) for v in slice_range)
+        try:
+            first, last = slice_range
+        except (TypeError, ValueError):
+            raise InputError(f"a slice range is (FIRST, LAST), got {slice_range!r}") from None
+        first, last = slice_number(first, "the range's first slice"), slice_number(last, "the range's last slice")
         if first > last:
             raise InputError(f"slice range {first}..{last} is inverted: give FIRST <= LAST")
         if first < 0 or last >= count:
@@ -265,7 +294,7 @@ def check_key_walk(count: int, axis: int, keys: Iterable[int],
                    slice_range: Optional[tuple[int, int]]) -> tuple[int, int]:
     """The same for a propagation between key slices: some keys, a valid range holding every key.
     Returns (first, last); InputError or PromptError otherwise."""
-    keys = sorted(int(k) for k in keys)
+    keys = sorted(slice_number(k, "a key slice") for k in keys)
     if not keys:
         raise PromptError("no key slices given")
     first, last = check_range(count, axis, slice_range)

@@ -261,6 +261,8 @@ class _Run:
                  slice_range: tuple[int, int], progress: Optional[Progress], cancel: Optional[CancelCheck]):
         self.predictor = predictor
         self.axis = axis
+        if not isinstance(options, PropagationOptions):
+            raise InputError(f"options must be PropagationOptions, got {type(options).__name__}")
         self.options = options
         self.parts = options.check(predictor.model.spec)
         self.progress = progress

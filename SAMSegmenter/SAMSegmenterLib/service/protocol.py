@@ -238,7 +238,8 @@ def error_from_json(data: Any, status: int) -> errors.SAMSegmenterError:
         return cls(str(error.get("message", "")))
     if isinstance(data, Mapping) and "detail" in data:  # FastAPI's own validation errors
         return errors.InputError(f"the service refused the request (HTTP {status}): {_detail(data['detail'])}")
-    return errors.ServiceError(f"the service answered HTTP {status}")
+    return errors.ServiceError(f"the service answered HTTP {status} without a SAMSegmenter error: is the URL that "
+                               "of a SAMSegmenter service (python -m SAMSegmenterLib serve)?")
 
 
 def _detail(detail: Any) -> str:
