@@ -19,6 +19,14 @@ INCLUDE = 1
 EXCLUDE = 0
 
 
+def _numbers(values: object, what: str) -> np.ndarray:
+    """``values`` as a float64 array; PromptError naming ``what`` when they are not numbers."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PromptError(f"{what} must be numbers, got {values!r}"[:200]) from None
+
+
 @dataclass(frozen=True, eq=False)
 class Prompt:
     """Include/exclude points, at most one box, and optionally a previous low-res mask.
@@ -38,19 +46,25 @@ class Prompt:
                  labels: Sequence[int] | np.ndarray | None = None,
                  box: Sequence[float] | np.ndarray | None = None,
                  mask_input: np.ndarray | None = None):
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
-        if len(lab) != len(pts):
-            raise PromptError(f"{len(pts)} points but {len(lab)} labels")
-        if np.any((lab != INCLUDE) & (lab != EXCLUDE)):
+        pts = _numbers(points, "points")
+        if pts.size % 2:
+            raise PromptError(f"points are (x, y) pairs, got {pts.size} numbers")
+        pts = pts.reshape(-1, 2)
+        raw = np.ones(len(pts)) if labels is None else _numbers(labels, "point labels").reshape(-1)
+        if len(raw) != len(pts):
+            raise PromptError(f"{len(pts)} points but {len(raw)} labels")
+        if np.any((raw != INCLUDE) & (raw != EXCLUDE)):
             raise PromptError("point labels must be 1 (include) or 0 (exclude)")
-        bx = None if box is None else np.asarray(box, dtype=np.float64).reshape(-1)
+        lab = raw.astype(np.int64)
+        bx = None if box is None else _numbers(box, "a box").reshape(-1)
         if bx is not None and bx.shape != (4,):
             raise PromptError(f"a box needs 4 numbers (x0 y0 x1 y1), got {bx.size}")
         if mask_input is not None:
-            mask_input = np.asarray(mask_input, dtype=np.float32)
+            mask_input = _numbers(mask_input, "mask_input").astype(np.float32)
             if mask_input.shape != (256, 256):
                 raise PromptError(f"mask_input must be (256, 256) low-resolution logits, got {mask_input.shape}")
+            if not np.all(np.isfinite(mask_input)):
+                raise PromptError("mask_input holds NaN or infinite logits")
         object.__setattr__(self, "points", pts)
         object.__setattr__(self, "labels", lab)
         object.__setattr__(self, "box", bx)

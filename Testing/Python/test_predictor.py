@@ -184,7 +184,20 @@ def test_bad_prompts_and_slices(litemedsam, phantom):
         predictor.predict(0, 3, Prompt(box=(1, 1, 5, 5)))
     with pytest.raises(InputError, match="3D volume"):
         SlicePredictor(litemedsam, np.zeros((4, 4)))
+    with pytest.raises(InputError, match="real numbers"):
+        SlicePredictor(litemedsam, volume.astype(np.complex64))
+    with pytest.raises(PromptError, match="must be a Prompt"):
+        predictor.predict(0, 1, None)
+    for fields, message in ((dict(box=("a", "b", "c", "d")), "a box must be numbers"),
+                            (dict(points=[1, 2, 3]), r"\(x, y\) pairs, got 3 numbers"),
+                            (dict(points=[(1, 2), (3,)]), "points must be numbers"),
+                            (dict(points=[(5, 5)], labels=[0.5]), r"must be 1 \(include\) or 0"),
+                            (dict(mask_input=np.full((256, 256), np.nan)), "NaN or infinite logits")):
+        with pytest.raises(PromptError, match=message):
+            Prompt(**fields)
     assert predictor.encoder_calls == 0  # nothing was embedded for invalid requests
+    mask = SlicePredictor(litemedsam, volume > volume.mean()).predict(0, 1, Prompt(box=(10, 10, 60, 60))).mask
+    assert mask.shape == volume.shape[1:]  # a boolean volume is segmented as its 0/1 grey levels
 
 
 def test_prefetch_fills_cache(litemedsam, phantom):
