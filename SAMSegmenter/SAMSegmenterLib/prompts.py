@@ -19,10 +19,10 @@ INCLUDE = 1
 EXCLUDE = 0
 
 
-def _numbers(values: object, what: str) -> np.ndarray:
-    """``values`` as a float64 array; PromptError naming ``what`` when they are not numbers."""
+def _numbers(values: object, what: str, dtype: type = np.float64) -> np.ndarray:
+    """``values`` as an array of ``dtype``; PromptError naming ``what`` when they are not numbers."""
     try:
-        return np.asarray(values, dtype=np.float64)
+        return np.asarray(values, dtype=dtype)
     except (TypeError, ValueError):
         raise PromptError(f"{what} must be numbers, got {values!r}"[:200]) from None
 
@@ -60,7 +60,7 @@ class Prompt:
         if bx is not None and bx.shape != (4,):
             raise PromptError(f"a box needs 4 numbers (x0 y0 x1 y1), got {bx.size}")
         if mask_input is not None:
-            mask_input = _numbers(mask_input, "mask_input").astype(np.float32)
+            mask_input = _numbers(mask_input, "mask_input", np.float32)
             if mask_input.shape != (256, 256):
                 raise PromptError(f"mask_input must be (256, 256) low-resolution logits, got {mask_input.shape}")
             if not np.all(np.isfinite(mask_input)):

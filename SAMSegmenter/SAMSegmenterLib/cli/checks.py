@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from ..errors import InputError
 from ..models.registry import ModelSpec, get_spec
@@ -46,3 +47,19 @@ def distinct_paths(*paths: Path | None) -> None:
         if resolved in seen:
             raise InputError(f"{path} is given twice (as an input or output): one file would overwrite the other")
         seen[resolved] = path
+
+
+def check_pem(path: str, flag: str, keyfile: Optional[str] = None) -> None:
+    """InputError naming ``path`` unless it holds PEM certificates (with ``keyfile``: a certificate and its key)."""
+    import ssl
+
+    try:
+        if keyfile is None:
+            ssl.create_default_context(cafile=path)
+        else:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path, keyfile)
+    except FileNotFoundError as exc:
+        raise InputError(f"{flag}: {exc.filename or path} does not exist") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        what = "a PEM certificate and its key" if keyfile is not None else "PEM certificates"
+        raise InputError(f"{flag}: {path} does not hold {what} ({getattr(exc, 'reason', None) or exc})") from None

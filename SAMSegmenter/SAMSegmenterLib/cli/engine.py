@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import InputError
+from . import checks
 
 # Seconds a finished command waits for the service to confirm that its session is closed.
 SESSION_CLOSE_SECONDS = 3.0
@@ -48,26 +49,10 @@ def check_server_args(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} does not apply with --server: the service runs the model on the device, "
                              f"precision and backend it was started with (serve {flag} ...)")
     if args.cafile is not None:
-        check_pem(args.cafile, "--cafile")
+        checks.check_pem(args.cafile, "--cafile")
     from ..service.tokens import read_token
 
     read_token(args.token_file)
-
-
-def check_pem(path: str, flag: str, keyfile: Optional[str] = None) -> None:
-    """InputError naming ``path`` unless it holds PEM certificates (with ``keyfile``: a certificate and its key)."""
-    import ssl
-
-    try:
-        if keyfile is None:
-            ssl.create_default_context(cafile=path)
-        else:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path, keyfile)
-    except FileNotFoundError as exc:
-        raise InputError(f"{flag}: {exc.filename or path} does not exist") from None
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        what = "a PEM certificate and its key" if keyfile is not None else "PEM certificates"
-        raise InputError(f"{flag}: {path} does not hold {what} ({getattr(exc, 'reason', None) or exc})") from None
 
 
 @contextlib.contextmanager

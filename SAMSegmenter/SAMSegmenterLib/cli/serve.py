@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
-from .engine import check_pem
+from .checks import check_pem
 from .options import add_model_options
 
 LOOPBACK_NAMES = ("localhost",)

@@ -59,11 +59,15 @@ def _suffix(path: Path, choices: Sequence[str]) -> str | None:
     return next((s for s in choices if name.endswith(s)), None)
 
 
+# MetaImage suffixes, which ITK recognises in lower case only (NIfTI and NRRD in lower or upper case)
+_LOWER_CASE_ONLY = (".mha", ".mhd")
+
+
 def _readable_case(path: Path, suffix: str) -> bool:
     """Whether ITK's readers (Slicer's included) recognise ``path``'s ``suffix`` as written: NIfTI and NRRD in lower
     or upper case, MetaImage in lower case only, nothing in mixed case."""
     written = path.name[-len(suffix):]
-    return written == suffix or (written == suffix.upper() and suffix not in (".mha", ".mhd"))
+    return written == suffix or (written == suffix.upper() and suffix not in _LOWER_CASE_ONLY)
 
 
 def label_suffix(path: str | Path) -> str:
@@ -121,7 +125,7 @@ def _header(path: Path, scalar: bool = True) -> sitk.ImageFileReader:
     reader.SetFileName(str(path))
     suffix = _suffix(path, VOLUME_SUFFIXES)
     if suffix is not None and not _readable_case(path, suffix):
-        if suffix not in (".mha", ".mhd"):
+        if suffix not in _LOWER_CASE_ONLY:
             raise InputError(f"cannot read {path}: ITK reads {suffix} files only with the suffix in lower or upper "
                              f"case; rename it to end with {suffix}")
         reader.SetImageIO("MetaImageIO")  # ITK finds MetaImage files by a lower-case suffix only
